@@ -1,0 +1,1 @@
+"""Model compiler, host protocol and driver (never imports sim)."""

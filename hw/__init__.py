@@ -1,0 +1,1 @@
+"""Amaranth gateware of the delay-learning core (no torch, no golden imports)."""

@@ -1,0 +1,1 @@
+"""Simulation: cocotb testbenches and co-simulation of hw against golden."""
