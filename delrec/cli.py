@@ -1,1 +1,172 @@
-def main(argv=None):\n    return 0
+"""The ``delrec`` command.
+
+``delrec train``   train a network on a task (DelRec by default)
+``delrec eval``    evaluate a checkpoint with integer delays
+``delrec bench``   benchmarks (``delrec bench golden``)
+
+With no options, ``delrec train`` runs the embedded default: DelRec on the
+``delayed-xor`` task, which needs delays longer than the membrane time
+constant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _key_value(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"Task option must look like KEY=VALUE, not {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        value = json.loads(value)
+    except json.JSONDecodeError:
+        pass
+    return key, value
+
+
+def _add_train(sub):
+    from delrec.golden.network import MODEL_KINDS
+
+    p = sub.add_parser("train", help="train a network on a task",
+                       description="Train a spiking network with surrogate-gradient BPTT "
+                                   "(DelRec recipe). Writes checkpoint.pt every epoch, "
+                                   "metrics.json and run.png into --out.")
+    p.add_argument("--task", default="delayed-xor", help="task name (default: delayed-xor)")
+    p.add_argument("--task-option", action="append", type=_key_value, default=[],
+                   metavar="KEY=VALUE", help="option of the task, repeatable (e.g. gap_max=30)")
+    p.add_argument("--model", default="delrec", choices=MODEL_KINDS, help="model kind (default: delrec)")
+    p.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="peak learning rate of the weights (one-cycle)")
+    p.add_argument("--lr-delay", type=float, help="learning rate of the delays")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sigma0", type=float, help="initial spread sigma (default 10)")
+    p.add_argument("--learn-width", action="store_true", help="learn a per-neuron spread width")
+    p.add_argument("--normalize-spread", action="store_true",
+                   help="renormalize the sampled spread to sum to one")
+    p.add_argument("--delay-init", type=float, nargs=2, metavar=("LOW", "HIGH"))
+    p.add_argument("--synaptic-ff-delays", dest="ff_delays", action="store_const", const="synaptic")
+    p.add_argument("--axonal-ff-delays", dest="ff_delays", action="store_const", const="axonal")
+    p.add_argument("--tau", type=float, help="membrane time constant in steps (default 1.05)")
+    p.add_argument("--reset", choices=("hard", "soft"))
+    p.add_argument("--surrogate", choices=("atan", "triangle"))
+    p.add_argument("--surrogate-scale", type=float, help="ATan alpha or triangle gamma")
+    p.add_argument("--no-detach-reset", dest="detach_reset", action="store_false", default=None)
+    p.add_argument("--readout", choices=("leaky", "linear"))
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--recurrent-dropout", type=float)
+    p.add_argument("--batch-norm", action="store_true", default=None)
+    p.add_argument("--threads", type=int, help="torch threads per process")
+    p.add_argument("--out", type=Path, help="run folder (default: runs/TASK-MODEL-sSEED)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_train)
+
+
+def _train(args) -> int:
+    from delrec.golden.network import ModelConfig
+    from delrec.golden.tasks.base import load_task
+    from delrec.golden.training import TASK_DEFAULTS, TrainConfig, train
+
+    defaults = TASK_DEFAULTS.get(args.task, {})
+    task_options = dict(args.task_option)
+    task = load_task(args.task, **task_options)
+    pick = lambda name, fallback=None: (  # noqa: E731
+        getattr(args, name) if getattr(args, name, None) is not None else defaults.get(name, fallback))
+    model_fields = dict(
+        kind=args.model, inputs=task.inputs, classes=task.classes,
+        hidden=pick("hidden", [64]), delay_init=pick("delay_init", [0.0, 30.0]),
+        learn_width=args.learn_width, normalize_spread=args.normalize_spread,
+    )
+    for name in ("sigma0", "tau", "reset", "surrogate", "surrogate_scale", "detach_reset",
+                 "readout", "dropout", "recurrent_dropout", "batch_norm", "ff_delays"):
+        value = getattr(args, name, None)
+        if value is not None:
+            model_fields[name] = value
+    model_config = ModelConfig(**model_fields)
+    train_fields = dict(task=args.task, task_options=task_options, seed=args.seed,
+                        epochs=pick("epochs", 30), batch_size=pick("batch_size", 64),
+                        threads=args.threads)
+    for name in ("lr", "lr_delay", "weight_decay"):
+        if getattr(args, name) is not None:
+            train_fields[name] = getattr(args, name)
+    config = TrainConfig(**train_fields)
+    out = args.out or Path("runs") / f"{args.task}-{args.model}-s{args.seed}"
+    metrics = train(model_config, config, out, resume=args.resume, progress=not args.no_progress,
+                    task=task)
+    if metrics is not None:
+        summary = {k: metrics[k] for k in ("task", "model", "seed", "parameters", "train_accuracy",
+                                           "val_accuracy", "test_accuracy", "best_test_accuracy",
+                                           "spikes_per_neuron_per_step")}
+        print(json.dumps(summary, indent=2))
+        print(f"run folder: {out} (checkpoint.pt, metrics.json, run.png)", file=sys.stderr)
+    return 0
+
+
+def _add_eval(sub):
+    p = sub.add_parser("eval", help="evaluate a checkpoint with integer delays",
+                       description="Evaluate a training checkpoint on a split of its task in "
+                                   "evaluation mode (delays rounded to integers; the stored "
+                                   "parameters are not modified). Prints JSON.")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(handler=_eval)
+
+
+def _eval(args) -> int:
+    from delrec.golden.tasks.base import load_task, make_loader
+    from delrec.golden.training import build_model, evaluate, load_checkpoint
+
+    state = load_checkpoint(args.checkpoint)
+    model = build_model(state)
+    train_config = state["train_config"]
+    task = load_task(train_config["task"], **train_config.get("task_options", {}))
+    result = evaluate(model, make_loader(task.split(args.split), args.batch_size))
+    result.update(checkpoint=str(args.checkpoint), epoch=state["epoch"], split=args.split,
+                  task=train_config["task"], model=state["model_config"]["kind"])
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="benchmarks (JSON output)")
+    which = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    from delrec.golden import bench
+
+    g = which.add_parser("golden", help="forward+backward time and peak memory of the float "
+                                        "DelRec layer at the SHD size, optionally side by side "
+                                        "with the public DelRec code")
+    bench.add_arguments(g)
+    g.set_defaults(handler=lambda a: bench.main_from_args(a))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from delrec import __version__
+
+    parser = argparse.ArgumentParser(prog="delrec", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"delrec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_train(sub)
+    _add_eval(sub)
+    _add_bench(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"delrec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
