@@ -90,6 +90,13 @@ def _current_rss_mb() -> float:
     return _peak_rss_mb()
 
 
+def _loadavg() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def _peak_rss_mb() -> float:
     peak = _proc_status_mb("VmHWM")
     if peak is not None:
@@ -230,6 +237,7 @@ def _worker_time(spec: dict) -> dict:
     params = model.parameters()
     rss_setup = _current_rss_mb()
 
+    load_start = _loadavg()
     times, spike_rate = [], None
     for i in range(spec["warmup"] + spec["iterations"]):
         start = time.perf_counter()
@@ -262,6 +270,8 @@ def _worker_time(spec: dict) -> dict:
         "peak_minus_setup_mb": peak - rss_setup,
         "spike_rate": spike_rate,
         "grads_finite": finite,
+        # 1-minute load average of the machine before and after (other processes disturb timings)
+        "loadavg_1min": [load_start, _loadavg()],
     }
 
 
@@ -403,10 +413,12 @@ def _round(obj, digits: int = 6):
 
 
 def _table(result: dict) -> str:
-    rows = [("impl", "sigma", "thr", "ms/iter", "peak MB", "peak-setup MB", "spike rate")]
+    rows = [("impl", "sigma", "thr", "ms/iter", "peak MB", "peak-setup MB", "spike rate", "load")]
     for c in result["cases"]:
+        load = "/".join("?" if v is None else f"{v:.1f}" for v in c["loadavg_1min"])
         rows.append((c["implementation"], f"{c['sigma']:g}", str(c["threads"]), f"{c['ms_per_iter']:.1f}",
-                     f"{c['peak_rss_mb']:.0f}", f"{c['peak_minus_setup_mb']:.0f}", f"{c['spike_rate']:.3f}"))
+                     f"{c['peak_rss_mb']:.0f}", f"{c['peak_minus_setup_mb']:.0f}", f"{c['spike_rate']:.3f}",
+                     load))
     lines = _format_rows(rows)
     if result["comparisons"]:
         rows = [("sigma", "thr", "time ratio", "peak ratio", "delta ratio", "time ok", "mem ok")]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from .network import DelayNetwork, ModelConfig
@@ -206,11 +208,10 @@ def train(model_config: ModelConfig, config: TrainConfig, out_dir, resume: bool 
                                {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
     opt_d = torch.optim.AdamW(delays, lr=config.lr_delay, weight_decay=0.0) if delays else None
 
-    sampler = None
-    if world > 1:
-        from torch.utils.data.distributed import DistributedSampler
-        sampler = DistributedSampler(task.train, num_replicas=world, rank=rank, shuffle=True,
-                                     seed=config.seed, drop_last=False)
+    # One seeded shuffle per epoch (also on one process), so that a resumed run
+    # sees the same batches as an uninterrupted one.
+    sampler = DistributedSampler(task.train, num_replicas=world, rank=rank, shuffle=True,
+                                 seed=config.seed, drop_last=False)
     local_batch = config.batch_size // world
     train_loader = make_loader(task.train, local_batch, shuffle=True, seed=config.seed, sampler=sampler)
     val_loader = make_loader(task.val, 256)
@@ -243,12 +244,12 @@ def train(model_config: ModelConfig, config: TrainConfig, out_dir, resume: bool 
         net = torch.nn.parallel.DistributedDataParallel(model)
 
     bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, disable=not progress or rank != 0,
+               file=sys.stderr,
                desc=f"{config.task}/{model_config.kind}", unit="batch", dynamic_ncols=True)
     for epoch in range(start_epoch, config.epochs):
         sigma = sigma_schedule(model_config.sigma0, epoch, config.epochs, config.sigma_decay)
         model.set_sigma(sigma)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         model.train()
         started = time.perf_counter()
         loss_sum = correct = seen = 0
@@ -282,7 +283,8 @@ def train(model_config: ModelConfig, config: TrainConfig, out_dir, resume: bool 
                     "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
         if rank == 0:
             bar.write(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.3f} "
-                      f"train {record['train_accuracy']:.3f} val {val['accuracy']:.3f} sigma {sigma:.3f}")
+                      f"train {record['train_accuracy']:.3f} val {val['accuracy']:.3f} sigma {sigma:.3f}",
+                      file=sys.stderr)
             save_checkpoint_atomic({
                 "format": CHECKPOINT_FORMAT, "epoch": epoch,
                 "model_config": model_config.to_dict(), "train_config": asdict(config),

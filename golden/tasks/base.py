@@ -86,13 +86,18 @@ def register_task(name: str):
     return wrap
 
 
+def _register_builtin() -> None:
+    from . import digits, synthetic  # noqa: F401  (their decorators register them)
+
+
 def task_names() -> list[str]:
+    _register_builtin()
     return sorted(_TASKS)
 
 
 def load_task(name: str, **options) -> SpikeTask:
     """Build the task ``name``; options the task does not know are an error."""
-    from . import digits, synthetic  # noqa: F401  (registration)
+    _register_builtin()
     if name not in _TASKS:
         raise ValueError(f"Unknown task {name!r}; known tasks: {', '.join(task_names())}")
     return _TASKS[name](**options)
