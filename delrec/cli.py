@@ -2,7 +2,7 @@
 
 ``delrec train``   train a network on a task (DelRec by default)
 ``delrec eval``    evaluate a checkpoint with integer delays
-``delrec bench``   benchmarks (``delrec bench golden``)
+``delrec bench``   benchmarks (``delrec bench golden``, ``delrec bench accuracy``)
 
 With no options, ``delrec train`` runs the embedded default: DelRec on the
 ``delayed-xor`` task, which needs delays longer than the membrane time
@@ -72,33 +72,19 @@ def _add_train(sub):
 
 
 def _train(args) -> int:
-    from delrec.golden.network import ModelConfig
     from delrec.golden.tasks.base import load_task
-    from delrec.golden.training import TASK_DEFAULTS, TrainConfig, train
+    from delrec.golden.training import make_configs, train
 
-    defaults = TASK_DEFAULTS.get(args.task, {})
     task_options = dict(args.task_option)
     task = load_task(args.task, **task_options)
-    pick = lambda name, fallback=None: (  # noqa: E731
-        getattr(args, name) if getattr(args, name, None) is not None else defaults.get(name, fallback))
-    model_fields = dict(
-        kind=args.model, inputs=task.inputs, classes=task.classes,
-        hidden=pick("hidden", [64]), delay_init=pick("delay_init", [0.0, 30.0]),
-        learn_width=args.learn_width, normalize_spread=args.normalize_spread,
-    )
-    for name in ("sigma0", "tau", "reset", "surrogate", "surrogate_scale", "detach_reset",
-                 "readout", "dropout", "recurrent_dropout", "batch_norm", "ff_delays"):
-        value = getattr(args, name, None)
-        if value is not None:
-            model_fields[name] = value
-    model_config = ModelConfig(**model_fields)
-    train_fields = dict(task=args.task, task_options=task_options, seed=args.seed,
-                        epochs=pick("epochs", 30), batch_size=pick("batch_size", 64),
-                        threads=args.threads)
-    for name in ("lr", "lr_delay", "weight_decay"):
-        if getattr(args, name) is not None:
-            train_fields[name] = getattr(args, name)
-    config = TrainConfig(**train_fields)
+    overrides = {name: getattr(args, name, None) for name in (
+        "hidden", "delay_init", "sigma0", "tau", "reset", "surrogate", "surrogate_scale",
+        "detach_reset", "readout", "dropout", "recurrent_dropout", "batch_norm", "ff_delays",
+        "epochs", "batch_size", "lr", "lr_delay", "weight_decay", "threads")}
+    overrides.update(kind=args.model, seed=args.seed, task_options=task_options,
+                     learn_width=args.learn_width or None,
+                     normalize_spread=args.normalize_spread or None)
+    model_config, config = make_configs(task, overrides)
     out = args.out or Path("runs") / f"{args.task}-{args.model}-s{args.seed}"
     metrics = train(model_config, config, out, resume=args.resume, progress=not args.no_progress,
                     task=task)
@@ -146,7 +132,13 @@ def _add_bench(sub):
                                         "DelRec layer at the SHD size, optionally side by side "
                                         "with the public DelRec code")
     bench.add_arguments(g)
-    g.set_defaults(handler=lambda a: bench.main_from_args(a))
+    g.set_defaults(handler=bench.main_from_args)
+    from delrec.golden import experiments
+
+    a = which.add_parser("accuracy", help="train several model kinds over several seeds on a "
+                                          "task and tabulate test accuracy (runs in parallel)")
+    experiments.add_arguments(a)
+    a.set_defaults(handler=experiments.main_from_args)
 
 
 def build_parser() -> argparse.ArgumentParser:
