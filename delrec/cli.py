@@ -40,6 +40,9 @@ def _add_train(sub):
     p.add_argument("--task", default="delayed-xor", help="task name (default: delayed-xor)")
     p.add_argument("--task-option", action="append", type=_key_value, default=[],
                    metavar="KEY=VALUE", help="option of the task, repeatable (e.g. gap_max=30)")
+    p.add_argument("--data", type=Path, help="data folder of the task (real-data tasks)")
+    p.add_argument("--test-speakers", nargs="+", metavar="NAME",
+                   help="spoken digits: hold out these speakers as the test set")
     p.add_argument("--model", default="delrec", choices=MODEL_KINDS, help="model kind (default: delrec)")
     p.add_argument("--hidden", type=int, nargs="+", help="hidden layer sizes")
     p.add_argument("--epochs", type=int)
@@ -76,6 +79,10 @@ def _train(args) -> int:
     from delrec.golden.training import make_configs, train
 
     task_options = dict(args.task_option)
+    if args.data is not None:
+        task_options["data"] = str(args.data)
+    if args.test_speakers:
+        task_options["test_speakers"] = args.test_speakers
     task = load_task(args.task, **task_options)
     overrides = {name: getattr(args, name, None) for name in (
         "hidden", "delay_init", "sigma0", "tau", "reset", "surrogate", "surrogate_scale",

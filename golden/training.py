@@ -270,6 +270,8 @@ def train(model_config: ModelConfig, config: TrainConfig, out_dir, resume: bool 
         sigma = sigma_schedule(model_config.sigma0, epoch, config.epochs, config.sigma_decay)
         model.set_sigma(sigma)
         sampler.set_epoch(epoch)
+        if hasattr(task.train, "set_epoch"):  # augmentations redrawn per epoch, resumable
+            task.train.set_epoch(epoch)
         model.train()
         started = time.perf_counter()
         loss_sum = correct = seen = 0

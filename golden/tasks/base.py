@@ -87,7 +87,8 @@ def register_task(name: str):
 
 
 def _register_builtin() -> None:
-    from . import digits, synthetic  # noqa: F401  (their decorators register them)
+    from . import digits, mnist, shd, synthetic  # noqa: F401  (their decorators register them)
+    from . import spoken  # noqa: F401
 
 
 def task_names() -> list[str]:

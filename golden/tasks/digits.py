@@ -16,9 +16,13 @@ from .base import SpikeTask, SpikeTensorDataset, register_task
 __all__ = ["ps_digits"]
 
 
-def encode_thermometer(images: np.ndarray, levels: int) -> np.ndarray:
-    """``[n, P]`` pixel values in 0..16 -> spikes ``[n, P, levels]``."""
-    thresholds = np.arange(levels) * (16.0 / levels)
+def encode_thermometer(images: np.ndarray, levels: int, max_value: float = 16.0) -> np.ndarray:
+    """``[n, P]`` pixel values in 0..max_value -> spikes ``[n, P, levels]``.
+
+    Channel ``c`` spikes when the pixel exceeds ``c * max_value / levels``
+    (16 for these digits, 255 for MNIST's bytes).
+    """
+    thresholds = np.arange(levels) * (float(max_value) / levels)
     return (images[:, :, None] > thresholds[None, None, :]).astype(np.uint8)
 
 
