@@ -19,7 +19,8 @@ from pathlib import Path
 __all__ = ["main", "build_parser"]
 
 
-def _key_value(text: str):
+def key_value(text: str):
+    """argparse type of ``KEY=VALUE`` options; VALUE is parsed as JSON when it can be."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"Task option must look like KEY=VALUE, not {text!r}")
     key, value = text.split("=", 1)
@@ -38,7 +39,7 @@ def _add_train(sub):
                                    "(DelRec recipe). Writes checkpoint.pt every epoch, "
                                    "metrics.json and run.png into --out.")
     p.add_argument("--task", default="delayed-xor", help="task name (default: delayed-xor)")
-    p.add_argument("--task-option", action="append", type=_key_value, default=[],
+    p.add_argument("--task-option", action="append", type=key_value, default=[],
                    metavar="KEY=VALUE", help="option of the task, repeatable (e.g. gap_max=30)")
     p.add_argument("--data", type=Path, help="data folder of the task (real-data tasks)")
     p.add_argument("--test-speakers", nargs="+", metavar="NAME",

@@ -27,15 +27,26 @@ def test_unknown_task_and_bad_option_are_clear_errors(capsys):
 
 
 def test_compare_models_over_seeds(tmp_path):
-    result = compare_models("delayed-xor", ["delrec", "feedforward"], [0, 1], tmp_path, epochs=1,
-                            hidden=[8], workers=2, progress=False,
-                            task_options=dict(train_size=64, val_size=16, test_size=16))
-    assert [(r["model"], r["seed"]) for r in result["runs"]] == \
-        [("delrec", 0), ("delrec", 1), ("feedforward", 0), ("feedforward", 1)]
-    for kind in ("delrec", "feedforward"):
-        accs = [r["test_accuracy"] for r in result["runs"] if r["model"] == kind]
-        assert result["summary"][kind]["test_accuracy_mean"] == sum(accs) / 2
-        assert (tmp_path / f"delayed-xor-{kind}-s1" / "metrics.json").is_file()
-    assert result["summary"]["delrec"]["parameters"] > result["summary"]["feedforward"]["parameters"]
-    assert "| delrec |" in format_table(result)
+    options = dict(train_size=64, val_size=16, test_size=16)
+    splits = {"near": dict(gap_min=30, gap_max=32), "far": dict(gap_min=40, gap_max=44, steps=70)}
+    run = lambda: compare_models("delayed-xor", ["delrec", "feedforward"], [0, 1], tmp_path,  # noqa: E731
+                                 task_options=options, splits=splits,
+                                 overrides=dict(epochs=1, hidden=[8]), workers=2, progress=False)
+    result = run()
+    assert [(r["split"], r["model"], r["seed"]) for r in result["runs"]] == [
+        (split, model, seed) for split in ("near", "far") for model in ("delrec", "feedforward")
+        for seed in (0, 1)]
+    for split in splits:
+        for kind in ("delrec", "feedforward"):
+            accs = [r["test_accuracy"] for r in result["runs"] if r["model"] == kind and r["split"] == split]
+            assert result["summary"][split][kind]["test_accuracy_mean"] == sum(accs) / 2
+            assert (tmp_path / f"delayed-xor-{split}-{kind}-s1" / "metrics.json").is_file()
+    near = result["summary"]["near"]
+    assert near["delrec"]["parameters"] > near["feedforward"]["parameters"]
+    table = format_table(result)
+    assert "| delrec |" in table and "near" in table and "far" in table
     json.dumps(result)
+    # A second call reuses the finished runs instead of training again.
+    stamp = (tmp_path / "delayed-xor-far-delrec-s0" / "metrics.json").stat().st_mtime_ns
+    assert run()["runs"] == result["runs"]
+    assert (tmp_path / "delayed-xor-far-delrec-s0" / "metrics.json").stat().st_mtime_ns == stamp
