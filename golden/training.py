@@ -47,6 +47,10 @@ TASK_DEFAULTS = {
     # The neuron settings of the paper's PS-MNIST configuration.
     "ps-digits": dict(hidden=[128], epochs=60, batch_size=64, delay_init=[0.0, 20.0], tau=2.0,
                       reset="soft", surrogate="triangle", surrogate_scale=1.0, detach_reset=False),
+    # Two layers (recurrent delays in the second), batch norm and dropout as the
+    # paper's SHD configuration, smaller: <= 0.2 M parameters.
+    "spoken-digits": dict(hidden=[128, 128], epochs=40, batch_size=64, delay_init=[0.0, 30.0],
+                          batch_norm=True, dropout=0.3),
 }
 
 
