@@ -238,8 +238,9 @@ def _worker_time(spec: dict) -> dict:
     rss_setup = _current_rss_mb()
 
     load_start = _loadavg()
-    times, spike_rate = [], None
+    times, cpu_times, spike_rate = [], [], None
     for i in range(spec["warmup"] + spec["iterations"]):
+        cpu_start = time.process_time()
         start = time.perf_counter()
         for q in params:
             q.grad = None
@@ -247,8 +248,10 @@ def _worker_time(spec: dict) -> dict:
         loss = (spikes * loss_weights).sum()
         loss.backward()
         elapsed = time.perf_counter() - start
+        cpu_elapsed = time.process_time() - cpu_start
         if i >= spec["warmup"]:
             times.append(elapsed * 1e3)
+            cpu_times.append(cpu_elapsed * 1e3)
         spike_rate = float(spikes.detach().mean())
         del spikes, loss
     finite = all(bool(torch.isfinite(q.grad).all()) for q in params if q.grad is not None)
@@ -264,6 +267,8 @@ def _worker_time(spec: dict) -> dict:
         "ms_per_iter_min": min(times),
         "ms_per_iter_max": max(times),
         "ms_all": times,
+        # CPU time of the process (all threads), less disturbed by other processes than wall time
+        "cpu_ms_per_iter": statistics.median(cpu_times),
         "rss_after_imports_mb": rss_imports,
         "rss_after_setup_mb": rss_setup,
         "peak_rss_mb": peak,
@@ -340,10 +345,12 @@ def _worker(spec: dict) -> dict:
 # driver side
 # --------------------------------------------------------------------------
 
-def _spawn(spec: dict, timeout: float | None) -> dict:
+def _spawn(spec: dict, timeout: float | None, omp_wait_policy: str | None = None) -> dict:
     env = dict(os.environ)
     threads = str(spec["threads"])
     env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads)
+    if omp_wait_policy is not None:
+        env["OMP_WAIT_POLICY"] = omp_wait_policy.upper()
     cmd = [sys.executable, "-m", "delrec.golden.bench", "--worker", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
@@ -413,17 +420,21 @@ def _round(obj, digits: int = 6):
 
 
 def _table(result: dict) -> str:
-    rows = [("impl", "sigma", "thr", "ms/iter", "peak MB", "peak-setup MB", "spike rate", "load")]
+    rows = [("impl", "sigma", "thr", "ms/iter", "min ms", "cpu ms", "peak MB", "peak-setup MB", "spike rate",
+             "max load")]
     for c in result["cases"]:
-        load = "/".join("?" if v is None else f"{v:.1f}" for v in c["loadavg_1min"])
+        loads = [v for v in c["loadavg_1min"] if v is not None]
+        load = f"{max(loads):.1f}" if loads else "?"
         rows.append((c["implementation"], f"{c['sigma']:g}", str(c["threads"]), f"{c['ms_per_iter']:.1f}",
-                     f"{c['peak_rss_mb']:.0f}", f"{c['peak_minus_setup_mb']:.0f}", f"{c['spike_rate']:.3f}",
+                     f"{c['ms_per_iter_min']:.1f}", f"{c['cpu_ms_per_iter']:.1f}", f"{c['peak_rss_mb']:.0f}", f"{c['peak_minus_setup_mb']:.0f}", f"{c['spike_rate']:.3f}",
                      load))
     lines = _format_rows(rows)
     if result["comparisons"]:
-        rows = [("sigma", "thr", "time ratio", "peak ratio", "delta ratio", "time ok", "mem ok")]
+        rows = [("sigma", "thr", "time ratio", "min ratio", "cpu ratio", "peak ratio", "delta ratio",
+                 "time ok", "mem ok")]
         for c in result["comparisons"]:
             rows.append((f"{c['sigma']:g}", str(c["threads"]), f"{c['time_ratio']:.4f}",
+                         f"{c['time_ratio_min']:.4f}", f"{c['cpu_time_ratio']:.4f}",
                          f"{c['peak_rss_ratio']:.3f}", f"{c['peak_minus_setup_ratio']:.4f}",
                          "yes" if c["time_target_met"] else "NO",
                          "yes" if c["peak_rss_target_met"] else "NO"))
@@ -446,10 +457,33 @@ def _format_rows(rows):
     return ["  ".join(cell.rjust(w) for cell, w in zip(r, widths)) for r in rows]
 
 
+def _merge_repeats(runs: list) -> list:
+    """One result per (implementation, sigma, threads): least disturbed time, largest memory."""
+    groups: dict = {}
+    for run in runs:
+        groups.setdefault((run["implementation"], run["sigma"], run["threads"]), []).append(run)
+    cases = []
+    for group in groups.values():
+        best = dict(min(group, key=lambda r: r["ms_per_iter"]))
+        worst_mem = max(group, key=lambda r: r["peak_rss_mb"])
+        best["cpu_ms_per_iter"] = min(r["cpu_ms_per_iter"] for r in group)
+        for key in ("rss_after_imports_mb", "rss_after_setup_mb", "peak_rss_mb", "peak_minus_setup_mb"):
+            best[key] = worst_mem[key]
+        best["peak_minus_setup_mb"] = max(r["peak_minus_setup_mb"] for r in group)
+        best["grads_finite"] = all(r["grads_finite"] for r in group)
+        best["repeats"] = len(group)
+        best["repeat_ms_per_iter"] = [r["ms_per_iter"] for r in group]
+        best["repeat_peak_rss_mb"] = [r["peak_rss_mb"] for r in group]
+        best["loadavg_1min"] = [v for r in group for v in r["loadavg_1min"]]
+        cases.append(best)
+    return cases
+
+
 def run_benchmark(delrec_path: str | None, threads=(1, 2), sigmas=(10.0, 0.1), iterations: int = 10,
                   out=None, *, warmup: int = 2, batch: int | None = None, steps: int | None = None,
                   inputs: int | None = None, neurons: int | None = None, crosscheck: bool = True,
-                  seed: int = 0, progress: bool = True, verbose: bool = True,
+                  seed: int = 0, repeats: int = 1, omp_wait_policy: str | None = None,
+                  progress: bool = True, verbose: bool = True,
                   timeout: float | None = 1800.0) -> dict:
     """Time and memory of our recurrent DelRec layer, and of the public one if ``delrec_path`` is given.
 
@@ -468,6 +502,16 @@ def run_benchmark(delrec_path: str | None, threads=(1, 2), sigmas=(10.0, 0.1), i
         Override the SHD sizes (for quick tests).
     crosscheck : bool
         With a checkout, compare spikes and gradients of both layers.
+    repeats : int
+        Run every case this many times, each in a fresh subprocess, the
+        implementations interleaved; a case reports the smallest of the
+        medians (the run least disturbed by other processes) and the largest
+        peak RSS.
+    omp_wait_policy : {"active", "passive"} or None
+        ``OMP_WAIT_POLICY`` of the workers (both implementations); None keeps
+        the environment's. On a machine shared with other busy processes,
+        spinning OpenMP threads wait for descheduled ones and multi-threaded
+        timings blow up; ``"passive"`` makes idle threads sleep instead.
 
     Returns
     -------
@@ -476,8 +520,11 @@ def run_benchmark(delrec_path: str | None, threads=(1, 2), sigmas=(10.0, 0.1), i
         ``comparisons`` (ours / public), ``targets``, ``all_targets_met``,
         ``crosscheck``.
     """
-    if iterations < 1 or warmup < 0:
-        raise ValueError(f"Need iterations >= 1 and warmup >= 0, not {iterations!r}, {warmup!r}")
+    if iterations < 1 or warmup < 0 or repeats < 1:
+        raise ValueError(f"Need iterations >= 1, warmup >= 0 and repeats >= 1, not "
+                         f"{iterations!r}, {warmup!r}, {repeats!r}")
+    if omp_wait_policy is not None and omp_wait_policy.lower() not in ("active", "passive"):
+        raise ValueError(f"OMP wait policy must be 'active' or 'passive', not {omp_wait_policy!r}")
     threads = [int(t) for t in threads]
     sigmas = [float(s) for s in sigmas]
     if not threads or min(threads) < 1 or not sigmas or min(sigmas) < 0:
@@ -496,7 +543,7 @@ def run_benchmark(delrec_path: str | None, threads=(1, 2), sigmas=(10.0, 0.1), i
     impls = ["ours"] + (["public"] if delrec_path else [])
     specs = [{"mode": "time", "impl": impl, "sigma": s, "threads": t, "config": cfg, "seed": seed,
               "iterations": int(iterations), "warmup": int(warmup), "public_path": delrec_path}
-             for s in sigmas for t in threads for impl in impls]
+             for _ in range(int(repeats)) for s in sigmas for t in threads for impl in impls]
     checks = []
     if delrec_path and crosscheck:
         checks = [{"mode": "crosscheck", "sigma": s, "threads": threads[0], "config": cfg, "seed": seed,
@@ -504,18 +551,21 @@ def run_benchmark(delrec_path: str | None, threads=(1, 2), sigmas=(10.0, 0.1), i
 
     from tqdm import tqdm
 
-    cases, cross = [], []
+    load_start = _loadavg()
+
+    runs, cross = [], []
     with tqdm(total=len(specs) + len(checks), desc="bench golden", unit="case", disable=not progress,
               file=sys.stderr) as bar:
         for spec in specs:
             bar.set_postfix_str(f"{spec['impl']} sigma={spec['sigma']:g} threads={spec['threads']}")
-            cases.append(_spawn(spec, timeout))
+            runs.append(_spawn(spec, timeout, omp_wait_policy))
             bar.update()
         for spec in checks:
             bar.set_postfix_str(f"cross-check sigma={spec['sigma']:g}")
-            cross.append(_spawn(spec, timeout))
+            cross.append(_spawn(spec, timeout, omp_wait_policy))
             bar.update()
 
+    cases = _merge_repeats(runs)
     comparisons = []
     if delrec_path:
         by_key = {(c["implementation"], c["sigma"], c["threads"]): c for c in cases}
@@ -527,7 +577,10 @@ def run_benchmark(delrec_path: str | None, threads=(1, 2), sigmas=(10.0, 0.1), i
                 delta_ratio = (o["peak_minus_setup_mb"] / p["peak_minus_setup_mb"]
                                if p["peak_minus_setup_mb"] > 0 else None)
                 comparisons.append({
-                    "sigma": s, "threads": t, "time_ratio": time_ratio, "peak_rss_ratio": mem_ratio,
+                    "sigma": s, "threads": t, "time_ratio": time_ratio,
+                    "time_ratio_min": o["ms_per_iter_min"] / p["ms_per_iter_min"],
+                    "cpu_time_ratio": o["cpu_ms_per_iter"] / p["cpu_ms_per_iter"],
+                    "peak_rss_ratio": mem_ratio,
                     "peak_minus_setup_ratio": delta_ratio, "speedup": 1.0 / time_ratio,
                     "time_target_met": time_ratio <= TARGETS["time_ratio_max"],
                     "peak_rss_target_met": mem_ratio <= TARGETS["peak_rss_ratio_max"],
@@ -535,9 +588,10 @@ def run_benchmark(delrec_path: str | None, threads=(1, 2), sigmas=(10.0, 0.1), i
 
     result = {
         "benchmark": "delrec golden: recurrent axonal DelRec layer, forward + backward",
-        "machine": _machine_info(),
+        "machine": {**_machine_info(), "loadavg_1min": [load_start, _loadavg()]},
         "config": {**cfg, "sigmas": sigmas, "threads": threads, "iterations": int(iterations),
-                   "warmup": int(warmup), "seed": seed,
+                   "warmup": int(warmup), "seed": seed, "repeats": int(repeats),
+                   "omp_wait_policy": omp_wait_policy or os.environ.get("OMP_WAIT_POLICY"),
                    "loss": "sum(spikes * R), R ~ N(0,1) fixed; backward through the input linear",
                    "input": f"Bernoulli({cfg['input_rate']}) spikes [T, B, inputs]",
                    "memory": "peak RSS (VmHWM) of a fresh subprocess per case"},
@@ -575,6 +629,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="timed forward+backward iterations per case (default: 10)")
     parser.add_argument("--warmup", type=int, default=2, metavar="N",
                         help="untimed iterations before (default: 2)")
+    parser.add_argument("--repeats", type=int, default=1, metavar="R",
+                        help="fresh-subprocess runs per case; the least disturbed one is reported (default: 1)")
+    parser.add_argument("--omp-wait-policy", choices=("active", "passive"), default=None,
+                        help="OMP_WAIT_POLICY of the workers; 'passive' on a machine shared with other "
+                             "busy processes (default: the environment's)")
     parser.add_argument("--out", default=None, metavar="FILE",
                         help="write the JSON result there (default: print it to stdout)")
     for name in ("batch", "steps", "inputs", "neurons"):
@@ -591,6 +650,7 @@ def main_from_args(args: argparse.Namespace) -> int:
     try:
         result = run_benchmark(args.delrec_path, threads=args.threads, sigmas=args.sigmas,
                                iterations=args.iterations, out=args.out, warmup=args.warmup,
+                               repeats=args.repeats, omp_wait_policy=args.omp_wait_policy,
                                batch=args.batch, steps=args.steps, inputs=args.inputs,
                                neurons=args.neurons, crosscheck=args.crosscheck, progress=args.progress)
     except (ValueError, RuntimeError, subprocess.TimeoutExpired) as err:

@@ -146,12 +146,20 @@ class Delays(nn.Module):
         self.normalize = normalize
         self.delay = nn.Parameter(torch.empty(shape).uniform_(low, high))
         self.width_logit = nn.Parameter(torch.zeros(shape[-1])) if learn_width else None
-        self.register_buffer("sigma", torch.tensor(float(sigma)))
+        self.sigma = 0.0
+        self.set_sigma(sigma)
 
     def set_sigma(self, sigma: float) -> None:
-        if sigma < 0:
+        """Set the spread parameter (a Python float: exact in any dtype, saved in the state dict)."""
+        if not sigma >= 0:
             raise ValueError(f"Sigma must be non-negative, not {sigma!r}")
-        self.sigma.fill_(float(sigma))
+        self.sigma = float(sigma)
+
+    def get_extra_state(self):
+        return {"sigma": self.sigma}
+
+    def set_extra_state(self, state) -> None:
+        self.set_sigma(state["sigma"])
 
     @torch.no_grad()
     def clamp_(self) -> None:
@@ -160,10 +168,9 @@ class Delays(nn.Module):
 
     def width(self) -> torch.Tensor:
         """``1 + sigma`` (shape ``[]``) or the learned per-neuron width (``[N_pre]``)."""
-        sigma = self.sigma.to(self.delay.dtype)
         if self.width_logit is None:
-            return 1 + sigma
-        return 1 + 2 * sigma * torch.sigmoid(self.width_logit.to(self.delay.dtype))
+            return torch.tensor(1 + self.sigma, dtype=self.delay.dtype, device=self.delay.device)
+        return 1 + 2 * self.sigma * torch.sigmoid(self.width_logit.to(self.delay.dtype))
 
     def integer(self) -> torch.Tensor:
         """Integer delays used at evaluation and by the hardware (parameters untouched)."""
@@ -197,4 +204,4 @@ class Delays(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"shape={tuple(self.delay.shape)}, offset={self.offset}, "
-                f"sigma={float(self.sigma):.3g}, learn_width={self.width_logit is not None}")
+                f"sigma={self.sigma:.3g}, learn_width={self.width_logit is not None}")

@@ -14,6 +14,7 @@ of every batch and gradients are averaged, so no code changes to scale out.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import random
@@ -306,7 +307,7 @@ def train(model_config: ModelConfig, config: TrainConfig, out_dir, resume: bool 
         history.append(record)
         if val["accuracy"] > best["val_accuracy"]:
             best = {"val_accuracy": val["accuracy"], "epoch": epoch,
-                    "model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                    "model": copy.deepcopy(model.state_dict())}
         if rank == 0:
             bar.write(f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.3f} "
                       f"train {record['train_accuracy']:.3f} val {val['accuracy']:.3f} sigma {sigma:.3f}",
@@ -324,7 +325,7 @@ def train(model_config: ModelConfig, config: TrainConfig, out_dir, resume: bool 
 
     metrics = None
     if rank == 0:
-        final_state = {k: v.clone() for k, v in model.state_dict().items()}
+        final_state = copy.deepcopy(model.state_dict())
         final = {s: evaluate(model, make_loader(task.split(s), 256)) for s in ("train", "val", "test")}
         model.load_state_dict(best["model"])
         best_test = evaluate(model, test_loader)

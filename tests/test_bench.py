@@ -30,7 +30,7 @@ def _check_case(case, impl, sigma, threads, iterations):
 def test_run_benchmark_ours_only(tmp_path):
     out = tmp_path / "sub" / "golden.json"
     result = bench.run_benchmark(None, threads=(1,), sigmas=(10.0,), iterations=2, out=out, warmup=1,
-                                 progress=False, verbose=False, **SMALL)
+                                 repeats=2, progress=False, verbose=False, **SMALL)
     for key in ("machine", "config", "cases", "comparisons", "targets", "all_targets_met", "crosscheck",
                 "public"):
         assert key in result
@@ -44,16 +44,19 @@ def test_run_benchmark_ours_only(tmp_path):
     assert result["targets"] == {"time_ratio_max": 0.2, "peak_rss_ratio_max": 0.5}
     (case,) = result["cases"]
     _check_case(case, "ours", 10.0, 1, 2)
+    assert case["repeats"] == 2 and len(case["repeat_ms_per_iter"]) == 2
+    assert case["ms_per_iter"] == min(case["repeat_ms_per_iter"])
+    assert case["peak_rss_mb"] == max(case["repeat_peak_rss_mb"])
     written = json.loads(out.read_text())
     assert written["cases"][0]["implementation"] == "ours"
     assert written["config"]["neurons"] == 32
 
 
-def test_cli_arguments_and_defaults(tmp_path, capsys):
+def test_cli_arguments_and_defaults():
     parser = bench.add_arguments(argparse.ArgumentParser())
     args = parser.parse_args([])
     assert args.delrec_path is None and args.threads == [1, 2] and args.sigmas == [10.0, 0.1]
-    assert args.out is None and args.crosscheck and args.progress
+    assert args.out is None and args.crosscheck and args.progress and args.repeats == 1
     assert args.batch is None  # SHD sizes by default
     assert bench.SHD_CONFIG["batch"] == 32 and bench.SHD_CONFIG["steps"] == 100
     assert bench.SHD_CONFIG["inputs"] == 140 and bench.SHD_CONFIG["neurons"] == 256
@@ -73,6 +76,8 @@ def test_bad_arguments():
         bench.run_benchmark(None, threads=(0,))
     with pytest.raises(ValueError):
         bench.run_benchmark(None, neurons=0)
+    with pytest.raises(ValueError):
+        bench.run_benchmark(None, repeats=0)
 
 
 def test_worker_in_process_matches_schema():

@@ -113,3 +113,12 @@ def test_bad_delay_arguments_are_named():
         Delays((3,), offset=2)
     with pytest.raises(ValueError, match="Sigma must be non-negative, not -1"):
         Delays((3,), offset=1).set_sigma(-1)
+
+
+def test_sigma_is_exact_in_any_dtype_and_saved_with_the_model():
+    d = Delays((3,), offset=1, sigma=0.1).double()
+    assert d.width().item() == 1.1 and d.width().dtype == torch.float64
+    d.set_sigma(0.37)
+    e = Delays((3,), offset=1, sigma=5.0).double()
+    e.load_state_dict(d.state_dict())
+    assert e.sigma == 0.37 and torch.equal(e.delay, d.delay)
