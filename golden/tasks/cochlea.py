@@ -582,6 +582,19 @@ def hair_cell(velocity: np.ndarray, *, mode: str = "fast") -> np.ndarray:
     raise ValueError(f"Mode must be one of {MODES}, not {mode!r}")
 
 
+def _permeability(velocity, first: int, ns: int, k, z, den, kt, decay) -> None:
+    """Hair-cell permeability ``k(t) dt`` of ``ns`` samples from ``first`` into
+    ``kt[:ns]``, and ``1 - y dt - k(t) dt`` into ``decay[:ns]``, in lauscher's
+    order of operations (float32 for the saturating ratio, as it computes it)."""
+    zz, dd = z[:ns], den[:ns]
+    velocity.add_rows(first, first + ns, np.float32(HC_A), zz)
+    np.maximum(zz, 0, out=zz)
+    np.add(zz, np.float32(HC_B), out=dd)
+    np.divide(zz, dd, out=zz)
+    np.multiply(zz, k.gdt, out=kt[:ns])
+    np.subtract(1.0 - k.ydt, kt[:ns], out=decay[:ns])
+
+
 class _HairState:
     """Fast hair cell over time chunks, all channels at once.
 
@@ -616,13 +629,7 @@ class _HairState:
         prev = self.state
         for a in range(0, steps, sub):
             ns = min(sub, steps - a)
-            zz, dd = z[:ns], den[:ns]
-            velocity.add_rows(first + a, first + a + ns, np.float32(HC_A), zz)
-            np.maximum(zz, 0, out=zz)
-            np.add(zz, np.float32(HC_B), out=dd)
-            np.divide(zz, dd, out=zz)
-            np.multiply(zz, k.gdt, out=kt[:ns])
-            np.subtract(1.0 - k.ydt, kt[:ns], out=mult[:ns, 0])
+            _permeability(velocity, first + a, ns, k, z, den, kt, mult[:, 0])
             start = prev
             for i in range(ns):
                 np.add(prev[1], k.ymdt, out=add[0])
@@ -940,13 +947,7 @@ class _Pipeline:
         prev_views = (prev, q, w, c)
         for a in range(0, steps, sub):
             ns = min(sub, steps - a)
-            zz, dd = z[:ns], den[:ns]
-            velocity.add_rows(first + a, first + a + ns, np.float32(HC_A), zz)
-            np.maximum(zz, 0, out=zz)
-            np.add(zz, np.float32(HC_B), out=dd)
-            np.divide(zz, dd, out=zz)
-            np.multiply(zz, k.gdt, out=kt[:ns])
-            np.subtract(1.0 - k.ydt, kt[:ns], out=mult[:ns, 0])
+            _permeability(velocity, first + a, ns, k, z, den, kt, mult[:, 0])
             nl = max(0, min(ns, lif_steps - a))
             if nl:
                 add[:nl, 3] = counts[a:a + nl]
