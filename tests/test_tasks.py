@@ -11,6 +11,8 @@ def test_registry_and_unknown_task():
     assert {"delayed-xor", "ps-digits"} <= set(task_names())
     with pytest.raises(ValueError, match="Unknown task 'nope'; known tasks: .*delayed-xor"):
         load_task("nope")
+    with pytest.raises(ValueError, match=r"Task 'delayed-xor' has no option\(s\) \['gapmin'\]; its options"):
+        load_task("delayed-xor", gapmin=3)
 
 
 @pytest.mark.parametrize("name,inputs,classes,steps", [("delayed-xor", 32, 4, 64),

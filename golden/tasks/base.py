@@ -8,6 +8,7 @@ builds one by name.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Callable
 
@@ -101,4 +102,11 @@ def load_task(name: str, **options) -> SpikeTask:
     _register_builtin()
     if name not in _TASKS:
         raise ValueError(f"Unknown task {name!r}; known tasks: {', '.join(task_names())}")
-    return _TASKS[name](**options)
+    factory = _TASKS[name]
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(params))
+        if unknown:
+            raise ValueError(f"Task {name!r} has no option(s) {unknown}; its options are "
+                             f"{', '.join(params)}")
+    return factory(**options)
