@@ -92,8 +92,8 @@ def test_worker_in_process_matches_schema():
 def test_public_comparison(tmp_path):
     """Needs DELREC_PUBLIC_PATH: a checkout of github.com/alexmaxad/DelRec and spikingjelly 0.0.0.0.14."""
     path = os.environ.get("DELREC_PUBLIC_PATH")
-    if not path:
-        pytest.skip("set DELREC_PUBLIC_PATH to a checkout of github.com/alexmaxad/DelRec")
+    assert path, ("set DELREC_PUBLIC_PATH to a checkout of github.com/alexmaxad/DelRec "
+                  "(and pip install --no-deps spikingjelly==0.0.0.0.14)")
     result = bench.run_benchmark(path, threads=(1,), sigmas=(10.0, 0.1), iterations=2, warmup=1,
                                  out=tmp_path / "golden.json", progress=False, verbose=False, **SMALL)
     assert result["public"]["path"]

@@ -44,7 +44,6 @@ def _smooth_length(duration: float) -> int:
 def _lauscher(x48: np.ndarray, *, channels: int, fibres: int = 40, seed: int = 0,
               ramp_s: float | None = None, stages: bool = False):
     """lauscher's Wave2Spike chain (with ``channels``/``fibres``/window options) after np.random.seed."""
-    pytest.importorskip("lauscher")
     from lauscher.audiowaves import MonoAudioWave
     from lauscher.transformations import (BasilarMembrane, BushyCell, HairCell, HanningWindow,
                                           RmsNormalizer)
@@ -87,7 +86,6 @@ def test_exact_equals_lauscher_ramp_window_and_fibres():
 
 def test_exact_stages_equal_lauscher_at_700_channels():
     """Membrane (700 channels), hair cells and bushy cells of a 20 ms clip, stage by stage."""
-    pytest.importorskip("lauscher")
     from lauscher.audiowaves import MonoAudioWave
     from lauscher.firing_probability import FiringProbability
     from lauscher.transformations import BasilarMembrane, BushyCell, HairCell, HanningWindow, RmsNormalizer
@@ -127,8 +125,7 @@ def test_exact_random_state_forms_agree():
 
 @pytest.mark.slow
 def test_exact_equals_lauscher_on_a_real_recording_slice():
-    if not RECORDINGS.is_dir():
-        pytest.skip(f"{RECORDINGS} is absent")
+    assert RECORDINGS.is_dir(), f"{RECORDINGS} is absent (the tests use ../shared/data/fsdd)"
     import soundfile
     audio, rate = soundfile.read(str(RECORDINGS / "3_theo_7.wav"))
     x48 = resample_poly(audio, FS // rate, 1)[int(0.08 * FS):int(0.13 * FS)]
@@ -256,8 +253,7 @@ def test_fast_fibres_are_refractory_and_match_lauscher_in_distribution(probabili
 
 @pytest.mark.slow
 def test_fast_statistics_match_exact_on_a_real_recording():
-    if not RECORDINGS.is_dir():
-        pytest.skip(f"{RECORDINGS} is absent")
+    assert RECORDINGS.is_dir(), f"{RECORDINGS} is absent (the tests use ../shared/data/fsdd)"
     import soundfile
     audio, rate = soundfile.read(str(RECORDINGS / "3_theo_7.wav"))
     exact = [co.cochlea_spikes(audio, rate, mode="exact", seed=s) for s in range(3)]
