@@ -183,7 +183,7 @@ def test_ssc_uses_its_validation_file(tmp_path):
     times, units, labels = contents["valid"]
     np.testing.assert_array_equal(task.val.spikes.numpy(), binned(times, units))
     np.testing.assert_array_equal(task.val.labels.numpy(), labels)
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match=r"Task 'ssc' has no option\(s\) \['val_fraction'\]"):
         load_task("ssc", data=tmp_path, val_fraction=0.2)
 
 
