@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 __all__ = ["SpikeTensorDataset", "SpikeTask", "collate_time_major", "make_loader",
-           "register_task", "load_task", "task_names"]
+           "register_task", "load_task", "task_names", "data_folder"]
 
 
 class SpikeTensorDataset(Dataset):
@@ -74,6 +75,19 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: 
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None,
                       sampler=sampler, generator=generator, collate_fn=collate_time_major,
                       drop_last=drop_last)
+
+
+def data_folder(task: str, data, holds: str, source: str) -> Path:
+    """The data folder of a real-data task, or an error naming what it must hold and where
+    the data is published."""
+    if data is None:
+        raise ValueError(f"Task {task!r} needs the option data=<folder holding {holds}>; "
+                         f"the files are {source}")
+    folder = Path(data).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"Data folder {folder} for task {task!r} does not exist; it should "
+                                f"hold {holds}; the files are {source}")
+    return folder
 
 
 _TASKS: dict[str, Callable[..., SpikeTask]] = {}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import SpikeTask, SpikeTensorDataset, register_task
+from .base import SpikeTask, SpikeTensorDataset, data_folder, register_task
 from .digits import encode_thermometer
 
 __all__ = ["ps_mnist", "read_idx", "MNIST_FILES"]
@@ -34,13 +34,7 @@ _UBYTE = 0x08
 
 def _find(data) -> dict[str, Path]:
     names = ", ".join(MNIST_FILES.values())
-    if data is None:
-        raise ValueError(f"Task 'ps-mnist' needs the option data=<folder holding {names} "
-                         f"(or their .gz)>: {SOURCE}")
-    folder = Path(data).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"Data folder {folder} for task 'ps-mnist' does not exist; it "
-                                f"should hold {names} (or their .gz): {SOURCE}")
+    folder = data_folder("ps-mnist", data, f"{names} (or their .gz)", SOURCE)
     # accept torchvision's layout too: root/MNIST/raw
     candidates = [folder, folder / "MNIST" / "raw"]
     found, missing = {}, []

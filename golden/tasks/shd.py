@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import SpikeTask, SpikeTensorDataset, register_task
+from .base import SpikeTask, SpikeTensorDataset, data_folder, register_task
 from .events import (AugmentedSpikes, check_augmentation, check_binning, count_events,
                      time_bins)
 
@@ -54,13 +54,7 @@ def _locate(task: str, data) -> dict[str, Path]:
     files = _FILES[task]
     names = ", ".join(files.values())
     where = f"published by Cramer et al. (2020) at {DATASET_URL} (gunzip the .h5.gz downloads)"
-    if data is None:
-        raise ValueError(f"Task {task!r} needs the option data=<folder holding {names}>; "
-                         f"the files are {where}")
-    folder = Path(data).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"Data folder {folder} for task {task!r} does not exist; it should "
-                                f"hold {names}, {where}")
+    folder = data_folder(task, data, names, where)
     paths = {split: folder / name for split, name in files.items()}
     missing = [p.name for p in paths.values() if not p.is_file()]
     if missing:
