@@ -27,7 +27,7 @@ def plot_run(metrics: dict, model, path) -> Path:
     ax.plot(epochs, [h["sigma"] for h in history])
     ax.set(xlabel="epoch", ylabel="sigma", title="spread width schedule", yscale="log")
     ax = axes[2]
-    modules = [m for m in model.modules() if m.__class__.__name__ == "Delays"]
+    modules = model.delay_modules()
     if modules:
         for name, module in zip(metrics["delays"], modules):
             ax.hist(module.delay.detach().flatten().numpy(), bins=40, alpha=0.6, label=name)

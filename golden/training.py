@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .network import DelayNetwork, ModelConfig
 from .plots import plot_run
-from .spread import sigma_schedule
+from .spread import Delays, sigma_schedule
 from .tasks.base import SpikeTask, load_task, make_loader
 
 __all__ = ["TrainConfig", "TASK_DEFAULTS", "train", "evaluate", "load_checkpoint",
@@ -183,7 +183,7 @@ def build_model(state: dict) -> DelayNetwork:
 def _delay_report(net: DelayNetwork) -> dict:
     report = {}
     for name, module in net.named_modules():
-        if module.__class__.__name__ != "Delays":
+        if not isinstance(module, Delays):
             continue
         integer = module.integer().flatten().to(torch.int64)
         counts = torch.bincount(integer)
@@ -239,8 +239,7 @@ def train(model_config: ModelConfig, config: TrainConfig, out_dir, resume: bool 
                                  seed=config.seed, drop_last=False)
     local_batch = config.batch_size // world
     train_loader = make_loader(task.train, local_batch, shuffle=True, seed=config.seed, sampler=sampler)
-    val_loader = make_loader(task.val, 256)
-    test_loader = make_loader(task.test, 256)
+    eval_loaders = {split: make_loader(task.split(split), 256) for split in ("train", "val", "test")}
     steps_per_epoch = len(train_loader)
     total_steps = config.epochs * steps_per_epoch
     sched_w = torch.optim.lr_scheduler.OneCycleLR(opt_w, max_lr=config.lr, total_steps=total_steps)
@@ -299,7 +298,7 @@ def train(model_config: ModelConfig, config: TrainConfig, out_dir, resume: bool 
                 seen += y.numel()
             bar.update()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", sigma=f"{sigma:.2f}")
-        val = evaluate(model, val_loader)
+        val = evaluate(model, eval_loaders["val"])
         record = {"epoch": epoch, "sigma": sigma, "train_loss": loss_sum / seen,
                   "train_accuracy": correct / seen, "val_accuracy": val["accuracy"],
                   "val_loss": val["loss"], "lr": sched_w.get_last_lr()[0],
@@ -325,11 +324,11 @@ def train(model_config: ModelConfig, config: TrainConfig, out_dir, resume: bool 
 
     metrics = None
     if rank == 0:
+        final = {split: evaluate(model, loader) for split, loader in eval_loaders.items()}
+        delays = _delay_report(model)  # of the final model, like the other figures and the plot
         final_state = copy.deepcopy(model.state_dict())
-        final = {s: evaluate(model, make_loader(task.split(s), 256)) for s in ("train", "val", "test")}
         model.load_state_dict(best["model"])
-        best_test = evaluate(model, test_loader)
-        delays = _delay_report(model)
+        best_test = evaluate(model, eval_loaders["test"])
         model.load_state_dict(final_state)
         metrics = {
             "task": config.task, "model": model_config.kind, "seed": config.seed,
