@@ -90,7 +90,10 @@ def compare_models(task: str, models, seeds, out_dir, task_options: dict | None 
     runs, todo = [], []
     for job in jobs:
         done = _finished(job)
-        (runs.append(dict(done, split=job["split"])) if done else todo.append(job))
+        if done:
+            runs.append(dict(done, split=job["split"]))
+        else:
+            todo.append(job)
     if todo:
         workers = workers or min(len(todo), os.cpu_count() or 1)
         with ProcessPoolExecutor(max_workers=workers) as pool:
