@@ -119,6 +119,24 @@ def test_held_out_speakers(folder, tmp_path):
         load_task("spoken-digits", data=str(folder), encoder="cochlea", bands=3)
 
 
+def test_augmentations_on_the_training_split_only(folder, tmp_path):
+    options = dict(data=str(folder), cache_dir=str(tmp_path / "c"), progress=False)
+    plain = load_task("spoken-digits", **options)
+    task = load_task("spoken-digits", shift_max=5, channel_shift=2, blend_p=0.5, **options)
+    assert type(task.train).__name__ == "AugmentedSpikes"
+    assert np.array_equal(task.test.spikes.numpy(), plain.test.spikes.numpy())
+    task.train.set_epoch(0)
+    drawn = np.stack([task.train[i][0].numpy() for i in range(len(task.train))])
+    assert drawn.shape == plain.train.spikes.shape
+    assert not np.array_equal(drawn, plain.train.spikes.numpy())
+    task.train.set_epoch(0)
+    assert np.array_equal(task.train[3][0].numpy(), drawn[3])  # same epoch, same draw
+    with pytest.raises(ValueError, match="blend_p must be a probability in \\[0, 1\\], not 2"):
+        load_task("spoken-digits", blend_p=2, **options)
+    with pytest.raises(ValueError, match="channel_shift 64 must be below the 64 channels"):
+        load_task("spoken-digits", channel_shift=64, **options)
+
+
 def test_real_recording_mel_encoding():
     path = sorted(FSDD.glob("7_*_0.wav"))[0]
     from delrec.golden.tasks.spoken import _encoder_params, encode_recording

@@ -36,6 +36,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .base import SpikeTask, SpikeTensorDataset, register_task
+from .events import AugmentedSpikes, check_augmentation
 
 __all__ = ["Recording", "scan_recordings", "read_wav", "encode_recording", "spoken_digits"]
 
@@ -187,12 +188,16 @@ def _stack(arrays, steps: int) -> np.ndarray:
 def spoken_digits(data=None, encoder: str = "mel", test_speakers=None, bin_ms: float = 10.0,
                   pool: int | None = None, steps: int | None = None, val_fraction: float = 0.1,
                   seed: int = 0, cache_dir=None, workers: int | None = None,
-                  progress: bool = True, **encoder_options) -> SpikeTask:
+                  progress: bool = True, shift_max: int = 0, shift_p: float = 1.0,
+                  channel_shift: int = 0, blend_p: float = 0.0, thin_p: float = 0.5,
+                  **encoder_options) -> SpikeTask:
     """Spoken digits from the folder ``data``.
 
     ``pool`` defaults to 5 for the cochlea (700 -> 140 channels) and 1 for mel.
     ``steps`` defaults to the longest recording, so nothing is cut; a smaller
     value truncates longer recordings (an explicit choice).
+    ``shift_max``, ``shift_p``, ``channel_shift``, ``blend_p``, ``thin_p``
+    augment the training split as SHD's (:class:`~.events.AugmentedSpikes`).
     """
     if data is None:
         raise ValueError("Task 'spoken-digits' needs data=FOLDER (--data PATH), a folder of "
@@ -229,7 +234,14 @@ def spoken_digits(data=None, encoder: str = "mel", test_speakers=None, bin_ms: f
     val_idx, train_idx = np.sort(train_idx[:n_val]), np.sort(train_idx[n_val:])
     make = lambda rows: SpikeTensorDataset(spikes[rows], labels[rows])  # noqa: E731
     split = f"held-out speakers {test_speakers}" if test_speakers else "standard split (indices 0-4 test)"
-    return SpikeTask("spoken-digits", make(train_idx), make(val_idx), make(test_idx),
+    train = make(train_idx)
+    if shift_max or channel_shift or blend_p:
+        train = AugmentedSpikes(train, seed=seed, shift_max=shift_max, shift_p=shift_p,
+                                channel_shift=channel_shift, blend_p=blend_p, thin_p=thin_p)
+    else:
+        check_augmentation(shift_max, shift_p, channel_shift, blend_p, thin_p,
+                           channels=spikes.shape[2])
+    return SpikeTask("spoken-digits", train, make(val_idx), make(test_idx),
                      inputs=spikes.shape[2], classes=10, steps=steps,
                      description=f"{len(recordings)} recordings of {len(speakers)} speakers, "
                                  f"{encoder} encoder, {split}")
