@@ -72,6 +72,11 @@ def _add_train(sub):
     p.add_argument("--out", type=Path, help="run folder (default: runs/TASK-MODEL-sSEED)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--learning", choices=("bptt", "three-factor"), default="bptt",
+                   help="surrogate-gradient BPTT (DelRec, default) or the online three-factor rule")
+    p.add_argument("--set", action="append", type=key_value, default=[], metavar="KEY=VALUE",
+                   help="three-factor: any field of OnlineConfig / OnlineTrainConfig, repeatable "
+                        "(e.g. input_delays=axonal, learn_delays=false, lr_delay=20)")
     p.set_defaults(handler=_train)
 
 
@@ -85,6 +90,10 @@ def _train(args) -> int:
     if args.test_speakers:
         task_options["test_speakers"] = args.test_speakers
     task = load_task(args.task, **task_options)
+    if args.learning == "three-factor":
+        return _train_online(args, task, task_options)
+    if args.set:
+        raise ValueError("--set is an option of --learning three-factor")
     overrides = {name: getattr(args, name, None) for name in (
         "hidden", "delay_init", "sigma0", "tau", "reset", "surrogate", "surrogate_scale",
         "detach_reset", "readout", "dropout", "recurrent_dropout", "batch_norm", "ff_delays",
@@ -102,6 +111,25 @@ def _train(args) -> int:
                                            "spikes_per_neuron_per_step")}
         print(json.dumps(summary, indent=2))
         print(f"run folder: {out} (checkpoint.pt, metrics.json, run.png)", file=sys.stderr)
+    return 0
+
+
+def _train_online(args, task, task_options) -> int:
+    from delrec.golden.online_training import make_online_configs, train_online
+
+    overrides = {name: getattr(args, name, None) for name in (
+        "hidden", "delay_init", "tau", "reset", "surrogate", "surrogate_scale", "epochs",
+        "batch_size", "threads")}
+    overrides.update(dict(args.set), seed=args.seed, task_options=task_options)
+    config, train = make_online_configs(task, overrides)
+    out = args.out or Path("runs") / f"{args.task}-three-factor-s{args.seed}"
+    metrics = train_online(config, train, out, resume=args.resume, progress=not args.no_progress,
+                           task=task)
+    summary = {k: metrics[k] for k in ("task", "model", "seed", "parameters", "train_accuracy",
+                                       "val_accuracy", "test_accuracy", "best_test_accuracy",
+                                       "spikes_per_neuron_per_step")}
+    print(json.dumps(summary, indent=2))
+    print(f"run folder: {out} (checkpoint.pt, metrics.json, run.png)", file=sys.stderr)
     return 0
 
 

@@ -22,8 +22,8 @@ spike needs at least one step). A presynaptic train is read at a real delay
 ``d`` through a kernel over its past: ``x~_j(t - d) = sum_m k(m - d) x_j[t-m]``
 over lags ``m >= 0``. Two forward modes:
 
-* ``forward="hard"`` -- ``k`` is a unit impulse at ``m = round(d)``: the spike
-  arrives ``round(d)`` steps later, exactly as on the chip;
+* ``forward="hard"`` -- ``k`` is a unit impulse at ``m = floor(d + 1/2)``: the spike
+  arrives that many steps later (ties round up), exactly as on the chip;
 * ``forward="smooth"`` -- ``k = G``, a normalised Gaussian of width
   ``sigma`` cut at ``|m - d| <= radius * sigma``; the network is then
   differentiable in ``d`` and the rule below is its exact gradient (tested).
@@ -162,6 +162,11 @@ class OnlineConfig:
     loss : {"ce", "mse"}
     loss_start : int
         First step that counts in the loss (and in the prediction).
+    signal : {"step", "sample"}
+        A learning signal every step from the per-step loss, or one at the end
+        of the sample from the loss of the summed readout ``sum_t u[t]`` (the
+        BPTT models' objective); the latter keeps one eligibility sum per
+        synapse during the sample.
     feedback : {"symmetric", "random"}
     learn_weights, learn_delays : bool
     update_every : int
@@ -192,6 +197,7 @@ class OnlineConfig:
     readout_decay: float = 0.0
     loss: str = "ce"
     loss_start: int = 0
+    signal: str = "step"
     feedback: str = "symmetric"
     learn_weights: bool = True
     learn_delays: bool = True
@@ -232,6 +238,11 @@ class OnlineConfig:
             raise ValueError(f"Readout decay must be in [0, 1), not {self.readout_decay!r}")
         if self.loss not in ("ce", "mse"):
             raise ValueError(f"Loss must be 'ce' or 'mse', not {self.loss!r}")
+        if self.signal not in ("step", "sample"):
+            raise ValueError(f"Learning signal must be 'step' or 'sample', not {self.signal!r}")
+        if self.signal == "sample" and (self.update_every or self.readout_decay):
+            raise ValueError("A per-sample learning signal needs update_every=0 and readout_decay=0, "
+                             f"not {self.update_every!r} and {self.readout_decay!r}")
         if self.feedback not in ("symmetric", "random"):
             raise ValueError(f"Feedback must be 'symmetric' or 'random', not {self.feedback!r}")
         if self.update_every < 0 or self.loss_start < 0:
@@ -355,7 +366,7 @@ class OnlineNetwork(nn.Module):
             return ring.gather(1, pos.view(1, 1, P).expand(B, 1, P)).squeeze(1)
 
         if kernel is None:
-            lags = torch.round(delays).long() + offset
+            lags = torch.floor(delays + 0.5).long() + offset
             out = gather(lags.clamp(max=t))
             return torch.where(lags <= t, out, torch.zeros_like(out))
         total = None
@@ -405,6 +416,8 @@ class OnlineNetwork(nn.Module):
         onebar = torch.zeros(B, 1, dtype=dt)
         target = F.one_hot(labels, K).to(dt) if labels is not None else None
         acc = self._zero_accumulators() if learn else None
+        per_sample = c.signal == "sample"
+        eligibility = {}
         traces = {}
         outputs, spikes_rec, mem_rec = [], [], []
         loss = torch.zeros((), dtype=dt)
@@ -433,17 +446,20 @@ class OnlineNetwork(nn.Module):
             if c.recurrent:
                 hist_rec[t % L] = s
             u = c.readout_decay * u + s @ self.w_out.T + self.b_out
-            y = F.softmax(u, dim=-1) if c.loss == "ce" else u
+            y = F.softmax(u, dim=-1) if c.loss == "ce" and not per_sample else u
             outputs.append(y)
             if record:
                 spikes_rec.append(s)
                 mem_rec.append(h)
-            if target is not None and t >= c.loss_start:
+            if target is not None and t >= c.loss_start and not per_sample:
                 if c.loss == "ce":
                     loss = loss + F.cross_entropy(u, labels, reduction="sum")
                 else:
                     loss = loss + 0.5 * ((u - target) ** 2).sum()
-            if learn:
+            if learn and per_sample:
+                if t >= c.loss_start:
+                    self._accumulate_eligibility(eligibility, traces, psi, s)
+            elif learn:
                 err = (y - target) if t >= c.loss_start else torch.zeros_like(y)
                 zbar = c.readout_decay * zbar + s
                 onebar = c.readout_decay * onebar + 1
@@ -454,11 +470,20 @@ class OnlineNetwork(nn.Module):
                     self._apply(acc, B)
                     acc = self._zero_accumulators()
             s_prev = s
+        outputs = torch.stack(outputs)
+        scores = outputs[c.loss_start:].sum(0)
+        if per_sample and target is not None:
+            if c.loss == "ce":
+                loss = F.cross_entropy(scores, labels, reduction="sum")
+                err = F.softmax(scores, dim=-1) - target
+            else:
+                loss = 0.5 * ((scores - target) ** 2).sum()
+                err = scores - target
+            if learn:
+                self._sample_updates(acc, eligibility, err, T - min(c.loss_start, T))
         if learn and not (c.update_every and T % c.update_every == 0):
             self._apply(acc, B)
-        outputs = torch.stack(outputs)
-        result = {"outputs": outputs, "scores": outputs[c.loss_start:].sum(0),
-                  "loss": loss / B}
+        result = {"outputs": outputs, "scores": scores, "loss": loss / B}
         if record:
             result["spikes"] = torch.stack(spikes_rec)
             result["membrane"] = torch.stack(mem_rec)
@@ -544,6 +569,44 @@ class OnlineNetwork(nn.Module):
             acc["bias"] += (signal * tb).sum(0)
         acc["w_out"] += err.T @ zbar
         acc["b_out"] += (err * onebar).sum(0)
+
+    def _accumulate_eligibility(self, el, traces, psi, s):
+        """Per-sample signal: sum the eligibilities ``psi eps`` over the sample."""
+        c = self.config
+
+        def add(key, value):
+            el[key] = value if key not in el else el[key] + value
+
+        for name, kind in (("in", c.input_delays), ("rec", c.recurrent_delays)):
+            tw, td = traces.get(f"w_{name}"), traces.get(f"d_{name}")
+            if c.learn_weights and tw is not None:
+                add(f"w_{name}", psi.unsqueeze(-1) * (tw if tw.dim() == 3 else tw.unsqueeze(1)))
+            if c.learn_delays and td is not None:
+                add(f"d_{name}", psi.unsqueeze(-1) * (td if td.dim() == 3 else td.unsqueeze(1)))
+        if c.learn_weights:
+            add("bias", psi * traces["bias"])
+        add("spikes", s)
+
+    def _sample_updates(self, acc, el, err, steps: int):
+        """Per-sample signal: ``L_i = sum_k B_ik err_k`` times the summed eligibilities."""
+        c = self.config
+        B_fb = self.w_out.T if c.feedback == "symmetric" else self.feedback
+        signal = err @ B_fb.T  # [B, N]
+        for name, w, kind in (("in", self.w_in, c.input_delays), ("rec", self.w_rec, c.recurrent_delays)):
+            if f"w_{name}" in el:
+                acc[f"w_{name}"] += torch.einsum("bi,bij->ij", signal, el[f"w_{name}"])
+            if f"d_{name}" in el:
+                if kind == "synaptic":
+                    acc[f"d_{name}"] += torch.einsum("bi,bij->ij", signal, el[f"d_{name}"])
+                elif c.reset == "hard":  # per-synapse trace with w inside
+                    acc[f"d_{name}"] += torch.einsum("bi,bij->j", signal, el[f"d_{name}"])
+                else:
+                    acc[f"d_{name}"] += torch.einsum("bi,ij,bij->j", signal, w, el[f"d_{name}"])
+        if "bias" in el:
+            acc["bias"] += (signal * el["bias"]).sum(0)
+        if "spikes" in el:
+            acc["w_out"] += err.T @ el["spikes"]
+        acc["b_out"] += err.sum(0) * steps
 
     def _apply(self, acc, batch: int):
         c = self.config

@@ -27,7 +27,7 @@ def reference_loss(net: OnlineNetwork, x, labels):
             xk = lags - offset - d.unsqueeze(-1)
             k = torch.where(xk.abs() <= c.radius * c.sigma, gaussian(xk, c.sigma), torch.zeros_like(xk))
         else:
-            k = (lags == offset + torch.round(d.detach()).unsqueeze(-1)).to(torch.float64)
+            k = (lags == offset + torch.floor(d.detach() + 0.5).unsqueeze(-1)).to(torch.float64)
         return k  # [..., L]
 
     def delayed(history, w, d, kind, offset):
@@ -175,3 +175,32 @@ def test_bad_configuration_named():
         OnlineConfig(recurrent_delays="axonal")
     with pytest.raises(ValueError, match="Input must have shape \\[T, B, 6\\]"):
         OnlineNetwork(OnlineConfig(**COMMON)).run(torch.zeros(4, 2, 5))
+
+
+def reference_sample_loss(net, x, labels):
+    """Autograd of the cross-entropy of the summed readout (per-sample signal)."""
+    c = net.config
+    _, spikes = reference_loss(net, x, labels)
+    scores = (spikes[c.loss_start:] @ net.w_out.T + net.b_out).sum(0)
+    return F.cross_entropy(scores, labels, reduction="sum"), spikes
+
+
+@pytest.mark.parametrize("input_delays", ["synaptic", "axonal"])
+@pytest.mark.parametrize("reset", ["soft", "hard"])
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_per_sample_signal_equals_autograd_of_summed_readout(input_delays, reset, recurrent):
+    config = OnlineConfig(**COMMON, input_delays=input_delays, reset=reset, signal="sample",
+                          loss_start=4, recurrent=recurrent,
+                          recurrent_delays="axonal" if recurrent else None)
+    net = OnlineNetwork(config, seed=2)
+    x, labels = batch(config, seed=2)
+    online = net.gradients(x, labels)
+    params = {n: getattr(net, n).requires_grad_(True) for n in online}
+    loss, spikes = reference_sample_loss(net, x, labels)
+    assert spikes.sum() > 0
+    grads = torch.autograd.grad(loss, list(params.values()))
+    for (n, p), g in zip(params.items(), grads):
+        assert float(g.abs().max()) > 0, n
+        assert torch.allclose(online[n], g, atol=1e-6 * max(1.0, float(g.abs().max())), rtol=0), n
+    with pytest.raises(ValueError, match="per-sample learning signal needs update_every=0"):
+        OnlineConfig(**COMMON, signal="sample", update_every=3)

@@ -69,13 +69,33 @@ def log_mel(audio: np.ndarray, sample_rate: int, bands: int = 64, hop_ms: float 
     return 10.0 * np.log10(energies + 1e-10)
 
 
+def normalize_bands(db: np.ndarray, active_db: float = 30.0) -> np.ndarray:
+    """Remove the recording's spectral tilt (microphone, room): per-band mean subtraction.
+
+    Each band's mean log energy over the *active* frames (loudest band within
+    ``active_db`` of the recording's maximum) is subtracted and the mean of
+    those means added back, so the overall level stays and only the shape of
+    the long-term spectrum is flattened (cepstral mean normalisation on the
+    mel bands).
+    """
+    active = db.max(axis=1) >= db.max() - active_db
+    reference = db[active].mean(axis=0)
+    return db - reference + reference.mean()
+
+
 def mel_spikes(audio: np.ndarray, sample_rate: int, code: str = "if", bands: int = 64,
-               hop_ms: float = 1.0, range_db: float = 60.0, delta_db: float = 3.0
-               ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Spike events of the log-mel code: ``(times [n] s, channels [n], number of channels)``."""
+               hop_ms: float = 1.0, range_db: float = 60.0, delta_db: float = 3.0,
+               band_norm: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """Spike events of the log-mel code: ``(times [n] s, channels [n], number of channels)``.
+
+    ``band_norm`` flattens the recording's long-term spectrum first
+    (:func:`normalize_bands`).
+    """
     if code not in ("if", "delta"):
         raise ValueError(f"Mel spike code must be 'if' or 'delta', not {code!r}")
     db = log_mel(audio, sample_rate, bands=bands, hop_ms=hop_ms)
+    if band_norm:
+        db = normalize_bands(db)
     hop_s = hop_ms / 1000.0
     if code == "if":
         if not range_db > 0:

@@ -101,7 +101,7 @@ def _encoder_params(encoder: str, options: dict) -> dict:
         keys = {"cochlea_mode": "fast", "window": "hann", "ramp_ms": 10.0, "channels": 700,
                 "fibres": 40}
     elif encoder == "mel":
-        keys = {"mel_code": "if", "bands": 64, "range_db": 60.0, "delta_db": 3.0}
+        keys = {"mel_code": "if", "bands": 64, "range_db": 60.0, "delta_db": 3.0, "band_norm": False}
     else:
         raise ValueError(f"Encoder must be 'cochlea' or 'mel', not {encoder!r}")
     params = {k: options.get(k, v) for k, v in keys.items()}
@@ -128,7 +128,8 @@ def encode_recording(path, params: dict) -> np.ndarray:
 
         times, units, channels = mel_spikes(audio, rate, code=params["mel_code"],
                                             bands=params["bands"], range_db=params["range_db"],
-                                            delta_db=params["delta_db"])
+                                            delta_db=params["delta_db"],
+                                            band_norm=params["band_norm"])
     steps = max(1, int(np.ceil(len(audio) / rate * 1000.0 / params["bin_ms"])))
     return bin_events(times, units, channels, bin_ms=params["bin_ms"], pool=params["pool"],
                       steps=steps)

@@ -1,0 +1,255 @@
+"""Training with the online three-factor rule: epochs, checkpoints, metrics.
+
+``delrec train --learning three-factor`` runs :func:`train_online`. Every
+batch goes forward once; the rule of :mod:`delrec.golden.online` updates the
+weights and delays during (``update_every``) or at the end of each sample,
+with no backward pass. Checkpoints, ``metrics.json`` and ``run.png`` follow the
+BPTT trainer's layout, so the rest of the tool chain reads both.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .online import OnlineConfig, OnlineNetwork, trace_memory
+from .tasks.base import SpikeTask, load_task, make_loader
+from .training import save_checkpoint_atomic
+
+__all__ = ["OnlineTrainConfig", "ONLINE_TASK_DEFAULTS", "make_online_configs", "train_online",
+           "evaluate_online", "load_online_checkpoint", "ONLINE_CHECKPOINT_FORMAT"]
+
+ONLINE_CHECKPOINT_FORMAT = "delrec-online-checkpoint-v1"
+
+# Per-task defaults of the online rule (any OnlineConfig or OnlineTrainConfig field).
+ONLINE_TASK_DEFAULTS = {
+    "delayed-xor": dict(hidden=64, epochs=20, batch_size=32, input_delays="synaptic",
+                        delay_init=[0.0, 40.0], tau=2.0, signal="sample"),
+    "ps-digits": dict(hidden=128, epochs=20, batch_size=32, input_delays="axonal", tau=2.0,
+                      signal="sample"),
+    "spoken-digits": dict(hidden=128, epochs=20, batch_size=32, input_delays="synaptic",
+                          tau=2.0, signal="sample"),
+}
+
+
+@dataclass
+class OnlineTrainConfig:
+    """Everything an online run needs besides the network (stored in every checkpoint)."""
+
+    task: str = "delayed-xor"
+    task_options: dict = field(default_factory=dict)
+    epochs: int = 20
+    batch_size: int = 32
+    seed: int = 0
+    threads: int | None = None
+    sigma_final: float | None = None
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"Number of epochs must be positive, not {self.epochs!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"Batch size must be positive, not {self.batch_size!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "OnlineTrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def make_online_configs(task: SpikeTask, overrides: dict) -> tuple[OnlineConfig, OnlineTrainConfig]:
+    """Network and training configuration: defaults, then the task's, then ``overrides``."""
+    values = dict(ONLINE_TASK_DEFAULTS.get(task.name, {}))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(values.get("hidden"), (list, tuple)):
+        if len(values["hidden"]) != 1:
+            raise ValueError(f"The online rule trains one hidden layer, not {values['hidden']!r}")
+        values["hidden"] = values["hidden"][0]
+    net_names = {f.name for f in fields(OnlineConfig)}
+    train_names = {f.name for f in fields(OnlineTrainConfig)}
+    unknown = set(values) - net_names - train_names
+    if unknown:
+        raise ValueError(f"Unknown configuration entries {sorted(unknown)} for the online rule")
+    net = {k: v for k, v in values.items() if k in net_names}
+    net.update(inputs=task.inputs, classes=task.classes)
+    train = {k: v for k, v in values.items() if k in train_names}
+    train["task"] = task.name
+    return OnlineConfig(**net), OnlineTrainConfig(**train)
+
+
+def sigma_at(config: OnlineConfig, train: OnlineTrainConfig, epoch: int) -> float:
+    """Width of the Gaussian surrogate in ``epoch``: geometric from ``sigma`` to ``sigma_final``."""
+    if train.sigma_final is None or train.epochs == 1:
+        return config.sigma
+    ratio = train.sigma_final / config.sigma
+    return config.sigma * ratio ** (epoch / (train.epochs - 1))
+
+
+@torch.no_grad()
+def evaluate_online(net: OnlineNetwork, loader) -> dict:
+    """Accuracy, loss and spikes per neuron per step (integer delays, no learning)."""
+    correct = total = 0
+    loss = spikes = 0.0
+    neuron_steps = 0
+    for x, y in loader:
+        r = net.run(x, y, record=True)
+        correct += int((r["scores"].argmax(-1) == y).sum())
+        total += y.numel()
+        loss += float(r["loss"]) * y.numel()
+        spikes += float(r["spikes"].sum())
+        neuron_steps += r["spikes"].numel()
+    if total == 0:
+        raise ValueError("Cannot evaluate on an empty split")
+    return {"accuracy": correct / total, "loss": loss / total,
+            "spikes_per_neuron_per_step": spikes / neuron_steps, "samples": total}
+
+
+def load_online_checkpoint(path) -> dict:
+    """Load and validate an online-rule checkpoint; errors name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"Checkpoint {path} is not a readable torch file: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != ONLINE_CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"Checkpoint {path} has format {found!r}, expected "
+                         f"{ONLINE_CHECKPOINT_FORMAT!r}")
+    return state
+
+
+def _delay_report(net: OnlineNetwork) -> dict:
+    report = {}
+    for name in ("d_in", "d_rec"):
+        d = getattr(net, name)
+        if d is None:
+            continue
+        integer = torch.floor(d + 0.5).to(torch.int64).flatten()
+        counts = torch.bincount(integer)
+        report[name] = {"shape": list(d.shape), "mean": float(d.mean()), "max": float(d.max()),
+                        "histogram": {str(i): int(c) for i, c in enumerate(counts.tolist()) if c}}
+    return report
+
+
+def _plot(metrics: dict, net: OnlineNetwork, initial: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = metrics["history"]
+    epochs = [h["epoch"] + 1 for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax = axes[0]
+    ax.plot(epochs, [h["train_accuracy"] for h in history], label="train (while learning)")
+    ax.plot(epochs, [h["val_accuracy"] for h in history], label="val")
+    ax.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02),
+           title=f"{metrics['task']} / three-factor (seed {metrics['seed']})")
+    ax.legend(loc="lower right")
+    ax = axes[1]
+    shown = False
+    for name in ("d_in", "d_rec"):
+        d = getattr(net, name)
+        if d is not None:
+            ax.hist(initial[name].flatten().numpy(), bins=40, alpha=0.4, label=f"{name} initial")
+            ax.hist(d.flatten().numpy(), bins=40, alpha=0.6, label=f"{name} learned")
+            shown = True
+    if shown:
+        ax.set(xlabel="delay (steps)", ylabel="count", title="delays")
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no delays in this model", ha="center", va="center")
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def train_online(config: OnlineConfig, train: OnlineTrainConfig, out_dir, resume: bool = False,
+                 progress: bool = True, task: SpikeTask | None = None) -> dict:
+    """Learn online for ``train.epochs`` epochs; checkpoint every epoch; return the metrics."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    task = task or load_task(train.task, **train.task_options)
+    if (config.inputs, config.classes) != (task.inputs, task.classes):
+        raise ValueError(f"Network has {config.inputs} inputs and {config.classes} classes but "
+                         f"task {task.name!r} has {task.inputs} and {task.classes}")
+    torch.manual_seed(train.seed)
+    net = OnlineNetwork(copy.deepcopy(config), seed=train.seed)  # its sigma follows the schedule
+    initial = {n: p.detach().clone() for n, p in net.named_parameters()}
+    eval_loaders = {split: make_loader(task.split(split), 256) for split in ("train", "val", "test")}
+    history, start, best = [], 0, {"val_accuracy": -1.0, "epoch": -1, "model": None}
+    ckpt = out_dir / "checkpoint.pt"
+    if resume:
+        state = load_online_checkpoint(ckpt)
+        if state["config"] != config.to_dict() or \
+                OnlineTrainConfig.from_dict(state["train_config"]) != train:
+            raise ValueError(f"Cannot resume {ckpt}: its configuration differs from this run's")
+        net.load_state_dict(state["model"])
+        initial, history, best = state["initial"], state["history"], state["best"]
+        start = state["epoch"] + 1
+    steps = train.epochs * -(-len(task.train) // train.batch_size)
+    bar = tqdm(total=steps, initial=start * -(-len(task.train) // train.batch_size),
+               disable=not progress, file=sys.stderr, desc=f"{train.task}/three-factor",
+               unit="batch", dynamic_ncols=True)
+    for epoch in range(start, train.epochs):
+        net.config.sigma = sigma_at(config, train, epoch)
+        if hasattr(task.train, "set_epoch"):
+            task.train.set_epoch(epoch)
+        loader = make_loader(task.train, train.batch_size, shuffle=True, seed=train.seed * 100003 + epoch)
+        started = time.perf_counter()
+        correct = seen = 0
+        loss = 0.0
+        for x, y in loader:
+            r = net.run(x, y, learn=True)
+            correct += int((r["scores"].argmax(-1) == y).sum())
+            seen += y.numel()
+            loss += float(r["loss"]) * y.numel()
+            bar.update()
+            bar.set_postfix(loss=f"{loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        net.config.sigma = config.sigma
+        val = evaluate_online(net, eval_loaders["val"])
+        record = {"epoch": epoch, "sigma": sigma_at(config, train, epoch),
+                  "train_loss": loss / seen, "train_accuracy": correct / seen,
+                  "val_accuracy": val["accuracy"], "val_loss": val["loss"],
+                  "seconds": time.perf_counter() - started}
+        history.append(record)
+        if val["accuracy"] > best["val_accuracy"]:
+            best = {"val_accuracy": val["accuracy"], "epoch": epoch,
+                    "model": copy.deepcopy(net.state_dict())}
+        bar.write(f"epoch {epoch + 1}/{train.epochs}: loss {record['train_loss']:.3f} "
+                  f"train {record['train_accuracy']:.3f} val {val['accuracy']:.3f}", file=sys.stderr)
+        save_checkpoint_atomic({"format": ONLINE_CHECKPOINT_FORMAT, "epoch": epoch,
+                                "config": config.to_dict(), "train_config": asdict(train),
+                                "model": net.state_dict(), "initial": initial,
+                                "history": history, "best": best}, ckpt)
+    bar.close()
+    final = {split: evaluate_online(net, loader) for split, loader in eval_loaders.items()}
+    final_state = copy.deepcopy(net.state_dict())
+    net.load_state_dict(best["model"])
+    best_test = evaluate_online(net, eval_loaders["test"])
+    net.load_state_dict(final_state)
+    metrics = {
+        "task": train.task, "model": "three-factor", "seed": train.seed,
+        "parameters": sum(p.numel() for p in net.parameters()),
+        "train_accuracy": final["train"]["accuracy"], "val_accuracy": final["val"]["accuracy"],
+        "test_accuracy": final["test"]["accuracy"], "best_epoch": best["epoch"],
+        "best_val_accuracy": best["val_accuracy"], "best_test_accuracy": best_test["accuracy"],
+        "spikes_per_neuron_per_step": final["test"]["spikes_per_neuron_per_step"],
+        "learning_state": trace_memory(config),
+        "delays": _delay_report(net), "history": history,
+        "online_config": config.to_dict(), "train_config": asdict(train),
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _plot(metrics, net, initial, out_dir / "run.png")
+    return metrics

@@ -1,0 +1,121 @@
+"""Fixed-point three-factor rule: agrees with the float rule within its documented bound."""
+
+import pytest
+import torch
+
+from delrec.arith import FixedSpec, Lfsr16, gaussian_derivative_lut, rshift_round, sat
+from delrec.golden.online import OnlineConfig
+from delrec.golden.online_fixed import FixedOnlineNetwork
+
+SPEC = FixedSpec()
+
+
+def config(**kw):
+    base = dict(inputs=12, hidden=10, classes=3, max_delay=20, delay_init=(1.0, 15.0), tau=2.0,
+                threshold=1.0, surrogate="triangle", surrogate_scale=1.0, sigma=1.5, radius=3.0,
+                input_gain=4.0, signal="sample", loss="ce")
+    base.update(kw)
+    return OnlineConfig(**base)
+
+
+def data(c, T=40, B=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(T, B, c.inputs, generator=g) < 0.25).to(torch.int64)
+    labels = torch.randint(0, c.classes, (B,), generator=g)
+    return x, labels
+
+
+def cosine(a, b):
+    a, b = a.flatten().double(), b.flatten().double()
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+@pytest.mark.parametrize("kw", [
+    dict(input_delays="axonal"),
+    dict(input_delays="synaptic"),
+    dict(input_delays="axonal", reset="hard"),
+    dict(input_delays="synaptic", recurrent=True, recurrent_delays="axonal", recurrent_gain=2.0),
+])
+def test_fixed_rule_tracks_float_rule(kw):
+    c = config(**kw)
+    fixed = FixedOnlineNetwork(c, SPEC, seed=1)
+    flt = fixed.to_float()
+    x, labels = data(c)
+    rf = fixed.run(x, labels, record=True)
+    rd = flt.run(x.double(), labels, record=True)
+    agree = float((rf["spikes"] == rd["spikes"].to(torch.int64)).double().mean())
+    assert float(rf["spikes"].double().mean()) > 0.02
+    assert agree >= 0.97, agree
+    acc = fixed.accumulators(x, labels)
+    grads = flt.gradients(x.double(), labels)
+    for name in ("w_in", "d_in", "w_out") + (("d_rec", "w_rec") if c.recurrent else ()):
+        sim = cosine(acc[name], grads[name])
+        assert sim >= 0.9, f"{name}: cosine {sim:.3f}"
+
+
+def test_step_signal_on_chip_tracks_float_mse():
+    c = config(input_delays="axonal", signal="step", loss="mse")
+    fixed = FixedOnlineNetwork(c, SPEC, seed=2)
+    flt = fixed.to_float()
+    x, labels = data(c, seed=2)
+    acc = fixed.accumulators(x, labels)
+    grads = flt.gradients(x.double(), labels)
+    for name in ("w_in", "d_in", "w_out"):
+        assert cosine(acc[name], grads[name]) >= 0.9, name
+
+
+def test_learning_changes_state_within_ranges():
+    spec = FixedSpec(lr_delay_shift=20, lr_weight_shift=12)
+    c = config(input_delays="synaptic")
+    net = FixedOnlineNetwork(c, spec, seed=3)
+    before = {n: p.clone() for n, p in net.parameters().items()}
+    x, labels = data(c, seed=3)
+    net.run(x, labels, learn=True)
+    assert not torch.equal(before["d_in"], net.d_in)
+    assert not torch.equal(before["w_in"], net.w_in)
+    assert int(net.d_in.min()) >= 0 and int(net.d_in.max()) <= spec.delay_max
+    wmax = 2 ** (spec.weight_bits + spec.weight_frac_bits - 1)
+    assert int(net.w_in.abs().max()) <= wmax
+
+
+def test_deterministic_and_stochastic_rounding_reproducible():
+    c = config(input_delays="axonal")
+    x, labels = data(c)
+    runs = []
+    for _ in range(2):
+        net = FixedOnlineNetwork(c, FixedSpec(stochastic=True, lr_delay_shift=30), seed=4)
+        net.run(x, labels, learn=True)
+        runs.append(net.d_in.clone())
+    assert torch.equal(runs[0], runs[1])
+    det = FixedOnlineNetwork(c, FixedSpec(lr_delay_shift=30), seed=4)
+    det.run(x, labels, learn=True)
+    assert not torch.equal(det.d_in, runs[0])  # the LFSR changed some roundings
+
+
+def test_external_signal_checked():
+    c = config(input_delays="axonal")
+    net = FixedOnlineNetwork(c, SPEC)
+    x, _ = data(c, B=2)
+    with pytest.raises(ValueError, match=r"Learning signal -200..-200 outside the 8-bit range -128..127"):
+        net.run(x, learn=True, signal=torch.full((2, c.hidden), -200))
+    with pytest.raises(ValueError, match=r"Learning signal must have shape \[2, 10\]"):
+        net.run(x, learn=True, signal=torch.zeros(2, 11, dtype=torch.int64))
+    before = net.d_in.clone()
+    net.run(x, learn=True, signal=torch.zeros(2, c.hidden, dtype=torch.int64))
+    assert torch.equal(before, net.d_in)  # no signal, no delay change
+
+
+def test_spec_helpers():
+    lut = gaussian_derivative_lut(1.5, 3.0, 6, 8)
+    R = (len(lut) - 1) // 2
+    assert lut[R] == 0 and max(lut) == 127 and all(lut[R + i] == -lut[R - i] for i in range(R + 1))
+    assert rshift_round(5, 1) == 3 and rshift_round(-5, 1) == -2 and rshift_round(7, 0) == 7
+    assert sat(200, 8) == 127 and sat(-200, 8) == -128
+    lfsr = Lfsr16(1)
+    draws = [lfsr.draw(4) for _ in range(4096)]
+    assert 6.5 < sum(draws) / len(draws) < 8.5
+    assert FixedSpec().round_delay(FixedSpec().delay_max) == 63
+    with pytest.raises(ValueError, match="Threshold must be in 1..32767"):
+        FixedSpec(theta=40000)
+    with pytest.raises(ValueError, match="Maximum delay 70 exceeds the chip's D - 1 = 63"):
+        FixedOnlineNetwork(config(max_delay=70), SPEC)
