@@ -169,6 +169,9 @@ class OnlineConfig:
         synapse during the sample.
     feedback : {"symmetric", "random"}
     learn_weights, learn_delays : bool
+    readout_bias : bool
+        Learn a readout bias (with a per-sample signal its gradient is
+        ``steps`` times the error, which plain SGD may not want).
     update_every : int
         Apply the accumulated updates every this many steps; 0 at the end of
         each sample.
@@ -201,6 +204,7 @@ class OnlineConfig:
     feedback: str = "symmetric"
     learn_weights: bool = True
     learn_delays: bool = True
+    readout_bias: bool = True
     update_every: int = 0
     lr_weight: float = 1e-3
     lr_delay: float = 1e-1
@@ -516,7 +520,7 @@ class OnlineNetwork(nn.Module):
             names += ["w_in", "bias"] + (["w_rec"] if c.recurrent else [])
         if c.learn_delays:
             names += [n for n in ("d_in", "d_rec") if getattr(self, n) is not None]
-        return names + ["w_out", "b_out"]
+        return names + ["w_out"] + (["b_out"] if self.config.readout_bias else [])
 
     def _zero_accumulators(self):
         return {n: torch.zeros_like(getattr(self, n)) for n in self._learned()}
@@ -568,7 +572,8 @@ class OnlineNetwork(nn.Module):
             tb = traces["bias"]
             acc["bias"] += (signal * tb).sum(0)
         acc["w_out"] += err.T @ zbar
-        acc["b_out"] += (err * onebar).sum(0)
+        if "b_out" in acc:
+            acc["b_out"] += (err * onebar).sum(0)
 
     def _accumulate_eligibility(self, el, traces, psi, s):
         """Per-sample signal: sum the eligibilities ``psi eps`` over the sample."""
@@ -606,7 +611,8 @@ class OnlineNetwork(nn.Module):
             acc["bias"] += (signal * el["bias"]).sum(0)
         if "spikes" in el:
             acc["w_out"] += err.T @ el["spikes"]
-        acc["b_out"] += err.sum(0) * steps
+        if "b_out" in acc:
+            acc["b_out"] += err.sum(0) * steps
 
     def _apply(self, acc, batch: int):
         c = self.config

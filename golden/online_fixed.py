@@ -387,7 +387,8 @@ class FixedOnlineNetwork:
         err = self.output_error(scores, labels) if labels is not None else None
         if err is not None:
             acc["w_out"] += err.T @ el["spikes"]
-            acc["b_out"] += err.sum(0) * steps
+            if c.readout_bias:
+                acc["b_out"] += err.sum(0) * steps
 
     def _step_accumulate(self, acc, traces, sig, psi, spike, u, labels):
         c = self.config
@@ -411,7 +412,8 @@ class FixedOnlineNetwork:
             target = F.one_hot(labels, c.classes).to(i64) * s.theta
             err = u - target
             acc["w_out"] += err.T @ spike
-            acc["b_out"] += err.sum(0)
+            if c.readout_bias:
+                acc["b_out"] += err.sum(0)
 
     def accumulators(self, x, labels=None, signal=None) -> dict:
         """The integer accumulators of one batch (before the learning-rate shifts), not applied."""

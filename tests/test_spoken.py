@@ -145,3 +145,20 @@ def test_real_recording_mel_encoding():
     audio, rate = read_wav(path)
     assert counts.shape == (int(np.ceil(len(audio) / rate * 100)), 64)
     assert counts.sum() > 100 and counts.max() <= 10
+
+
+def test_stretch_moves_spikes_and_keeps_them_when_compressing():
+    from delrec.golden.tasks.events import stretch_time
+
+    x = np.zeros((10, 2), dtype=np.int64)
+    x[2, 0], x[9, 1] = 1, 2
+    slow = stretch_time(x, 1.5)
+    assert slow[3, 0] == 1 and slow.sum() == 1  # step 9 -> 14 leaves the window
+    fast = stretch_time(x, 0.8)
+    assert fast[2, 0] == 1 and fast[7, 1] == 2 and fast.sum() == x.sum()
+    with pytest.raises(ValueError, match="stretch must be in \\[0, 1\\), not 1.5"):
+        from delrec.golden.tasks.events import AugmentedSpikes
+        from delrec.golden.tasks.base import SpikeTensorDataset
+        import torch
+        AugmentedSpikes(SpikeTensorDataset(np.zeros((2, 10, 3), np.uint8), np.array([0, 1])),
+                        stretch=1.5)

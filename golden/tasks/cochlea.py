@@ -143,9 +143,12 @@ _SEGMENT = 16384        # fast mode: membrane outputs per segment (bounds memory
 _PAD_BEFORE = 480       # fast mode: periodic continuation before the clip (samples at 48 kHz)
 _PAD_AFTER = 7200       # ... and after it (the kernel's reach into the future)
 _TIME_CHUNK = 2048      # samples (at 24 kHz) per chunk in fast mode
-_FIBRE_BLOCK = 32       # samples per block of the dominating hazard
+_FIBRE_BLOCK = 32       # samples per block of the dominating hazard (5 bits of a draw)
 _EXACT_CHUNK_BYTES = 64 << 20
 _BM_BLOCK = 32          # channels per inverse FFT in fast mode
+
+# np.putmask without its __array_function__ dispatch (called once per sample in fast mode).
+_putmask = getattr(np.putmask, "_implementation", np.putmask)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -442,7 +445,6 @@ class _Membrane(_Velocity):
         self.x = x
         self.n = n
         super().__init__([], 0, n // 2 + 1, channels)
-        self.rows = None
         self.first = self.last = 0            # outputs of the current segment
         self.whole = self.length <= _SEGMENT and self.length >= 2 and _smooth(self.length)
 
@@ -451,12 +453,15 @@ class _Membrane(_Velocity):
             if not self.first <= a < self.last:
                 self._segment(a)
             c = min(b, self.last)
-            np.add(self.rows[a - self.first:c - self.first], shift, out=out[:c - a])
+            super().add_rows(a, c, shift, out[:c - a])
             out = out[c - a:]
             a = c
 
     def _segment(self, first: int) -> None:
-        self.rows = None                      # free the previous segment first
+        """The outputs from ``first`` on (one segment), as the inverse transforms' own
+        blocks of channels (copying them into one time-major array would cost more
+        than the transforms)."""
+        self.blocks = []                      # free the previous segment first
         n, m_out = self.n, self.length
         if self.whole:
             last, m, window, delay, offset = m_out, m_out, self.x, 0.0, 0
@@ -478,7 +483,7 @@ class _Membrane(_Velocity):
             half_stim *= np.exp(-2j * np.pi * delay / window.size * np.arange(half_stim.size))
         half_stim = half_stim.astype(np.complex64)
         half, plans = _bm_plan(self.channels, m)
-        rows = np.empty((last - first, self.channels), dtype=np.float32)
+        blocks = []
         for grp, indptr, indices, weights, bins, conj in plans:
             stim = half_stim[bins]
             np.conjugate(stim, out=stim, where=conj)
@@ -488,9 +493,9 @@ class _Membrane(_Velocity):
             lo = grp.lo
             for block in grp.blocks:
                 hi = lo + block.shape[1]
-                rows[:, lo:hi] = sp_fft.irfft(mat @ block, n=m, axis=0)[offset:offset + last - first]
+                blocks.append((lo, hi, sp_fft.irfft(mat @ block, n=m, axis=0)))
                 lo = hi
-        self.rows, self.first, self.last = rows, first, last
+        self.blocks, self.offset, self.first, self.last = blocks, offset - first, first, last
 
     def array(self) -> np.ndarray:
         out = np.empty((self.length, self.channels), dtype=np.float32)
@@ -649,10 +654,14 @@ class _HairState:
         self.state = prev
         return cleft
 
-    def _run_branching(self, velocity: np.ndarray, s0: np.ndarray, buf: np.ndarray) -> None:
-        """The same steps with lauscher's replenishment branch (taken only when ``q >= m``)."""
+    def _run_branching(self, velocity: np.ndarray, s0: np.ndarray, buf: np.ndarray,
+                       scale: float = 1.0) -> None:
+        """The same steps with lauscher's replenishment branch (taken only when ``q >= m``).
+
+        Rows ``[q, W]`` of ``s0`` and ``buf`` are multiplied by ``scale`` (see :class:`_Pipeline`).
+        """
         k = self.k
-        q, c, w = s0[0].copy(), s0[2].copy(), s0[1] / k.xdt
+        q, c, w = s0[0] / scale, s0[2].copy(), s0[1] / (scale * k.xdt)
         for t in range(velocity.shape[0]):
             b = velocity[t].astype(np.float64) + HC_A
             kt = np.where(b > 0, k.gdt * b / (b + HC_B), 0.0)
@@ -661,7 +670,7 @@ class _HairState:
             q, c, w = (np.maximum(q + replenish - eject + k.xdt * w, 0.0),
                        np.maximum(c + eject - k.lplusrdt * c, 0.0),
                        np.maximum(w + k.rdt * c - k.xdt * w, 0.0))
-            buf[t, 0], buf[t, 1], buf[t, 2] = q, k.xdt * w, c
+            buf[t, 0], buf[t, 1], buf[t, 2] = q * scale, k.xdt * w * scale, c
 
 
 # ----------------------------------------------------------------------------- bushy cells, exact
@@ -735,8 +744,11 @@ def _candidates(cleft: np.ndarray, hdt: float, fibres: int, rng: np.random.Gener
     (``p_max`` the block's largest ``p``) are thinned to rate ``lam = -log(1 - p)``
     (each kept with probability ``lam / lam_max``); a fibre-sample is a candidate
     when it keeps at least one point, which has probability ``1 - exp(-lam) = p``,
-    independently of all others. Returns ``(cell, fibre)`` with ``cell = t * n + ch``
-    (unsorted; one cell may come several times, one fibre-sample too).
+    independently of all others. Each point takes one 64-bit draw: its fibre
+    (``fibres x`` its low 32 bits, over ``2**32``), its sample in the block (the
+    next 5 bits) and its thinning level (the top 27 bits). Returns
+    ``(cell, fibre)`` with ``cell = t * n + ch`` (int64) and ``fibre`` (uint64),
+    unsorted: one cell may come several times, one fibre-sample too.
     """
     steps, n = cleft.shape
     blk, f = _FIBRE_BLOCK, fibres
@@ -750,13 +762,13 @@ def _candidates(cleft: np.ndarray, hdt: float, fibres: int, rng: np.random.Gener
     counts = rng.poisson(lam_max * float(blk * f))
     base = (np.arange(nb)[:, None] * (blk * n) + np.arange(n)[None, :]).ravel()
     cell = np.repeat(base, counts)
-    level = np.repeat((lam_max / hdt).astype(np.float32), counts)   # lam_max, in units of c
+    # lam_max in units of c, over 2**27: times the top 27 bits of a draw, u lam_max / hdt
+    # with u uniform in [0, 1).
+    level = np.repeat((lam_max * (1.0 / (hdt * 2.0 ** 27))).astype(np.float32), counts)
     raw = rng.bit_generator.random_raw(cell.size)
-    j = ((raw >> np.uint64(32)) * np.uint64(blk * f)) >> np.uint64(32)   # uniform in [0, blk f)
-    t_off, fib = np.divmod(j.astype(np.int64), f)
-    cell += t_off * n
-    level *= (raw & np.uint64(0xFFFFFFFF)).astype(np.float32)
-    level *= np.float32(1.0 / 4294967296.0)                # u lam_max, with u uniform in [0, 1)
+    fib = ((raw & np.uint64(0xFFFFFFFF)) * np.uint64(f)) >> np.uint64(32)       # in [0, f)
+    cell += ((raw >> np.uint64(32)) & np.uint64(blk - 1)).view(np.int64) * n    # sample in block
+    level *= (raw >> np.uint64(37)).astype(np.float32)
     c = cleft.ravel()[cell].astype(np.float32)
     # Keep a point when u lam_max < lam(p); p <= lam(p) <= p / (1 - p) decides almost all.
     keep = level < c
@@ -791,7 +803,7 @@ class _Fibres:
         """``c [T, n]`` -> kept spikes per channel and sample ``[T, n]`` (uint8)."""
         steps, n = cleft.shape
         cell, fib = _candidates(cleft, self.hdt, self.f, self.rng)
-        bits = np.left_shift(np.uint64(1), fib.astype(np.uint64))
+        bits = np.left_shift(np.uint64(1), fib)
         cand = np.zeros(steps * n, dtype=np.uint64)
         cand[cell] = bits
         lost = np.flatnonzero(cand[cell] != bits)         # several fibres of one cell
@@ -807,9 +819,9 @@ class _Fibres:
         av = self.avail
         or_, and_, xor_ = np.bitwise_or, np.bitwise_and, np.bitwise_xor
         for back, row, new in zip(kept, kept[r:], cand):
-            or_(av, back, out=av)                         # back after the refractory period
-            and_(new, av, out=row)
-            xor_(av, row, out=av)
+            or_(av, back, av)                             # back after the refractory period
+            and_(new, av, row)
+            xor_(av, row, av)
         self.hist = kept[steps:].copy()
         self.kept = kept[r:]                              # the last chunk's masks, for inspection
         return np.bitwise_count(kept[r:])
@@ -828,7 +840,7 @@ class _FibresSorted:
         steps, n = cleft.shape
         cell, fib = _candidates(cleft, self.hdt, self.f, self.rng)
         t, ch = np.divmod(cell, n)
-        fid = ch * self.f + fib
+        fid = ch * self.f + fib.astype(np.int64)
         order = np.lexsort((t, fid))                    # per fibre, in time order
         fid, tg, ch = fid[order], t[order] + self.t0, ch[order]
         dup = np.zeros(fid.size, dtype=bool)            # a fibre-sample hit twice is one candidate
@@ -873,20 +885,33 @@ class _Pipeline:
 
     The hair cell of chunk ``j`` and the bushy cells of chunk ``j - 1`` (whose
     fibre spikes are drawn in between, vectorised over the chunk) advance in the
-    same loop, one state ``[q, W = xdt w, c, I, v]`` for all channels; a step is
-    ``state * mult + add`` with ``mult = [1 - ydt - kt, 1 - xdt, 1 - (l + r) dt,
-    d_syn, d_mem]`` and ``add = [W + y m dt, xdt rdt c, kt q, n]`` (``n`` fibre
-    spikes), then ``v += I``. The hair cell is lauscher's update without its
-    clamps, which cannot bind at 24 kHz (every update is a convex combination plus
-    non-negative terms), and without the ``q < m`` branch, which is checked (the
-    steps are redone with it if it is ever taken). The bushy cell counts in units
-    of one fibre spike (threshold ``1 / (weight dt)``); after a spike its membrane
-    is held far below threshold and restarted from 0 after the refractory period,
-    which is lauscher's ``_lif``.
+    same loop, one state of seven rows for all channels,
+    ``[Q = q / xr, W = xdt w / xr, c, X, v, J, N]`` with ``xr = xdt rdt``: hair
+    cell (``X = xr k(t) dt Q`` is the step's ejection), bushy cell membrane
+    ``v``, its synaptic current one step ahead ``J(t) = I(t + 1)`` (the sum of
+    the fibres' currents, which are linear) and the fibre spikes two steps
+    ahead ``N(t) = n(t + 2)``, filled in beforehand. So scaled, every coupling
+    between rows has coefficient 1 and a step is::
+
+        X        = kx(t) Q             # kx = xr k(t) dt
+        new[:6]  = state[:6] * mult(t) # [1 - ydt - k(t) dt, 1 - xdt, 1 - (l + r) dt, 0, d_mem, d_syn]
+        new[:6] += state[1:]           # Q += W, W += c, c += X, (X: scratch), v += J, J += N
+        new[0]  += y m dt / xr
+
+    that is lauscher's hair cell without its clamps, which cannot bind at
+    24 kHz (every update is a convex combination plus non-negative terms), and
+    without the ``q < m`` branch, which is checked (the steps are redone with it
+    if it is ever taken); and the bushy cell ``I = d_syn I + n``,
+    ``v = d_mem v + I`` in units of one fibre spike (threshold
+    ``1 / (weight dt)``), with lauscher's floating-point operations. A cell
+    that reaches the threshold is held far below it, and ``r + 1`` steps later
+    restarted from 0 (a multiplier of 0 on ``v``), which is lauscher's ``_lif``
+    (whose membrane is 0 during the refractory period); the multipliers are
+    filled ``r + 1`` steps at a time from the spikes already found.
     """
 
-    SUB = 64        # steps per block of precomputed kt (kept in cache)
     BIG = 1e10
+    SUB = 100       # steps per block of precomputed inputs
 
     def __init__(self, channels: int, fibres: int, sampler):
         k = _hair_constants()
@@ -896,10 +921,12 @@ class _Pipeline:
         dt = 1 / float(MODEL_RATE)
         self.theta = 1.0 / (BC_WEIGHT / float(fibres) * dt)
         self.refrac = int(round(BC_TAU_REFRAC * MODEL_RATE))
+        self.piece = self.refrac + 1      # steps whose restarts follow from earlier spikes
+        self.xr = k.xdt * k.rdt
         self.decay = (np.exp(-dt / BC_TAU_SYN), np.exp(-dt / BC_TAU_MEM))
-        self.state = np.zeros((5, channels))
-        self.state[0], self.state[1], self.state[2] = k.q0, k.xdt * k.w0, k.c0
-        self.hist = np.zeros((self.refrac, channels), dtype=bool)
+        self.state = np.zeros((7, channels))
+        self.state[0], self.state[1], self.state[2] = k.q0 / self.xr, k.xdt * k.w0 / self.xr, k.c0
+        self.hist = np.zeros((self.piece, channels), dtype=bool)   # spikes of the last r + 1 steps
 
     def run(self, velocity: _Velocity) -> tuple[np.ndarray, np.ndarray]:
         """All samples of ``velocity`` -> bushy cell spikes ``(sample, channel)``, sorted."""
@@ -919,85 +946,87 @@ class _Pipeline:
         return np.concatenate([t for t, _ in found]), np.concatenate([c for _, c in found])
 
     def _step(self, velocity, first: int, last: int, counts, start: int, found: list) -> np.ndarray:
-        """Hair cells over samples ``[first, last)`` while the bushy cells take ``counts``."""
-        k, n, sub, r = self.k, self.n, self.SUB, self.refrac
+        """Hair cells over samples ``[first, last)`` while the bushy cells take ``counts``.
+
+        The loop runs ``max(last - first, len(counts))`` steps: chunks have equal
+        lengths but the last, so the bushy cells have no input only in the first
+        call (where they stay at rest) and the hair cells run out only in the
+        last ones (whose remaining steps are dropped).
+        """
+        k, n, sub, piece = self.k, self.n, self.SUB, self.piece
+        xr, (d_syn, d_mem) = self.xr, self.decay
         steps = last - first
         lif_steps = 0 if counts is None else counts.shape[0]
-        xr, ymdt, theta, big = k.xdt * k.rdt, k.ymdt, self.theta, -self.BIG
+        total = max(steps, lif_steps)
+        prev = self.state
+        if lif_steps:                         # the inputs that were not known in the last call
+            prev[5] += counts[0]
+            prev[6] = counts[1] if lif_steps > 1 else 0.0
         cleft = np.empty((steps, n))
-        mult = np.empty((sub, 5, n))
-        mult[:, 1], mult[:, 2] = 1.0 - k.xdt, 1.0 - k.lplusrdt
-        mult[:, 3], mult[:, 4] = self.decay
-        add = np.zeros((sub, 4, n))
+        mult = np.empty((sub, 6, n))
+        mult[:, 1], mult[:, 2], mult[:, 3], mult[:, 5] = 1.0 - k.xdt, 1.0 - k.lplusrdt, 0.0, d_syn
+        kx = np.empty((sub, n))
         kt = np.empty((sub, n))
         z = np.empty((sub, n), dtype=np.float32)
         den = np.empty((sub, n), dtype=np.float32)
-        buf = np.empty((sub, 5, n))
+        buf = np.empty((sub, 7, n))
         width = -(-n // 8) * 8                # rows padded to whole words for a fast nonzero
-        fired_all = np.zeros((r + max(steps, lif_steps), width), dtype=bool)
+        fired_all = np.zeros((piece + total, width), dtype=bool)
         fired = fired_all[:, :n]
         if counts is not None:
-            fired[:r] = self.hist
-        rows = list(fired)
-        # Views used at every step, made once.
-        views = [(add[i], add[i][0], add[i][1], add[i][2], buf[i], buf[i][:4], buf[i][0], buf[i][1],
-                  buf[i][2], buf[i][3], buf[i][4], mult[i], kt[i]) for i in range(sub)]
-        prev = self.state
-        q, w, c = prev[0], prev[1], prev[2]
-        prev_views = (prev, q, w, c)
-        for a in range(0, steps, sub):
-            ns = min(sub, steps - a)
-            _permeability(velocity, first + a, ns, k, z, den, kt, mult[:, 0])
-            nl = max(0, min(ns, lif_steps - a))
-            if nl:
-                add[:nl, 3] = counts[a:a + nl]
-            add[nl:ns, 3] = 0.0
-            s0 = prev_views[0]
-            prev, q, w, c = prev_views
-            add_, mul_, ge_, putmask_ = np.add, np.multiply, np.greater_equal, np.putmask
-            for i, (inc, inc0, inc1, inc2, cur, cur4, q1, w1, c1, cur_i, vm, mi, ki), \
-                    done, row in zip(range(ns), views, rows[a:a + ns], rows[r + a:r + a + ns]):
-                add_(w, ymdt, out=inc0)
-                mul_(c, xr, out=inc1)
-                mul_(ki, q, out=inc2)
-                mul_(prev, mi, out=cur)
-                add_(cur4, inc, out=cur4)
-                add_(vm, cur_i, out=vm)
-                putmask_(vm, done, 0.0)                      # refractory period over: restart at 0
-                ge_(vm, theta, out=row)
-                putmask_(vm, row, big)                       # held far below threshold meanwhile
-                prev, q, w, c = cur, q1, w1, c1
-            if np.any(s0[0] >= HC_M) or np.any(buf[:ns - 1, 0] >= HC_M):
-                raw = np.empty((ns, n), dtype=np.float32)
-                velocity.add_rows(first + a, first + a + ns, np.float32(0), raw)
-                _HairState(n, k)._run_branching(raw, s0, buf)
-                prev = buf[ns - 1]
-            cleft[a:a + ns] = buf[:ns, 2]
-            prev = prev.copy()
-            prev_views = (prev, prev[0], prev[1], prev[2])
-        # The bushy cells' remaining steps (the last chunk of hair cells is shorter).
-        if lif_steps > steps:
-            state = prev[3:5]
-            decay = np.array(self.decay)[:, None]
-            current, vm = state[0], state[1]
-            for i in range(steps, lif_steps):
-                np.multiply(state, decay, out=state)
-                np.add(current, counts[i], out=current)
-                np.add(vm, current, out=vm)
-                np.putmask(vm, rows[i], 0.0)
-                row = rows[r + i]
-                np.greater_equal(vm, theta, out=row)
-                np.putmask(vm, row, big)
+            fired[:piece] = self.hist
+        rows = list(fired[piece:])
+        # Views used at every step, made once: (rows 0-5, 1-6, Q, X, v) of each step's state.
+        views = [(b[:6], b[1:], b[0], b[3], b[4]) for b in buf]
+        restart = mult[:, 4]
+        theta, big, inflow = np.array(self.theta), np.array(-self.BIG), np.array(k.ymdt / xr)
+        mul_, add_, ge_, put_ = np.multiply, np.add, np.greater_equal, _putmask
+        q_max = HC_M / xr
+        s, s1, q0, x0 = prev[:6], prev[1:], prev[0], prev[3]
+        for a in range(0, total, sub):
+            ns = min(sub, total - a)
+            nh = max(0, min(ns, steps - a))   # steps with hair cells
+            if nh:
+                _permeability(velocity, first + a, nh, k, z, den, kt, mult[:, 0])
+                mul_(kt[:nh], xr, kx[:nh])
+            if nh < ns:                       # no more hair cells: let them settle (no underflow)
+                mult[nh:ns, :3], kx[nh:ns] = 0.0, 0.0
+            nl = max(0, min(ns, lif_steps - a - 2))
+            if nl:                            # N: the fibre spikes two steps ahead
+                buf[:nl, 6] = counts[a + 2:a + 2 + nl]
+            buf[nl:ns, 6] = 0.0
+            s0 = prev
+            for p in range(0, ns, piece):
+                e = min(ns, p + piece)
+                # v restarts from 0 at step t when its cell fired at step t - r - 1 (row t).
+                np.logical_not(fired[a + p:a + e], out=restart[p:e])
+                restart[p:e] *= d_mem
+                for (cur, cur1, q1, x1, v1), mi, ki, row in zip(views[p:e], mult[p:e], kx[p:e],
+                                                                 rows[a + p:a + e]):
+                    mul_(ki, q0, x0)                         # X = kx Q
+                    mul_(s, mi, cur)
+                    add_(cur, s1, cur)
+                    add_(q1, inflow, q1)
+                    ge_(v1, theta, row)
+                    put_(v1, row, big)                       # held far below threshold meanwhile
+                    s, s1, q0, x0 = cur, cur1, q1, x1
+            if nh and max(s0[0].max(), buf[:nh - 1, 0].max(initial=0.0)) >= q_max:
+                raw = np.empty((nh, n), dtype=np.float32)
+                velocity.add_rows(first + a, first + a + nh, np.float32(0), raw)
+                _HairState(n, k)._run_branching(raw, s0, buf, scale=1.0 / xr)
+            cleft[a:a + nh] = buf[:nh, 2]
+            prev = buf[ns - 1].copy()
+            s, s1, q0, x0 = prev[:6], prev[1:], prev[0], prev[3]
         self.state = prev
         if counts is not None:
-            block = fired_all[r:r + lif_steps]
+            block = fired_all[piece:piece + lif_steps]
             hit = np.flatnonzero(block.view(np.uint64).ravel())     # words with any spike
             if hit.size:
                 t, c = np.nonzero(block.reshape(-1, 8)[hit])
                 cell = hit[t] * 8 + c
                 t, c = np.divmod(cell, width)
                 found.append((t + start, c))
-            self.hist = fired[lif_steps:lif_steps + r].copy()
+            self.hist = fired[lif_steps:lif_steps + piece].copy()
         return cleft
 
 

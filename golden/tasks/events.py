@@ -204,7 +204,11 @@ class AugmentedSpikes(Dataset):
        DelRec's per-channel time shift: every channel is delayed (positive)
        or advanced (negative) by its own integer drawn uniformly from
        ``-shift_max .. shift_max`` steps, zeros shifted in.
-    3. then, when ``channel_shift > 0``, the whole channel axis is shifted by
+    3. then, when ``stretch > 0``, time is scaled by a factor drawn uniformly
+       from ``1 - stretch .. 1 + stretch`` (speaking rate; every spike moves
+       from step ``t`` to ``round(t * factor)``, those leaving the window are
+       cut; see :func:`stretch_time`);
+    4. then, when ``channel_shift > 0``, the whole channel axis is shifted by
        one integer drawn from ``-channel_shift .. channel_shift`` (channel
        ``c`` receives channel ``c - s``), zeros shifted in.
 
@@ -221,7 +225,8 @@ class AugmentedSpikes(Dataset):
     """
 
     def __init__(self, base, seed: int = 0, shift_max: int = 0, shift_p: float = 1.0,
-                 channel_shift: int = 0, blend_p: float = 0.0, thin_p: float = 0.5):
+                 channel_shift: int = 0, blend_p: float = 0.0, thin_p: float = 0.5,
+                 stretch: float = 0.0):
         check_augmentation(shift_max, shift_p, channel_shift, blend_p, thin_p,
                            channels=base.spikes.shape[2])
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -231,6 +236,9 @@ class AugmentedSpikes(Dataset):
         self.shift_max, self.shift_p = int(shift_max), float(shift_p)
         self.channel_shift = int(channel_shift)
         self.blend_p, self.thin_p = float(blend_p), float(thin_p)
+        if not 0 <= stretch < 1:
+            raise ValueError(f"stretch must be in [0, 1), not {stretch!r}")
+        self.stretch = float(stretch)
         labels = base.labels.numpy()
         self._visits = np.zeros(len(labels), dtype=np.int64)
         self._by_class = {int(y): np.flatnonzero(labels == y) for y in np.unique(labels)}
@@ -274,6 +282,8 @@ class AugmentedSpikes(Dataset):
             x = rng.binomial(x, self.thin_p) + rng.binomial(other, self.thin_p)
         elif self.shift_max > 0 and rng.random() < self.shift_p:
             x = shift_time(x, rng.integers(-self.shift_max, self.shift_max + 1, size=x.shape[1]))
+        if self.stretch > 0:
+            x = stretch_time(x, float(rng.uniform(1 - self.stretch, 1 + self.stretch)))
         if self.channel_shift > 0:
             x = shift_channels(x, int(rng.integers(-self.channel_shift, self.channel_shift + 1)))
         return torch.from_numpy(x.astype(np.float32)), label
@@ -309,6 +319,16 @@ def shift_time(x: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     valid = (src >= 0) & (src < steps)
     moved = np.take_along_axis(x, np.clip(src, 0, steps - 1), axis=0)
     return np.where(valid, moved, 0).astype(x.dtype)
+
+
+def stretch_time(x: np.ndarray, factor: float) -> np.ndarray:
+    """Move the counts of step ``t`` to step ``round(t * factor)``; beyond the window they are cut."""
+    steps = x.shape[0]
+    target = np.floor(np.arange(steps) * factor + 0.5).astype(np.int64)
+    keep = target < steps
+    out = np.zeros_like(x)
+    np.add.at(out, target[keep], x[keep])
+    return out
 
 
 def shift_channels(x: np.ndarray, shift: int) -> np.ndarray:

@@ -191,14 +191,14 @@ def spoken_digits(data=None, encoder: str = "mel", test_speakers=None, bin_ms: f
                   seed: int = 0, cache_dir=None, workers: int | None = None,
                   progress: bool = True, shift_max: int = 0, shift_p: float = 1.0,
                   channel_shift: int = 0, blend_p: float = 0.0, thin_p: float = 0.5,
-                  **encoder_options) -> SpikeTask:
+                  stretch: float = 0.0, **encoder_options) -> SpikeTask:
     """Spoken digits from the folder ``data``.
 
     ``pool`` defaults to 5 for the cochlea (700 -> 140 channels) and 1 for mel.
     ``steps`` defaults to the longest recording, so nothing is cut; a smaller
     value truncates longer recordings (an explicit choice).
-    ``shift_max``, ``shift_p``, ``channel_shift``, ``blend_p``, ``thin_p``
-    augment the training split as SHD's (:class:`~.events.AugmentedSpikes`).
+    ``shift_max``, ``shift_p``, ``channel_shift``, ``blend_p``, ``thin_p``,
+    ``stretch`` augment the training split (:class:`~.events.AugmentedSpikes`).
     """
     if data is None:
         raise ValueError("Task 'spoken-digits' needs data=FOLDER (--data PATH), a folder of "
@@ -236,9 +236,10 @@ def spoken_digits(data=None, encoder: str = "mel", test_speakers=None, bin_ms: f
     make = lambda rows: SpikeTensorDataset(spikes[rows], labels[rows])  # noqa: E731
     split = f"held-out speakers {test_speakers}" if test_speakers else "standard split (indices 0-4 test)"
     train = make(train_idx)
-    if shift_max or channel_shift or blend_p:
+    if shift_max or channel_shift or blend_p or stretch:
         train = AugmentedSpikes(train, seed=seed, shift_max=shift_max, shift_p=shift_p,
-                                channel_shift=channel_shift, blend_p=blend_p, thin_p=thin_p)
+                                channel_shift=channel_shift, blend_p=blend_p, thin_p=thin_p,
+                                stretch=stretch)
     else:
         check_augmentation(shift_max, shift_p, channel_shift, blend_p, thin_p,
                            channels=spikes.shape[2])
