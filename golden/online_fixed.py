@@ -99,6 +99,41 @@ class FixedOnlineNetwork:
         self.load_float(OnlineNetwork(config, seed=seed))
 
     # -- parameters ------------------------------------------------------------------
+    @staticmethod
+    def equivalent_shifts(config: OnlineConfig, spec: FixedSpec, batch: int = 1) -> dict:
+        """Learning-rate shifts that make the integer updates match the float rule's.
+
+        From the scale of each factor (signal ``theta * top / 2^(weight_bits-1)``,
+        surrogate ``theta``, traces ``2^trace_frac`` and the LUT's unit) the
+        float step ``eta * sum L e / batch`` in stored units is
+        ``acc / 2^k``; ``k`` is rounded to the nearest integer (an effective
+        rate within a factor of sqrt(2) of the float one).
+        """
+        top = (1 << (spec.signal_bits - 1)) - 1
+        half = 1 << (spec.weight_bits - 1)
+        theta = spec.theta
+        signal = theta * top / half
+        lut_scale = math.exp(-0.5) / (config.sigma ** 2 * math.sqrt(2 * math.pi)) / \
+            ((1 << (spec.lut_bits - 1)) - 1)
+        w_unit = theta * (1 << spec.weight_frac_bits)
+        d_unit = 1 << spec.delay_frac_bits
+        trace_w = 1 << spec.trace_frac_bits
+        if config.signal == "sample":
+            err_unit, out_trace = top, 1.0
+            signal = theta * top / half
+        else:
+            err_unit, out_trace = theta, 1.0
+            signal = theta * (theta / (1 << FixedOnlineNetwork.step_error_shift(spec))) / half
+        # per-synapse delay traces hold w * D >> (weight_bits-1); factored ones hold D and
+        # the update multiplies by w_fwd: the same scale either way
+        trace_d = theta / half / lut_scale
+        ratios = {
+            "lr_weight_shift": signal * theta * trace_w / (config.lr_weight * w_unit / batch),
+            "lr_delay_shift": signal * theta * trace_d / (config.lr_delay * d_unit / batch),
+            "lr_readout_shift": err_unit * out_trace / (config.lr_readout * w_unit / batch),
+        }
+        return {k: max(0, int(round(math.log2(v)))) for k, v in ratios.items()}
+
     @property
     def lut_scale(self) -> float:
         """Float value of one LUT unit of the delay-derivative kernel."""
@@ -144,6 +179,28 @@ class FixedOnlineNetwork:
         net.bias.copy_(self.bias.to(torch.float64) / s.theta)
         net.b_out.copy_(self.b_out.to(torch.float64) / s.theta)
         return net
+
+    def set_sigma(self, sigma: float) -> None:
+        """A new surrogate width: the host reloads the LUT (and, in training, the delay shift)."""
+        self.config.sigma = float(sigma)
+        self.lut = torch.tensor(gaussian_derivative_lut(sigma, self.config.radius,
+                                                        self.spec.delay_frac_bits, self.spec.lut_bits),
+                                dtype=i64)
+        self.reach = (len(self.lut) - 1) // 2
+
+    def state_dict(self) -> dict:
+        state = {n: p.clone() for n, p in self.parameters().items()}
+        state["feedback"] = self.feedback.clone()
+        state["lfsr"] = self.lfsr.state
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for n, p in self.parameters().items():
+            if tuple(state[n].shape) != tuple(p.shape):
+                raise ValueError(f"Stored {n} has shape {list(state[n].shape)}, expected {list(p.shape)}")
+            setattr(self, n, state[n].clone().to(i64))
+        self.feedback = state["feedback"].clone()
+        self.lfsr.state = int(state["lfsr"])
 
     def forward_weight(self, w: torch.Tensor) -> torch.Tensor:
         return w >> self.spec.weight_frac_bits
@@ -280,6 +337,8 @@ class FixedOnlineNetwork:
                 peaks[n] = int(a.abs().max()) if a.numel() else 0
             self._apply(acc)
         result = {"outputs": outputs, "scores": scores}
+        if labels is not None:  # the host's view: cross-entropy of the scores in threshold units
+            result["loss"] = F.cross_entropy(scores.to(torch.float64) / s.theta, labels)
         if learn:
             result["peaks"] = peaks
         if record:
@@ -306,12 +365,17 @@ class FixedOnlineNetwork:
     def sample_signal(self, scores, labels):
         return self._broadcast(self.output_error(scores, labels))
 
+    @staticmethod
+    def step_error_shift(spec: FixedSpec) -> int:
+        """Right shift that brings the on-chip error ``u - theta`` to ``signal_bits``."""
+        return max(0, spec.theta.bit_length() + 1 - (spec.signal_bits - 1))
+
     def _step_signal(self, u, labels):
+        """On-chip per-step signal: ``err = sat((u - theta onehot) >> shift)``, then broadcast."""
         s = self.spec
         target = F.one_hot(labels, self.config.classes).to(i64) * s.theta
         top = (1 << (s.signal_bits - 1)) - 1
-        err = _sat(_rshift_round(u - target, max(0, int(math.log2(s.theta)) + 1 - (s.signal_bits - 1))),
-                   s.signal_bits).clamp(-top, top)
+        err = _rshift_round(u - target, self.step_error_shift(s)).clamp(-top, top)
         return self._broadcast(err)
 
     # -- traces and accumulators ---------------------------------------------------------

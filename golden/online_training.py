@@ -19,7 +19,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from delrec.arith import FixedSpec
+
 from .online import OnlineConfig, OnlineNetwork, trace_memory
+from .online_fixed import FixedOnlineNetwork
 from .tasks.base import SpikeTask, load_task, make_loader
 from .training import save_checkpoint_atomic
 
@@ -50,8 +53,12 @@ class OnlineTrainConfig:
     seed: int = 0
     threads: int | None = None
     sigma_final: float | None = None
+    arithmetic: str = "float"
+    spec: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.arithmetic not in ("float", "fixed"):
+            raise ValueError(f"Arithmetic must be 'float' or 'fixed', not {self.arithmetic!r}")
         if self.epochs < 1:
             raise ValueError(f"Number of epochs must be positive, not {self.epochs!r}")
         if self.batch_size < 1:
@@ -126,12 +133,40 @@ def load_online_checkpoint(path) -> dict:
     return state
 
 
-def _delay_report(net: OnlineNetwork) -> dict:
+def make_spec(config: OnlineConfig, train: OnlineTrainConfig, sigma: float | None = None) -> FixedSpec:
+    """The run's FixedSpec: ``train.spec`` entries, learning-rate shifts derived from the
+    float rates (:meth:`FixedOnlineNetwork.equivalent_shifts`) where not given."""
+    base = FixedSpec(**{k: v for k, v in train.spec.items()})
+    probe = copy.deepcopy(config)
+    if sigma is not None:
+        probe.sigma = sigma
+    shifts = FixedOnlineNetwork.equivalent_shifts(probe, base, train.batch_size)
+    shifts = {k: v for k, v in shifts.items() if k not in train.spec}
+    return FixedSpec(**dict(base.to_dict(), **shifts))
+
+
+def _named(net) -> dict:
+    if isinstance(net, FixedOnlineNetwork):
+        return net.parameters()
+    return dict(net.named_parameters())
+
+
+def _set_sigma(net, config, train, sigma: float) -> None:
+    if isinstance(net, FixedOnlineNetwork):
+        net.set_sigma(sigma)
+        net.spec = make_spec(config, train, sigma)
+    else:
+        net.config.sigma = sigma
+
+
+def _delay_report(net) -> dict:
     report = {}
     for name in ("d_in", "d_rec"):
         d = getattr(net, name)
         if d is None:
             continue
+        if isinstance(net, FixedOnlineNetwork):
+            d = d.to(torch.float64) / (1 << net.spec.delay_frac_bits)
         integer = torch.floor(d + 0.5).to(torch.int64).flatten()
         counts = torch.bincount(integer)
         report[name] = {"shape": list(d.shape), "mean": float(d.mean()), "max": float(d.max()),
@@ -159,8 +194,10 @@ def _plot(metrics: dict, net: OnlineNetwork, initial: dict, path: Path) -> None:
     for name in ("d_in", "d_rec"):
         d = getattr(net, name)
         if d is not None:
-            ax.hist(initial[name].flatten().numpy(), bins=40, alpha=0.4, label=f"{name} initial")
-            ax.hist(d.flatten().numpy(), bins=40, alpha=0.6, label=f"{name} learned")
+            scale = (1 << net.spec.delay_frac_bits) if isinstance(net, FixedOnlineNetwork) else 1
+            ax.hist(initial[name].flatten().double().numpy() / scale, bins=40, alpha=0.4,
+                    label=f"{name} initial")
+            ax.hist(d.flatten().double().numpy() / scale, bins=40, alpha=0.6, label=f"{name} learned")
             shown = True
     if shown:
         ax.set(xlabel="delay (steps)", ylabel="count", title="delays")
@@ -185,8 +222,12 @@ def train_online(config: OnlineConfig, train: OnlineTrainConfig, out_dir, resume
         raise ValueError(f"Network has {config.inputs} inputs and {config.classes} classes but "
                          f"task {task.name!r} has {task.inputs} and {task.classes}")
     torch.manual_seed(train.seed)
-    net = OnlineNetwork(copy.deepcopy(config), seed=train.seed)  # its sigma follows the schedule
-    initial = {n: p.detach().clone() for n, p in net.named_parameters()}
+    fixed = train.arithmetic == "fixed"
+    if fixed:
+        net = FixedOnlineNetwork(copy.deepcopy(config), make_spec(config, train), seed=train.seed)
+    else:
+        net = OnlineNetwork(copy.deepcopy(config), seed=train.seed)  # its sigma follows the schedule
+    initial = {n: p.detach().clone() for n, p in _named(net).items()}
     eval_loaders = {split: make_loader(task.split(split), 256) for split in ("train", "val", "test")}
     history, start, best = [], 0, {"val_accuracy": -1.0, "epoch": -1, "model": None}
     ckpt = out_dir / "checkpoint.pt"
@@ -203,7 +244,7 @@ def train_online(config: OnlineConfig, train: OnlineTrainConfig, out_dir, resume
                disable=not progress, file=sys.stderr, desc=f"{train.task}/three-factor",
                unit="batch", dynamic_ncols=True)
     for epoch in range(start, train.epochs):
-        net.config.sigma = sigma_at(config, train, epoch)
+        _set_sigma(net, config, train, sigma_at(config, train, epoch))
         if hasattr(task.train, "set_epoch"):
             task.train.set_epoch(epoch)
         loader = make_loader(task.train, train.batch_size, shuffle=True, seed=train.seed * 100003 + epoch)
@@ -217,7 +258,7 @@ def train_online(config: OnlineConfig, train: OnlineTrainConfig, out_dir, resume
             loss += float(r["loss"]) * y.numel()
             bar.update()
             bar.set_postfix(loss=f"{loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-        net.config.sigma = config.sigma
+        _set_sigma(net, config, train, config.sigma)
         val = evaluate_online(net, eval_loaders["val"])
         record = {"epoch": epoch, "sigma": sigma_at(config, train, epoch),
                   "train_loss": loss / seen, "train_accuracy": correct / seen,
@@ -241,7 +282,9 @@ def train_online(config: OnlineConfig, train: OnlineTrainConfig, out_dir, resume
     net.load_state_dict(final_state)
     metrics = {
         "task": train.task, "model": "three-factor", "seed": train.seed,
-        "parameters": sum(p.numel() for p in net.parameters()),
+        "arithmetic": train.arithmetic,
+        "spec": net.spec.to_dict() if fixed else None,
+        "parameters": sum(p.numel() for p in _named(net).values()),
         "train_accuracy": final["train"]["accuracy"], "val_accuracy": final["val"]["accuracy"],
         "test_accuracy": final["test"]["accuracy"], "best_epoch": best["epoch"],
         "best_val_accuracy": best["val_accuracy"], "best_test_accuracy": best_test["accuracy"],

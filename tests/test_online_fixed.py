@@ -119,3 +119,27 @@ def test_spec_helpers():
         FixedSpec(theta=40000)
     with pytest.raises(ValueError, match="Maximum delay 70 exceeds the chip's D - 1 = 63"):
         FixedOnlineNetwork(config(max_delay=70), SPEC)
+
+
+def test_equivalent_shifts_follow_the_float_rates():
+    c = config(lr_weight=0.5, lr_delay=100.0, lr_readout=0.005)
+    base = FixedOnlineNetwork.equivalent_shifts(c, SPEC, batch=1)
+    doubled = FixedOnlineNetwork.equivalent_shifts(c, SPEC, batch=2)
+    assert {k: doubled[k] - base[k] for k in base} == {k: 1 for k in base}  # batch sums: one more bit
+    faster = FixedOnlineNetwork.equivalent_shifts(config(lr_weight=2.0, lr_delay=400.0, lr_readout=0.02),
+                                                  SPEC, batch=1)
+    assert {k: base[k] - faster[k] for k in base} == {k: 2 for k in base}
+
+
+def test_fixed_point_training_run(tmp_path):
+    from delrec.golden.online_training import make_online_configs, train_online
+    from delrec.golden.tasks.base import load_task
+
+    task = load_task("delayed-xor", train_size=64, val_size=32, test_size=32)
+    net, train = make_online_configs(task, dict(hidden=8, epochs=2, batch_size=16, arithmetic="fixed",
+                                                 sigma=2.0, sigma_final=1.0, readout_bias=False))
+    metrics = train_online(net, train, tmp_path / "run", progress=False, task=task)
+    assert metrics["arithmetic"] == "fixed" and metrics["spec"]["lr_delay_shift"] > 0
+    assert len(metrics["history"]) == 2 and (tmp_path / "run" / "run.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="Arithmetic must be 'float' or 'fixed', not 'double'"):
+        make_online_configs(task, dict(arithmetic="double"))

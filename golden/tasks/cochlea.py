@@ -143,7 +143,7 @@ _SEGMENT = 16384        # fast mode: membrane outputs per segment (bounds memory
 _PAD_BEFORE = 480       # fast mode: periodic continuation before the clip (samples at 48 kHz)
 _PAD_AFTER = 7200       # ... and after it (the kernel's reach into the future)
 _TIME_CHUNK = 2048      # samples (at 24 kHz) per chunk in fast mode
-_FIBRE_BLOCK = 32       # samples per block of the dominating hazard (5 bits of a draw)
+_FIBRE_BLOCK = 32       # samples per block of the dominating hazard (a power of 2, <= 32: 5 bits)
 _EXACT_CHUNK_BYTES = 64 << 20
 _BM_BLOCK = 32          # channels per inverse FFT in fast mode
 
@@ -458,9 +458,9 @@ class _Membrane(_Velocity):
             a = c
 
     def _segment(self, first: int) -> None:
-        """The outputs from ``first`` on (one segment), as the inverse transforms' own
-        blocks of channels (copying them into one time-major array would cost more
-        than the transforms)."""
+        """The outputs from ``first`` on (one segment), kept as the inverse transforms'
+        own blocks of channels: gathering them into one time-major array at once
+        costs more than the transforms; readers take a few hundred rows at a time."""
         self.blocks = []                      # free the previous segment first
         n, m_out = self.n, self.length
         if self.whole:
@@ -591,13 +591,19 @@ def _permeability(velocity, first: int, ns: int, k, z, den, kt, decay) -> None:
     """Hair-cell permeability ``k(t) dt`` of ``ns`` samples from ``first`` into
     ``kt[:ns]``, and ``1 - y dt - k(t) dt`` into ``decay[:ns]``, in lauscher's
     order of operations (float32 for the saturating ratio, as it computes it)."""
-    zz, dd = z[:ns], den[:ns]
+    zz = z[:ns]
     velocity.add_rows(first, first + ns, np.float32(HC_A), zz)
-    np.maximum(zz, 0, out=zz)
-    np.add(zz, np.float32(HC_B), out=dd)
-    np.divide(zz, dd, out=zz)
-    np.multiply(zz, k.gdt, out=kt[:ns])
-    np.subtract(1.0 - k.ydt, kt[:ns], out=decay[:ns])
+    _permeability_of(zz, den[:ns], k)
+    kt[:ns] = zz
+    np.subtract(np.float64(1.0 - k.ydt), zz, out=decay[:ns])
+
+
+def _permeability_of(z: np.ndarray, den: np.ndarray, k) -> None:
+    """``z = velocity + a`` (float32) -> ``k(t) dt`` (float32, in place); ``den`` is scratch."""
+    np.maximum(z, 0, out=z)
+    np.add(z, np.float32(HC_B), out=den)
+    np.divide(z, den, out=z)
+    np.multiply(z, k.gdt, out=z)
 
 
 class _HairState:
@@ -744,9 +750,10 @@ def _candidates(cleft: np.ndarray, hdt: float, fibres: int, rng: np.random.Gener
     (``p_max`` the block's largest ``p``) are thinned to rate ``lam = -log(1 - p)``
     (each kept with probability ``lam / lam_max``); a fibre-sample is a candidate
     when it keeps at least one point, which has probability ``1 - exp(-lam) = p``,
-    independently of all others. Each point takes one 64-bit draw: its fibre
-    (``fibres x`` its low 32 bits, over ``2**32``), its sample in the block (the
-    next 5 bits) and its thinning level (the top 27 bits). Returns
+    independently of all others. Each point takes one 64-bit draw: its sample in
+    the block (bits 32-36), its thinning level (the top 27 bits) and, if kept, its
+    fibre (``fibres`` times the low 32 bits, over ``2**32``). ``cleft`` may be
+    single precision (the thinning compares in single precision). Returns
     ``(cell, fibre)`` with ``cell = t * n + ch`` (int64) and ``fibre`` (uint64),
     unsorted: one cell may come several times, one fibre-sample too.
     """
@@ -755,8 +762,9 @@ def _candidates(cleft: np.ndarray, hdt: float, fibres: int, rng: np.random.Gener
     nb = -(-steps // blk)
     padded = nb * blk != steps
     if padded:
-        cleft = np.concatenate([cleft, np.zeros((nb * blk - steps, n))])
-    cmax = np.max(cleft.reshape(nb, blk, n), axis=1).ravel()
+        cleft = np.concatenate([cleft, np.zeros((nb * blk - steps, n), dtype=cleft.dtype)])
+    flat = cleft.ravel()
+    cmax = np.max(cleft.reshape(nb, blk, n), axis=1).ravel().astype(np.float64)
     pmax = np.minimum(cmax * hdt, 1.0 - 1e-12)
     lam_max = -np.log1p(-pmax)
     counts = rng.poisson(lam_max * float(blk * f))
@@ -766,23 +774,24 @@ def _candidates(cleft: np.ndarray, hdt: float, fibres: int, rng: np.random.Gener
     # with u uniform in [0, 1).
     level = np.repeat((lam_max * (1.0 / (hdt * 2.0 ** 27))).astype(np.float32), counts)
     raw = rng.bit_generator.random_raw(cell.size)
-    fib = ((raw & np.uint64(0xFFFFFFFF)) * np.uint64(f)) >> np.uint64(32)       # in [0, f)
     cell += ((raw >> np.uint64(32)) & np.uint64(blk - 1)).view(np.int64) * n    # sample in block
     level *= (raw >> np.uint64(37)).astype(np.float32)
-    c = cleft.ravel()[cell].astype(np.float32)
+    c = np.take(flat, cell)
+    if c.dtype != np.float32:
+        c = c.astype(np.float32)
     # Keep a point when u lam_max < lam(p); p <= lam(p) <= p / (1 - p) decides almost all.
     keep = level < c
     unsure = np.flatnonzero(~keep)
     p = c[unsure] * np.float32(hdt)
     unsure = unsure[level[unsure] * np.float32(hdt) * (1 - p) < p]
     if unsure.size:
-        p = cleft.ravel()[cell[unsure]] * hdt
+        p = flat[cell[unsure]].astype(np.float64) * hdt
         keep[unsure] = level[unsure].astype(np.float64) * hdt < -np.log1p(-np.minimum(p, 1.0 - 1e-12))
-    cell, fib = cell[keep], fib[keep]
+    cell, raw = cell[keep], raw[keep]
     if padded:                                            # drop the padding of a last partial block
         valid = cell < steps * n
-        cell, fib = cell[valid], fib[valid]
-    return cell, fib
+        cell, raw = cell[valid], raw[valid]
+    return cell, ((raw & np.uint64(0xFFFFFFFF)) * np.uint64(f)) >> np.uint64(32)  # fibre in [0, f)
 
 
 class _Fibres:
@@ -790,8 +799,12 @@ class _Fibres:
 
     A candidate is kept when its fibre is available; a kept spike makes the
     fibre unavailable for ``refrac`` samples, i.e. lauscher's ``_correct``
-    (keep when at least ``refrac`` samples after the last kept spike).
+    (keep when at least ``refrac`` samples after the last kept spike). The
+    candidates' masks are laid out ``ROWS`` samples at a time (so that they stay
+    in cache), three bitwise operations per sample.
     """
+
+    ROWS = 256      # a multiple of _FIBRE_BLOCK
 
     def __init__(self, channels: int, fibres: int, rng, hdt: float):
         self.n, self.f, self.rng, self.hdt = channels, fibres, rng, hdt
@@ -802,26 +815,33 @@ class _Fibres:
     def run(self, cleft: np.ndarray) -> np.ndarray:
         """``c [T, n]`` -> kept spikes per channel and sample ``[T, n]`` (uint8)."""
         steps, n = cleft.shape
+        r, rows = self.refrac, self.ROWS
         cell, fib = _candidates(cleft, self.hdt, self.f, self.rng)
         bits = np.left_shift(np.uint64(1), fib)
-        cand = np.zeros(steps * n, dtype=np.uint64)
-        cand[cell] = bits
-        lost = np.flatnonzero(cand[cell] != bits)         # several fibres of one cell
-        if lost.size:
-            order = np.argsort(cell[lost], kind="stable")
-            cells, more = cell[lost][order], bits[lost][order]
-            first = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
-            cand[cells[first]] |= np.bitwise_or.reduceat(more, first)
-        cand = cand.reshape(steps, n)
-        r = self.refrac
+        # The candidates come block by block of _FIBRE_BLOCK samples, so those of samples
+        # [a, b) are one slice (for a, b multiples of the block).
+        starts = np.arange(0, steps, rows)
+        ends = np.searchsorted(cell, np.append(starts, steps) * n)
+        cand = np.empty(rows * n, dtype=np.uint64)
         kept = np.empty((r + steps, n), dtype=np.uint64)
         kept[:r] = self.hist
         av = self.avail
         or_, and_, xor_ = np.bitwise_or, np.bitwise_and, np.bitwise_xor
-        for back, row, new in zip(kept, kept[r:], cand):
-            or_(av, back, av)                             # back after the refractory period
-            and_(new, av, row)
-            xor_(av, row, av)
+        for a, lo, hi in zip(starts, ends[:-1], ends[1:]):
+            b = min(steps, a + rows)
+            at, more = cell[lo:hi] - a * n, bits[lo:hi]
+            cand[:(b - a) * n] = 0
+            cand[at] = more
+            lost = np.flatnonzero(cand[at] != more)       # several fibres of one cell
+            if lost.size:
+                order = np.argsort(at[lost], kind="stable")
+                cells, more = at[lost][order], more[lost][order]
+                first = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
+                cand[cells[first]] |= np.bitwise_or.reduceat(more, first)
+            for back, row, new in zip(kept[a:b], kept[r + a:r + b], cand[:(b - a) * n].reshape(b - a, n)):
+                or_(av, back, av)                         # back after the refractory period
+                and_(new, av, row)
+                xor_(av, row, av)
         self.hist = kept[steps:].copy()
         self.kept = kept[r:]                              # the last chunk's masks, for inspection
         return np.bitwise_count(kept[r:])
@@ -911,7 +931,8 @@ class _Pipeline:
     """
 
     BIG = 1e10
-    SUB = 100       # steps per block of precomputed inputs
+    SUB = 50        # steps per block of precomputed inputs (kept small for the caches)
+    STAGE = 250     # steps of membrane velocity read at a time (a multiple of SUB)
 
     def __init__(self, channels: int, fibres: int, sampler):
         k = _hair_constants()
@@ -949,9 +970,9 @@ class _Pipeline:
         """Hair cells over samples ``[first, last)`` while the bushy cells take ``counts``.
 
         The loop runs ``max(last - first, len(counts))`` steps: chunks have equal
-        lengths but the last, so the bushy cells have no input only in the first
-        call (where they stay at rest) and the hair cells run out only in the
-        last ones (whose remaining steps are dropped).
+        lengths but the last, so the hair cells run alone in the first call (the
+        bushy cells have no input yet) and the bushy cells alone once the hair
+        cells have run out; such steps update only their own rows.
         """
         k, n, sub, piece = self.k, self.n, self.SUB, self.piece
         xr, (d_syn, d_mem) = self.xr, self.decay
@@ -962,12 +983,12 @@ class _Pipeline:
         if lif_steps:                         # the inputs that were not known in the last call
             prev[5] += counts[0]
             prev[6] = counts[1] if lif_steps > 1 else 0.0
-        cleft = np.empty((steps, n))
+        cleft = np.empty((steps, n), dtype=np.float32)     # for the fibres, which draw in float32
         mult = np.empty((sub, 6, n))
         mult[:, 1], mult[:, 2], mult[:, 3], mult[:, 5] = 1.0 - k.xdt, 1.0 - k.lplusrdt, 0.0, d_syn
         kx = np.empty((sub, n))
-        kt = np.empty((sub, n))
-        z = np.empty((sub, n), dtype=np.float32)
+        stage = np.empty((self.STAGE, n), dtype=np.float32)    # velocity + a, read ahead
+        staged = (0, 0)
         den = np.empty((sub, n), dtype=np.float32)
         buf = np.empty((sub, 7, n))
         width = -(-n // 8) * 8                # rows padded to whole words for a fast nonzero
@@ -976,47 +997,81 @@ class _Pipeline:
         if counts is not None:
             fired[:piece] = self.hist
         rows = list(fired[piece:])
-        # Views used at every step, made once: (rows 0-5, 1-6, Q, X, v) of each step's state.
-        views = [(b[:6], b[1:], b[0], b[3], b[4]) for b in buf]
+        # Views used at every step, made once, of each step's state: all rows (rows 0-5 and
+        # 1-6, Q, X, v), the hair cell's (0-3, 0-2, 1-3) and the bushy cell's (4-5, 5-6, v).
+        def views(b):
+            return (b[:6], b[1:], b[0], b[3], b[4]), (b[:4], b[:3], b[1:4]), (b[4:6], b[5:], b[4])
+        full, hair, lif = zip(*[views(b) for b in buf])
+        m_hair, m_lif = [m[:4] for m in mult], [m[4:6] for m in mult]
         restart = mult[:, 4]
         theta, big, inflow = np.array(self.theta), np.array(-self.BIG), np.array(k.ymdt / xr)
+        stay, scale = np.float64(1.0 - k.ydt), np.float64(xr)
         mul_, add_, ge_, put_ = np.multiply, np.add, np.greater_equal, _putmask
         q_max = HC_M / xr
-        s, s1, q0, x0 = prev[:6], prev[1:], prev[0], prev[3]
         for a in range(0, total, sub):
             ns = min(sub, total - a)
             nh = max(0, min(ns, steps - a))   # steps with hair cells
             if nh:
-                _permeability(velocity, first + a, nh, k, z, den, kt, mult[:, 0])
-                mul_(kt[:nh], xr, kx[:nh])
-            if nh < ns:                       # no more hair cells: let them settle (no underflow)
-                mult[nh:ns, :3], kx[nh:ns] = 0.0, 0.0
-            nl = max(0, min(ns, lif_steps - a - 2))
-            if nl:                            # N: the fibre spikes two steps ahead
+                if a + nh > staged[1]:
+                    staged = (a, min(steps, a + self.STAGE))
+                    velocity.add_rows(first + a, first + staged[1], np.float32(HC_A),
+                                      stage[:staged[1] - a])
+                kt = stage[a - staged[0]:a - staged[0] + nh]
+                _permeability_of(kt, den[:nh], k)         # k(t) dt, float32
+                np.subtract(stay, kt, out=mult[:nh, 0])
+                mul_(kt, scale, kx[:nh])
+            if lif_steps:                     # N: the fibre spikes two steps ahead
+                nl = max(0, min(ns, lif_steps - a - 2))
                 buf[:nl, 6] = counts[a + 2:a + 2 + nl]
-            buf[nl:ns, 6] = 0.0
+                buf[nl:ns, 6] = 0.0
             s0 = prev
+            pf, ph, pl = views(prev)
             for p in range(0, ns, piece):
                 e = min(ns, p + piece)
-                # v restarts from 0 at step t when its cell fired at step t - r - 1 (row t).
-                np.logical_not(fired[a + p:a + e], out=restart[p:e])
-                restart[p:e] *= d_mem
-                for (cur, cur1, q1, x1, v1), mi, ki, row in zip(views[p:e], mult[p:e], kx[p:e],
-                                                                 rows[a + p:a + e]):
-                    mul_(ki, q0, x0)                         # X = kx Q
-                    mul_(s, mi, cur)
-                    add_(cur, s1, cur)
-                    add_(q1, inflow, q1)
-                    ge_(v1, theta, row)
-                    put_(v1, row, big)                       # held far below threshold meanwhile
-                    s, s1, q0, x0 = cur, cur1, q1, x1
+                mid = min(e, max(p, nh))      # steps [p, mid) with hair cells, [mid, e) without
+                if p:
+                    pf, ph, pl = full[p - 1], hair[p - 1], lif[p - 1]
+                if lif_steps:
+                    # v restarts from 0 at step t when its cell fired at step t - r - 1 (row t).
+                    np.copyto(restart[p:e], d_mem)
+                    np.copyto(restart[p:e], 0.0, where=fired[a + p:a + e])
+                    s, s1, q0, x0, _ = pf
+                    for (cur, cur1, q1, x1, v1), mi, ki, row in zip(full[p:mid], mult[p:mid],
+                                                                     kx[p:mid], rows[a + p:a + mid]):
+                        mul_(ki, q0, x0)                     # X = kx Q
+                        mul_(s, mi, cur)
+                        add_(cur, s1, cur)
+                        add_(q1, inflow, q1)
+                        ge_(v1, theta, row)
+                        put_(v1, row, big)                   # held far below threshold meanwhile
+                        s, s1, q0, x0 = cur, cur1, q1, x1
+                    if mid < e:
+                        s, s1, _ = lif[mid - 1] if mid > p else pl
+                        for (cur, cur1, v1), mi, row in zip(lif[mid:e], m_lif[mid:e],
+                                                             rows[a + mid:a + e]):
+                            mul_(s, mi, cur)
+                            add_(cur, s1, cur)
+                            ge_(v1, theta, row)
+                            put_(v1, row, big)
+                            s, s1 = cur, cur1
+                else:
+                    s, s3, s1 = ph
+                    q0, x0 = pf[2], pf[3]
+                    for (cur, cur3, cur1), (_, _, q1, x1, _), mi, ki in zip(
+                            hair[p:mid], full[p:mid], m_hair[p:mid], kx[p:mid]):
+                        mul_(ki, q0, x0)
+                        mul_(s, mi, cur)
+                        add_(cur3, s1, cur3)
+                        add_(q1, inflow, q1)
+                        s, s1, q0, x0 = cur, cur1, q1, x1
             if nh and max(s0[0].max(), buf[:nh - 1, 0].max(initial=0.0)) >= q_max:
                 raw = np.empty((nh, n), dtype=np.float32)
                 velocity.add_rows(first + a, first + a + nh, np.float32(0), raw)
                 _HairState(n, k)._run_branching(raw, s0, buf, scale=1.0 / xr)
             cleft[a:a + nh] = buf[:nh, 2]
             prev = buf[ns - 1].copy()
-            s, s1, q0, x0 = prev[:6], prev[1:], prev[0], prev[3]
+        if not lif_steps:
+            prev[4:] = 0.0                    # the bushy cells, still at rest
         self.state = prev
         if counts is not None:
             block = fired_all[piece:piece + lif_steps]
