@@ -122,12 +122,12 @@ def test_spec_helpers():
 
 
 def test_equivalent_shifts_follow_the_float_rates():
-    c = config(lr_weight=0.5, lr_delay=100.0, lr_readout=0.005)
-    base = FixedOnlineNetwork.equivalent_shifts(c, SPEC, batch=1)
-    doubled = FixedOnlineNetwork.equivalent_shifts(c, SPEC, batch=2)
+    c = config(lr_weight=0.5, lr_delay=100.0, lr_readout=0.001)
+    base = FixedOnlineNetwork.equivalent_shifts(c, SPEC, batch=4)
+    doubled = FixedOnlineNetwork.equivalent_shifts(c, SPEC, batch=8)
     assert {k: doubled[k] - base[k] for k in base} == {k: 1 for k in base}  # batch sums: one more bit
-    faster = FixedOnlineNetwork.equivalent_shifts(config(lr_weight=2.0, lr_delay=400.0, lr_readout=0.02),
-                                                  SPEC, batch=1)
+    faster = FixedOnlineNetwork.equivalent_shifts(config(lr_weight=2.0, lr_delay=400.0, lr_readout=0.004),
+                                                  SPEC, batch=4)
     assert {k: base[k] - faster[k] for k in base} == {k: 2 for k in base}
 
 
