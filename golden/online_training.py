@@ -33,12 +33,17 @@ ONLINE_CHECKPOINT_FORMAT = "delrec-online-checkpoint-v1"
 
 # Per-task defaults of the online rule (any OnlineConfig or OnlineTrainConfig field).
 ONLINE_TASK_DEFAULTS = {
-    "delayed-xor": dict(hidden=64, epochs=20, batch_size=32, input_delays="synaptic",
-                        delay_init=[0.0, 40.0], tau=2.0, signal="sample"),
+    "delayed-xor": dict(hidden=64, epochs=8, batch_size=32, input_delays="synaptic",
+                        delay_init=[0.0, 40.0], tau=2.0, signal="sample", lr_weight=0.5,
+                        lr_delay=100.0, lr_readout=0.05, readout_bias=False, sigma=4.0,
+                        sigma_final=1.0),
     "ps-digits": dict(hidden=128, epochs=20, batch_size=32, input_delays="axonal", tau=2.0,
-                      signal="sample"),
+                      signal="sample", lr_weight=0.5, lr_delay=100.0, lr_readout=0.05,
+                      readout_bias=False, sigma=4.0, sigma_final=1.0),
     "spoken-digits": dict(hidden=128, epochs=20, batch_size=32, input_delays="synaptic",
-                          tau=2.0, signal="sample"),
+                          delay_init=[0.0, 30.0], tau=2.0, signal="sample", lr_weight=0.5,
+                          lr_delay=100.0, lr_readout=0.05, readout_bias=False, sigma=4.0,
+                          sigma_final=1.0),
 }
 
 

@@ -445,6 +445,7 @@ class _Membrane(_Velocity):
         self.x = x
         self.n = n
         super().__init__([], 0, n // 2 + 1, channels)
+        self.rows = None
         self.first = self.last = 0            # outputs of the current segment
         self.whole = self.length <= _SEGMENT and self.length >= 2 and _smooth(self.length)
 
@@ -453,15 +454,12 @@ class _Membrane(_Velocity):
             if not self.first <= a < self.last:
                 self._segment(a)
             c = min(b, self.last)
-            super().add_rows(a, c, shift, out[:c - a])
+            np.add(self.rows[a - self.first:c - self.first], shift, out=out[:c - a])
             out = out[c - a:]
             a = c
 
     def _segment(self, first: int) -> None:
-        """The outputs from ``first`` on (one segment), kept as the inverse transforms'
-        own blocks of channels: gathering them into one time-major array at once
-        costs more than the transforms; readers take a few hundred rows at a time."""
-        self.blocks = []                      # free the previous segment first
+        self.rows = None                      # free the previous segment first
         n, m_out = self.n, self.length
         if self.whole:
             last, m, window, delay, offset = m_out, m_out, self.x, 0.0, 0
@@ -483,7 +481,7 @@ class _Membrane(_Velocity):
             half_stim *= np.exp(-2j * np.pi * delay / window.size * np.arange(half_stim.size))
         half_stim = half_stim.astype(np.complex64)
         half, plans = _bm_plan(self.channels, m)
-        blocks = []
+        rows = np.empty((last - first, self.channels), dtype=np.float32)
         for grp, indptr, indices, weights, bins, conj in plans:
             stim = half_stim[bins]
             np.conjugate(stim, out=stim, where=conj)
@@ -493,9 +491,9 @@ class _Membrane(_Velocity):
             lo = grp.lo
             for block in grp.blocks:
                 hi = lo + block.shape[1]
-                blocks.append((lo, hi, sp_fft.irfft(mat @ block, n=m, axis=0)))
+                rows[:, lo:hi] = sp_fft.irfft(mat @ block, n=m, axis=0)[offset:offset + last - first]
                 lo = hi
-        self.blocks, self.offset, self.first, self.last = blocks, offset - first, first, last
+        self.rows, self.first, self.last = rows, first, last
 
     def array(self) -> np.ndarray:
         out = np.empty((self.length, self.channels), dtype=np.float32)
