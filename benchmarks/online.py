@@ -59,8 +59,10 @@ def measure(case: dict, batch: int, repeats: int) -> dict:
     bits = FixedSpec().trace_bits
     out["learning_state_values"] = memory
     out["learnable_delays"] = delays
-    out["state_values_per_delay"] = memory["total"] / delays
-    out["state_bytes_per_delay_fixed"] = memory["total"] * bits / 8 / delays
+    out["delay_state_values_per_delay"] = memory["delay_state"] / delays
+    out["delay_state_bytes_per_delay_fixed"] = memory["delay_state"] * bits / 8 / delays
+    step = trace_memory(OnlineConfig(**dict(config.to_dict(), signal="step")))
+    out["delay_state_values_per_delay_step_signal"] = step["delay_state"] / delays
     return out
 
 
@@ -82,8 +84,9 @@ def main(argv=None) -> int:
     for r in results:
         print(f"{r['case']['name']:32s} float {r['float_samples_per_second']:7.1f}/s  "
               f"fixed {r['fixed_samples_per_second']:7.1f}/s  "
-              f"state {r['state_values_per_delay']:.2f} values/delay "
-              f"({r['state_bytes_per_delay_fixed']:.1f} B)")
+              f"delay state {r['delay_state_values_per_delay']:.0f} values/delay "
+              f"({r['delay_state_bytes_per_delay_fixed']:.0f} B; per-step signal "
+              f"{r['delay_state_values_per_delay_step_signal']:.0f})")
     return 0
 
 

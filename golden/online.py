@@ -98,10 +98,13 @@ axonal delays              ``P`` delay traces           ``N P``
 synaptic delays            ``N P``                      ``N P``
 =========================  ==========================  ==================
 
-plus one accumulator per learned parameter when updates are deferred
-(``update_every != 1``), ``K N`` readout ones and ``N`` readout traces.
-This is why the chip's default is axonal delays with a soft reset: its
-learning state grows with the neurons, not with the synapses.
+plus, with a per-step signal, one accumulator per learned parameter when
+updates are deferred (``update_every != 1``; per presynaptic neuron for
+axonal delays), or, with a per-sample signal, one eligibility sum per
+synapse for every learned weight and delay; and ``N`` readout traces. So
+axonal delays with a soft reset and a per-step signal learn with state that
+grows with the neurons, not with the synapses (``2 P`` values for ``P``
+delays); the per-sample signal trades that for a better objective.
 
 References: Bellec et al., "A solution to the learning dilemma for recurrent
 networks of spiking neurons" (e-prop), Nat. Commun. 2020; the three-factor
@@ -273,25 +276,42 @@ class OnlineConfig:
 
 
 def trace_memory(config: OnlineConfig) -> dict:
-    """Numbers of learning-state values per sample (traces and accumulators), by kind."""
+    """Numbers of learning-state values per sample, by kind (see the module's table).
+
+    Traces: per presynaptic neuron when the delay is axonal or absent and the
+    reset soft, else per synapse. With a per-step signal, deferred updates
+    (``update_every != 1``) need one accumulator per learned parameter (per
+    presynaptic neuron for axonal delays). With a per-sample signal, the
+    eligibility sums replace the accumulators but are per synapse for every
+    learned weight and delay (``sum_t psi_i[t] q_j[t]`` does not factor).
+    """
     N, C = config.hidden, config.inputs
-    per_synapse = config.reset == "hard"
     out = {}
 
     def add(name, pre, kind, learn_w, learn_d):
+        per_synapse = config.reset == "hard" or kind == "synaptic"
+        learn_d = learn_d and kind is not None
         if learn_w:
-            out[f"{name}_weight_traces"] = N * pre if (per_synapse or kind == "synaptic") else pre
-        if learn_d and kind is not None:
-            out[f"{name}_delay_traces"] = N * pre if (per_synapse or kind == "synaptic") else pre
-        if config.update_every != 1:
-            out[f"{name}_accumulators"] = (N * pre if learn_w else 0) + (
-                (N * pre if kind == "synaptic" else pre) if learn_d and kind else 0)
+            out[f"{name}_weight_traces"] = N * pre if per_synapse else pre
+        if learn_d:
+            out[f"{name}_delay_traces"] = N * pre if per_synapse else pre
+        if config.signal == "sample":
+            if learn_w:
+                out[f"{name}_weight_eligibility_sums"] = N * pre
+            if learn_d:
+                out[f"{name}_delay_eligibility_sums"] = N * pre
+        elif config.update_every != 1:
+            if learn_w:
+                out[f"{name}_weight_accumulators"] = N * pre
+            if learn_d:
+                out[f"{name}_delay_accumulators"] = N * pre if kind == "synaptic" else pre
 
     add("input", C, config.input_delays, config.learn_weights, config.learn_delays)
     if config.recurrent:
         add("recurrent", N, config.recurrent_delays, config.learn_weights, config.learn_delays)
     out["readout_traces"] = N
     out["total"] = sum(out.values())
+    out["delay_state"] = sum(v for k, v in out.items() if "_delay_" in k)
     return out
 
 

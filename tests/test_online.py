@@ -160,6 +160,13 @@ def test_trace_memory_table():
     soft = trace_memory(OnlineConfig(inputs=140, hidden=256, input_delays="axonal", learn_weights=False,
                                      update_every=1))
     assert soft["input_delay_traces"] == 140 and "input_weight_traces" not in soft
+    assert soft["delay_state"] == 140
+    deferred = trace_memory(OnlineConfig(inputs=140, hidden=256, input_delays="axonal",
+                                         learn_weights=False))
+    assert deferred["delay_state"] == 2 * 140
+    sample = trace_memory(OnlineConfig(inputs=140, hidden=256, input_delays="axonal",
+                                       learn_weights=False, signal="sample"))
+    assert sample["input_delay_eligibility_sums"] == 256 * 140
     syn = trace_memory(OnlineConfig(inputs=140, hidden=256, input_delays="synaptic",
                                     learn_weights=False, update_every=1))
     assert syn["input_delay_traces"] == 256 * 140
