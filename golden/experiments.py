@@ -20,8 +20,19 @@ import torch
 from tqdm.auto import tqdm
 
 from .network import MODEL_KINDS, ModelConfig
+from .online import OnlineConfig
+from .online_training import OnlineTrainConfig, make_online_configs, train_online
 from .tasks.base import load_task
 from .training import TrainConfig, make_configs, train
+
+# Variants of the online three-factor rule compared by ``--learning three-factor``.
+ONLINE_VARIANTS = {
+    "delays": {},                                        # weights and delays learned
+    "weights-only": {"learn_delays": False},             # delays fixed at their random start
+    "no-delays": {"input_delays": None},                 # weights learned, no delays at all
+    "delays-fixed-point": {"arithmetic": "fixed"},       # the chip's integer rule
+    "weights-only-fixed-point": {"arithmetic": "fixed", "learn_delays": False},
+}
 
 __all__ = ["compare_models", "add_arguments", "main_from_args"]
 
@@ -39,6 +50,11 @@ def _summarise_run(metrics: dict, out) -> dict:
 
 def _run_one(job: dict) -> dict:
     torch.set_num_threads(1)
+    if job.get("learning") == "three-factor":
+        metrics = train_online(OnlineConfig.from_dict(job["model_config"]),
+                               OnlineTrainConfig.from_dict(job["train_config"]), job["out"],
+                               progress=False)
+        return dict(_summarise_run(metrics, job["out"]), model=job["variant"])
     model_config = ModelConfig.from_dict(job["model_config"])
     config = TrainConfig.from_dict(job["train_config"])
     metrics = train(model_config, config, job["out"], progress=False)
@@ -51,6 +67,10 @@ def _finished(job: dict) -> dict | None:
     if not path.is_file():
         return None
     metrics = json.loads(path.read_text())
+    if job.get("learning") == "three-factor":
+        same = metrics.get("online_config") == json.loads(json.dumps(job["model_config"])) and \
+            metrics.get("train_config") == json.loads(json.dumps(job["train_config"]))
+        return dict(_summarise_run(metrics, job["out"]), model=job["variant"]) if same else None
     if metrics.get("model_config") != job["model_config"] or \
             metrics.get("train_config") != json.loads(json.dumps(job["train_config"])):
         return None
@@ -59,18 +79,22 @@ def _finished(job: dict) -> dict | None:
 
 def compare_models(task: str, models, seeds, out_dir, task_options: dict | None = None,
                    splits: dict | None = None, overrides: dict | None = None,
-                   workers: int | None = None, progress: bool = True) -> dict:
+                   workers: int | None = None, progress: bool = True,
+                   learning: str = "bptt") -> dict:
     """Train every model kind with every seed on every split of ``task``.
 
     ``splits`` maps a label to extra task options (e.g. ``{"held out: theo":
     {"test_speakers": ["theo"]}}``; default: one split with ``task_options``).
     ``overrides`` are model / training settings on top of the task defaults.
     Runs whose folder already holds the metrics of an identical run are
-    reused, so an interrupted comparison resumes where it stopped.
+    reused, so an interrupted comparison resumes where it stopped. With
+    ``learning="three-factor"`` the models are variants of the online rule
+    (:data:`ONLINE_VARIANTS`).
     """
+    known = MODEL_KINDS if learning == "bptt" else tuple(ONLINE_VARIANTS)
     for kind in models:
-        if kind not in MODEL_KINDS:
-            raise ValueError(f"Model kind must be one of {MODEL_KINDS}, not {kind!r}")
+        if kind not in known:
+            raise ValueError(f"Model must be one of {known} for {learning} learning, not {kind!r}")
     overrides = dict(overrides or {})
     out_dir = Path(out_dir)
     base_options = dict(task_options or {})
@@ -82,6 +106,14 @@ def compare_models(task: str, models, seeds, out_dir, task_options: dict | None 
         tag = "".join(c if c.isalnum() else "-" for c in label)
         for kind in models:
             for seed in seeds:
+                if learning == "three-factor":
+                    net, config = make_online_configs(spec, dict(
+                        overrides, **ONLINE_VARIANTS[kind], seed=seed, threads=1,
+                        task_options=options))
+                    jobs.append({"split": label, "learning": learning, "variant": kind,
+                                 "model_config": net.to_dict(), "train_config": asdict(config),
+                                 "out": str(out_dir / f"{task}-{tag}-online-{kind}-s{seed}")})
+                    continue
                 model_config, config = make_configs(spec, dict(
                     overrides, kind=kind, seed=seed, threads=1, task_options=options))
                 jobs.append({"split": label, "model_config": model_config.to_dict(),
@@ -118,7 +150,8 @@ def compare_models(task: str, models, seeds, out_dir, task_options: dict | None 
                     r["spikes_per_neuron_per_step"] for r in mine),
                 "seeds": [r["seed"] for r in mine],
             }
-    return {"task": task, "task_options": base_options, "splits": splits, "overrides": overrides,
+    return {"task": task, "learning": learning, "task_options": base_options, "splits": splits,
+            "overrides": overrides,
             "epochs": jobs[0]["train_config"]["epochs"],
             "machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
                         "platform": platform.platform()},
@@ -152,7 +185,12 @@ def add_arguments(parser) -> None:
                         metavar="KEY=VALUE", help="task option, repeatable")
     parser.add_argument("--set", action="append", type=key_value, default=[], metavar="KEY=VALUE",
                         help="model or training setting, repeatable (e.g. dropout=0.3)")
-    parser.add_argument("--models", nargs="+", default=["delrec", "recurrent"], choices=MODEL_KINDS)
+    parser.add_argument("--learning", choices=("bptt", "three-factor"), default="bptt",
+                        help="BPTT model kinds, or variants of the online rule")
+    parser.add_argument("--models", nargs="+", default=None,
+                        choices=MODEL_KINDS + tuple(ONLINE_VARIANTS),
+                        help="model kinds (bptt; default delrec recurrent) or online variants "
+                             "(default delays weights-only no-delays)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, help="default: the task's")
     parser.add_argument("--hidden", type=int, nargs="+", help="default: the task's")
@@ -180,11 +218,16 @@ def main_from_args(args) -> int:
         speakers = sorted({r.speaker for r in scan_recordings(task_options["data"])})
         splits = {"standard": {}} if args.standard_split else {}
         splits.update({f"held out: {s}": {"test_speakers": [s]} for s in speakers})
-    overrides = dict(args.set, epochs=args.epochs, hidden=args.hidden)
-    result = compare_models(args.task, args.models, args.seeds, args.runs_dir,
+    overrides = dict(args.set)
+    overrides.update({k: v for k, v in (("epochs", args.epochs), ("hidden", args.hidden))
+                      if v is not None})
+    models = args.models or (["delrec", "recurrent"] if args.learning == "bptt"
+                             else ["delays", "weights-only", "no-delays"])
+    result = compare_models(args.task, models, args.seeds, args.runs_dir,
                             task_options=task_options, splits=splits,
                             overrides={k: v for k, v in overrides.items() if v is not None},
-                            workers=args.workers, progress=not args.no_progress)
+                            workers=args.workers, progress=not args.no_progress,
+                            learning=args.learning)
     text = json.dumps(result, indent=2)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

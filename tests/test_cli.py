@@ -1,6 +1,8 @@
 """The delrec command: help, errors, the accuracy comparison."""
 
 import json
+
+import pytest
 import subprocess
 import sys
 
@@ -50,3 +52,24 @@ def test_compare_models_over_seeds(tmp_path):
     stamp = (tmp_path / "delayed-xor-far-delrec-s0" / "metrics.json").stat().st_mtime_ns
     assert run()["runs"] == result["runs"]
     assert (tmp_path / "delayed-xor-far-delrec-s0" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_compare_online_variants(tmp_path):
+    options = dict(train_size=32, val_size=16, test_size=16)
+    run = lambda: compare_models("delayed-xor", ["delays", "weights-only", "delays-fixed-point"],  # noqa: E731
+                                 [0], tmp_path, task_options=options,
+                                 overrides=dict(epochs=1, hidden=6), workers=1, progress=False,
+                                 learning="three-factor")
+    result = run()
+    assert [r["model"] for r in result["runs"]] == ["delays", "weights-only", "delays-fixed-point"]
+    stored = json.loads((tmp_path / "delayed-xor-default-online-weights-only-s0" / "metrics.json")
+                        .read_text())
+    assert stored["online_config"]["learn_delays"] is False
+    fixed = json.loads((tmp_path / "delayed-xor-default-online-delays-fixed-point-s0" / "metrics.json")
+                       .read_text())
+    assert fixed["arithmetic"] == "fixed"
+    stamp = (tmp_path / "delayed-xor-default-online-delays-s0" / "metrics.json").stat().st_mtime_ns
+    assert run()["runs"] == result["runs"]  # reused
+    assert (tmp_path / "delayed-xor-default-online-delays-s0" / "metrics.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="Model must be one of .* for three-factor learning, not 'delrec'"):
+        compare_models("delayed-xor", ["delrec"], [0], tmp_path, learning="three-factor")
