@@ -120,6 +120,7 @@ def _train_online(args, task, task_options) -> int:
     overrides = {name: getattr(args, name, None) for name in (
         "hidden", "delay_init", "tau", "reset", "surrogate", "surrogate_scale", "epochs",
         "batch_size", "threads")}
+    overrides = {k: v for k, v in overrides.items() if v is not None}  # options not given
     overrides.update(dict(args.set), seed=args.seed, task_options=task_options)
     config, train = make_online_configs(task, overrides)
     out = args.out or Path("runs") / f"{args.task}-three-factor-s{args.seed}"

@@ -76,9 +76,12 @@ class OnlineTrainConfig:
 
 
 def make_online_configs(task: SpikeTask, overrides: dict) -> tuple[OnlineConfig, OnlineTrainConfig]:
-    """Network and training configuration: defaults, then the task's, then ``overrides``."""
+    """Network and training configuration: defaults, then the task's, then ``overrides``.
+
+    A None in ``overrides`` is a value (``input_delays=None``: no delays), not "unset".
+    """
     values = dict(ONLINE_TASK_DEFAULTS.get(task.name, {}))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update(overrides)
     if isinstance(values.get("hidden"), (list, tuple)):
         if len(values["hidden"]) != 1:
             raise ValueError(f"The online rule trains one hidden layer, not {values['hidden']!r}")

@@ -211,3 +211,14 @@ def test_per_sample_signal_equals_autograd_of_summed_readout(input_delays, reset
         assert torch.allclose(online[n], g, atol=1e-6 * max(1.0, float(g.abs().max())), rtol=0), n
     with pytest.raises(ValueError, match="per-sample learning signal needs update_every=0"):
         OnlineConfig(**COMMON, signal="sample", update_every=3)
+
+
+def test_online_configs_keep_an_explicit_none():
+    from delrec.golden.online_training import make_online_configs
+    from delrec.golden.tasks.base import load_task
+
+    task = load_task("delayed-xor", train_size=8, val_size=8, test_size=8)
+    net, _ = make_online_configs(task, dict(input_delays=None))
+    assert net.input_delays is None
+    net, _ = make_online_configs(task, {})
+    assert net.input_delays == "synaptic"
