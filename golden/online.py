@@ -180,7 +180,7 @@ class OnlineConfig:
         each sample.
     lr_weight, lr_delay, lr_readout : float
         Learning rates ``eta_w``, ``eta_d``, ``eta_out``.
-    input_gain, recurrent_gain : float
+    input_gain, recurrent_gain, readout_gain : float
         Scale of the uniform weight initialisation (``gain / sqrt(fan_in)``).
     """
 
@@ -214,6 +214,7 @@ class OnlineConfig:
     lr_readout: float = 1e-3
     input_gain: float = 3.0
     recurrent_gain: float = 1.0
+    readout_gain: float = 1.0
 
     def __post_init__(self):
         for name in ("inputs", "hidden"):
@@ -348,7 +349,7 @@ class OnlineNetwork(nn.Module):
             self.d_rec = delays(c.recurrent_delays, c.hidden)
         else:
             self.w_rec, self.d_rec = None, None
-        self.w_out = nn.Parameter(uniform((c.classes, c.hidden), 1.0 / math.sqrt(c.hidden)))
+        self.w_out = nn.Parameter(uniform((c.classes, c.hidden), c.readout_gain / math.sqrt(c.hidden)))
         self.b_out = nn.Parameter(torch.zeros(c.classes, dtype=torch.float64))
         self.register_buffer("feedback", uniform((c.hidden, c.classes), 1.0 / math.sqrt(c.classes)))
         self.surrogate = surrogate_from_name(c.surrogate, c.surrogate_scale)

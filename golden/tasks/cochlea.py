@@ -143,7 +143,7 @@ _SEGMENT = 16384        # fast mode: membrane outputs per segment (bounds memory
 _PAD_BEFORE = 480       # fast mode: periodic continuation before the clip (samples at 48 kHz)
 _PAD_AFTER = 7200       # ... and after it (the kernel's reach into the future)
 _TIME_CHUNK = 2048      # samples (at 24 kHz) per chunk in fast mode
-_FIBRE_BLOCK = 32       # samples per block of the dominating hazard (a power of 2, <= 32: 5 bits)
+_FIBRE_BLOCK = 64       # samples per block of the dominating hazard (a power of 2, < 2**16)
 _EXACT_CHUNK_BYTES = 64 << 20
 _BM_BLOCK = 32          # channels per inverse FFT in fast mode
 
@@ -749,14 +749,16 @@ def _candidates(cleft: np.ndarray, hdt: float, fibres: int, rng: np.random.Gener
     (each kept with probability ``lam / lam_max``); a fibre-sample is a candidate
     when it keeps at least one point, which has probability ``1 - exp(-lam) = p``,
     independently of all others. Each point takes one 64-bit draw: its sample in
-    the block (bits 32-36), its thinning level (the top 27 bits) and, if kept, its
-    fibre (``fibres`` times the low 32 bits, over ``2**32``). ``cleft`` may be
-    single precision (the thinning compares in single precision). Returns
+    the block (the ``log2(_FIBRE_BLOCK)`` bits from bit 32 on), its thinning
+    level (the bits above) and, if kept, its fibre (``fibres`` times the low 32
+    bits, over ``2**32``). ``cleft`` may be single precision (the thinning
+    compares in single precision). Returns
     ``(cell, fibre)`` with ``cell = t * n + ch`` (int64) and ``fibre`` (uint64),
     unsorted: one cell may come several times, one fibre-sample too.
     """
     steps, n = cleft.shape
     blk, f = _FIBRE_BLOCK, fibres
+    shift = 32 + blk.bit_length() - 1             # the level's bits start here
     nb = -(-steps // blk)
     padded = nb * blk != steps
     if padded:
@@ -768,12 +770,12 @@ def _candidates(cleft: np.ndarray, hdt: float, fibres: int, rng: np.random.Gener
     counts = rng.poisson(lam_max * float(blk * f))
     base = (np.arange(nb)[:, None] * (blk * n) + np.arange(n)[None, :]).ravel()
     cell = np.repeat(base, counts)
-    # lam_max in units of c, over 2**27: times the top 27 bits of a draw, u lam_max / hdt
-    # with u uniform in [0, 1).
-    level = np.repeat((lam_max * (1.0 / (hdt * 2.0 ** 27))).astype(np.float32), counts)
+    # lam_max in units of c, over 2**(64 - shift): times the level's bits of a draw,
+    # u lam_max / hdt with u uniform in [0, 1).
+    level = np.repeat((lam_max * (1.0 / (hdt * 2.0 ** (64 - shift)))).astype(np.float32), counts)
     raw = rng.bit_generator.random_raw(cell.size)
     cell += ((raw >> np.uint64(32)) & np.uint64(blk - 1)).view(np.int64) * n    # sample in block
-    level *= (raw >> np.uint64(37)).astype(np.float32)
+    level *= (raw >> np.uint64(shift)).astype(np.float32)
     c = np.take(flat, cell)
     if c.dtype != np.float32:
         c = c.astype(np.float32)
@@ -809,19 +811,24 @@ class _Fibres:
         self.refrac = int(round(BC_TAU_REFRAC * MODEL_RATE))
         self.avail = np.full(channels, (1 << fibres) - 1, dtype=np.uint64)
         self.hist = np.zeros((self.refrac, channels), dtype=np.uint64)
+        self.cand = np.empty((self.ROWS, channels), dtype=np.uint64)
+        self.cand_rows = list(self.cand)
+        self.masks = None                                 # kept masks, one chunk at a time
 
     def run(self, cleft: np.ndarray) -> np.ndarray:
         """``c [T, n]`` -> kept spikes per channel and sample ``[T, n]`` (uint8)."""
         steps, n = cleft.shape
         r, rows = self.refrac, self.ROWS
+        if self.masks is None or self.masks.shape[0] < r + steps:
+            self.masks = np.empty((r + steps, n), dtype=np.uint64)
+            self.mask_rows = list(self.masks)
+        kept, kept_rows, cand, cand_rows = self.masks, self.mask_rows, self.cand.ravel(), self.cand_rows
         cell, fib = _candidates(cleft, self.hdt, self.f, self.rng)
         bits = np.left_shift(np.uint64(1), fib)
         # The candidates come block by block of _FIBRE_BLOCK samples, so those of samples
         # [a, b) are one slice (for a, b multiples of the block).
         starts = np.arange(0, steps, rows)
         ends = np.searchsorted(cell, np.append(starts, steps) * n)
-        cand = np.empty(rows * n, dtype=np.uint64)
-        kept = np.empty((r + steps, n), dtype=np.uint64)
         kept[:r] = self.hist
         av = self.avail
         or_, and_, xor_ = np.bitwise_or, np.bitwise_and, np.bitwise_xor
@@ -836,13 +843,13 @@ class _Fibres:
                 cells, more = at[lost][order], more[lost][order]
                 first = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
                 cand[cells[first]] |= np.bitwise_or.reduceat(more, first)
-            for back, row, new in zip(kept[a:b], kept[r + a:r + b], cand[:(b - a) * n].reshape(b - a, n)):
+            for back, row, new in zip(kept_rows[a:b], kept_rows[r + a:r + b], cand_rows):
                 or_(av, back, av)                         # back after the refractory period
                 and_(new, av, row)
                 xor_(av, row, av)
-        self.hist = kept[steps:].copy()
-        self.kept = kept[r:]                              # the last chunk's masks, for inspection
-        return np.bitwise_count(kept[r:])
+        self.hist = kept[steps:steps + r].copy()
+        self.kept = kept[r:r + steps]                     # the last chunk's masks, for inspection
+        return np.bitwise_count(self.kept)
 
 
 class _FibresSorted:
@@ -946,6 +953,26 @@ class _Pipeline:
         self.state = np.zeros((7, channels))
         self.state[0], self.state[1], self.state[2] = k.q0 / self.xr, k.xdt * k.w0 / self.xr, k.c0
         self.hist = np.zeros((self.piece, channels), dtype=bool)   # spikes of the last r + 1 steps
+        # Buffers of one block of steps, and the views of them used at every step.
+        sub, n = self.SUB, channels
+        self.mult = np.empty((sub, 6, n))
+        self.mult[:, 1], self.mult[:, 2], self.mult[:, 3] = 1.0 - k.xdt, 1.0 - k.lplusrdt, 0.0
+        self.mult[:, 5] = self.decay[0]
+        self.kx = np.empty((sub, n))
+        self.buf = np.empty((sub, 7, n))                           # each step's new state
+        self.stage = np.empty((self.STAGE, n), dtype=np.float32)   # velocity + a, read ahead
+        self.den = np.empty((self.STAGE, n), dtype=np.float32)
+        self.views = [self._views(b, m, kx) for b, m, kx in zip(self.buf, self.mult, self.kx)]
+        self.fired_all = None                                      # spikes, one chunk at a time
+
+    @staticmethod
+    def _views(b, m=None, kx=None):
+        """A step's views of its state ``b``, multipliers ``m`` and ``kx``: for a whole step
+        (rows 0-5 and 1-6, Q, X, v), the hair cells alone (rows 0-3, 0-2, 1-3) and the
+        bushy cells alone (rows 4-5 and 5-6, v)."""
+        return ((b[:6], b[1:], b[0], b[3], b[4], m, kx),
+                (b[:4], b[:3], b[1:4], b[0], b[3], None if m is None else m[:4], kx),
+                (b[4:6], b[5:], b[4], None if m is None else m[4:6]))
 
     def run(self, velocity: _Velocity) -> tuple[np.ndarray, np.ndarray]:
         """All samples of ``velocity`` -> bushy cell spikes ``(sample, channel)``, sorted."""
@@ -982,25 +1009,17 @@ class _Pipeline:
             prev[5] += counts[0]
             prev[6] = counts[1] if lif_steps > 1 else 0.0
         cleft = np.empty((steps, n), dtype=np.float32)     # for the fibres, which draw in float32
-        mult = np.empty((sub, 6, n))
-        mult[:, 1], mult[:, 2], mult[:, 3], mult[:, 5] = 1.0 - k.xdt, 1.0 - k.lplusrdt, 0.0, d_syn
-        kx = np.empty((sub, n))
-        stage = np.empty((self.STAGE, n), dtype=np.float32)    # velocity + a, read ahead
+        mult, kx, buf, stage, den = self.mult, self.kx, self.buf, self.stage, self.den
         staged = (0, 0)
-        den = np.empty((sub, n), dtype=np.float32)
-        buf = np.empty((sub, 7, n))
         width = -(-n // 8) * 8                # rows padded to whole words for a fast nonzero
-        fired_all = np.zeros((piece + total, width), dtype=bool)
+        if self.fired_all is None or self.fired_all.shape[0] < piece + total:
+            self.fired_all = np.zeros((piece + total, width), dtype=bool)
+            self.rows = list(self.fired_all[piece:, :n])
+        fired_all, rows = self.fired_all[:piece + total], self.rows
+        fired_all[piece:] = False
         fired = fired_all[:, :n]
-        if counts is not None:
-            fired[:piece] = self.hist
-        rows = list(fired[piece:])
-        # Views used at every step, made once, of each step's state: all rows (rows 0-5 and
-        # 1-6, Q, X, v), the hair cell's (0-3, 0-2, 1-3) and the bushy cell's (4-5, 5-6, v).
-        def views(b):
-            return (b[:6], b[1:], b[0], b[3], b[4]), (b[:4], b[:3], b[1:4]), (b[4:6], b[5:], b[4])
-        full, hair, lif = zip(*[views(b) for b in buf])
-        m_hair, m_lif = [m[:4] for m in mult], [m[4:6] for m in mult]
+        fired[:piece] = self.hist if counts is not None else False
+        full, hair, lif = zip(*self.views)
         restart = mult[:, 4]
         theta, big, inflow = np.array(self.theta), np.array(-self.BIG), np.array(k.ymdt / xr)
         stay, scale = np.float64(1.0 - k.ydt), np.float64(xr)
@@ -1023,7 +1042,7 @@ class _Pipeline:
                 buf[:nl, 6] = counts[a + 2:a + 2 + nl]
                 buf[nl:ns, 6] = 0.0
             s0 = prev
-            pf, ph, pl = views(prev)
+            pf, ph, pl = self._views(prev)
             for p in range(0, ns, piece):
                 e = min(ns, p + piece)
                 mid = min(e, max(p, nh))      # steps [p, mid) with hair cells, [mid, e) without
@@ -1033,9 +1052,8 @@ class _Pipeline:
                     # v restarts from 0 at step t when its cell fired at step t - r - 1 (row t).
                     np.copyto(restart[p:e], d_mem)
                     np.copyto(restart[p:e], 0.0, where=fired[a + p:a + e])
-                    s, s1, q0, x0, _ = pf
-                    for (cur, cur1, q1, x1, v1), mi, ki, row in zip(full[p:mid], mult[p:mid],
-                                                                     kx[p:mid], rows[a + p:a + mid]):
+                    s, s1, q0, x0 = pf[:4]
+                    for (cur, cur1, q1, x1, v1, mi, ki), row in zip(full[p:mid], rows[a + p:a + mid]):
                         mul_(ki, q0, x0)                     # X = kx Q
                         mul_(s, mi, cur)
                         add_(cur, s1, cur)
@@ -1044,19 +1062,16 @@ class _Pipeline:
                         put_(v1, row, big)                   # held far below threshold meanwhile
                         s, s1, q0, x0 = cur, cur1, q1, x1
                     if mid < e:
-                        s, s1, _ = lif[mid - 1] if mid > p else pl
-                        for (cur, cur1, v1), mi, row in zip(lif[mid:e], m_lif[mid:e],
-                                                             rows[a + mid:a + e]):
+                        s, s1 = (lif[mid - 1] if mid > p else pl)[:2]
+                        for (cur, cur1, v1, mi), row in zip(lif[mid:e], rows[a + mid:a + e]):
                             mul_(s, mi, cur)
                             add_(cur, s1, cur)
                             ge_(v1, theta, row)
                             put_(v1, row, big)
                             s, s1 = cur, cur1
                 else:
-                    s, s3, s1 = ph
-                    q0, x0 = pf[2], pf[3]
-                    for (cur, cur3, cur1), (_, _, q1, x1, _), mi, ki in zip(
-                            hair[p:mid], full[p:mid], m_hair[p:mid], kx[p:mid]):
+                    s, _, s1, q0, x0 = ph[:5]
+                    for cur, cur3, cur1, q1, x1, mi, ki in hair[p:mid]:
                         mul_(ki, q0, x0)
                         mul_(s, mi, cur)
                         add_(cur3, s1, cur3)
