@@ -58,10 +58,13 @@ class OnlineTrainConfig:
     seed: int = 0
     threads: int | None = None
     sigma_final: float | None = None
+    lr_final: float = 1.0
     arithmetic: str = "float"
     spec: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if not 0 < self.lr_final <= 1:
+            raise ValueError(f"Final learning-rate fraction must be in (0, 1], not {self.lr_final!r}")
         if self.arithmetic not in ("float", "fixed"):
             raise ValueError(f"Arithmetic must be 'float' or 'fixed', not {self.arithmetic!r}")
         if self.epochs < 1:
@@ -96,6 +99,18 @@ def make_online_configs(task: SpikeTask, overrides: dict) -> tuple[OnlineConfig,
     train = {k: v for k, v in values.items() if k in train_names}
     train["task"] = task.name
     return OnlineConfig(**net), OnlineTrainConfig(**train)
+
+
+def rates_at(config: OnlineConfig, train: OnlineTrainConfig, epoch: int) -> OnlineConfig:
+    """``config`` with its learning rates for ``epoch``: geometric decay to ``lr_final`` of them."""
+    out = copy.deepcopy(config)
+    if train.epochs > 1 and train.lr_final != 1:
+        factor = train.lr_final ** (epoch / (train.epochs - 1))
+        out.lr_weight, out.lr_delay, out.lr_readout = (config.lr_weight * factor,
+                                                      config.lr_delay * factor,
+                                                      config.lr_readout * factor)
+    out.sigma = sigma_at(config, train, epoch)
+    return out
 
 
 def sigma_at(config: OnlineConfig, train: OnlineTrainConfig, epoch: int) -> float:
@@ -141,14 +156,11 @@ def load_online_checkpoint(path) -> dict:
     return state
 
 
-def make_spec(config: OnlineConfig, train: OnlineTrainConfig, sigma: float | None = None) -> FixedSpec:
+def make_spec(config: OnlineConfig, train: OnlineTrainConfig) -> FixedSpec:
     """The run's FixedSpec: ``train.spec`` entries, learning-rate shifts derived from the
     float rates (:meth:`FixedOnlineNetwork.equivalent_shifts`) where not given."""
     base = FixedSpec(**{k: v for k, v in train.spec.items()})
-    probe = copy.deepcopy(config)
-    if sigma is not None:
-        probe.sigma = sigma
-    shifts = FixedOnlineNetwork.equivalent_shifts(probe, base, train.batch_size)
+    shifts = FixedOnlineNetwork.equivalent_shifts(config, base, train.batch_size)
     shifts = {k: v for k, v in shifts.items() if k not in train.spec}
     return FixedSpec(**dict(base.to_dict(), **shifts))
 
@@ -159,12 +171,16 @@ def _named(net) -> dict:
     return dict(net.named_parameters())
 
 
-def _set_sigma(net, config, train, sigma: float) -> None:
+def _set_epoch(net, epoch_config: OnlineConfig, train: OnlineTrainConfig) -> None:
+    """This epoch's surrogate width and learning rates (shifts for the fixed-point rule)."""
     if isinstance(net, FixedOnlineNetwork):
-        net.set_sigma(sigma)
-        net.spec = make_spec(config, train, sigma)
+        net.set_sigma(epoch_config.sigma)
+        net.spec = make_spec(epoch_config, train)
     else:
-        net.config.sigma = sigma
+        net.config.sigma = epoch_config.sigma
+        net.config.lr_weight = epoch_config.lr_weight
+        net.config.lr_delay = epoch_config.lr_delay
+        net.config.lr_readout = epoch_config.lr_readout
 
 
 def _delay_report(net) -> dict:
@@ -252,7 +268,7 @@ def train_online(config: OnlineConfig, train: OnlineTrainConfig, out_dir, resume
                disable=not progress, file=sys.stderr, desc=f"{train.task}/three-factor",
                unit="batch", dynamic_ncols=True)
     for epoch in range(start, train.epochs):
-        _set_sigma(net, config, train, sigma_at(config, train, epoch))
+        _set_epoch(net, rates_at(config, train, epoch), train)
         if hasattr(task.train, "set_epoch"):
             task.train.set_epoch(epoch)
         loader = make_loader(task.train, train.batch_size, shuffle=True, seed=train.seed * 100003 + epoch)
@@ -266,8 +282,7 @@ def train_online(config: OnlineConfig, train: OnlineTrainConfig, out_dir, resume
             loss += float(r["loss"]) * y.numel()
             bar.update()
             bar.set_postfix(loss=f"{loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-        _set_sigma(net, config, train, config.sigma)
-        val = evaluate_online(net, eval_loaders["val"])
+        val = evaluate_online(net, eval_loaders["val"])  # hard forward: sigma plays no part
         record = {"epoch": epoch, "sigma": sigma_at(config, train, epoch),
                   "train_loss": loss / seen, "train_accuracy": correct / seen,
                   "val_accuracy": val["accuracy"], "val_loss": val["loss"],

@@ -389,31 +389,39 @@ def _bm_plan(channels: int, m: int):
     ``X_r = (Z_r + conj(Z_{(m - r) mod m})) / 2`` with ``Z_k = V(f'_k) S_k`` (so
     that ``irfft(X) == Re(ifft(Z))``) and ``V(f'_k)`` interpolated from the
     group's master grid with 4-point Lagrange weights; ``X = A @ [V; conj V]``
-    with ``A`` sparse. Returns per group ``(indptr, indices, weights, bin, conj)``:
-    entry ``i`` of ``A`` is ``weights[i] * S[bin[i]] / 2``, conjugated where ``conj``.
+    with ``A`` sparse, row ``r`` holding the 4 entries for ``V`` around bin ``r``
+    (``r < n_used``), then the 4 for ``conj V`` around bin ``(m - r) mod m`` (if
+    that is ``< n_used``). Returns per group ``(indptr, indices, weights, source)``:
+    entry ``i`` of ``A`` is ``weights[i] * [S; conj S][source[i]] / 2``.
     """
     spacing = (MODEL_RATE - 1.0) / (m - 1)
     half = m // 2 + 1
-    rows_all = np.arange(half)
+    tap = np.arange(4)
     plans = []
     for grp in _bm_tables(channels):
         size = grp.size
         n_used = min(m, int(math.floor((grp.f_hi - 1.0) / spacing)) + 1)
-        k = np.arange(n_used)
-        i0, wts = _lagrange4(k * (spacing / grp.delta), size)
-        kd = k[:min(n_used, half)]
-        kf = (m - rows_all) % m
-        sel = kf < n_used
-        r, kf = rows_all[sel], kf[sel]
-        rows = np.concatenate([np.tile(kd, 4), np.tile(r, 4)])
-        cols = np.concatenate([i0[kd] + j for j in range(4)] + [size + i0[kf] + j for j in range(4)])
-        weights = np.concatenate([wts[j][kd] for j in range(4)] + [wts[j][kf] for j in range(4)])
-        bins = np.concatenate([np.tile(kd, 4), np.tile(kf, 4)])
-        conj = np.concatenate([np.zeros(4 * kd.size, dtype=bool), np.ones(4 * kf.size, dtype=bool)])
-        order = np.argsort(rows, kind="stable")
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=half))])
-        plans.append((grp, indptr.astype(np.int32), cols[order].astype(np.int32),
-                      weights[order].astype(np.float32), bins[order].astype(np.int32), conj[order]))
+        i0, wts = _lagrange4(np.arange(n_used) * (spacing / grp.delta), size)
+        wts = np.stack(wts, axis=1)
+        direct = np.arange(min(n_used, half))                   # rows with V entries
+        mirror = np.arange(max(1, m - n_used + 1), half)         # rows with conj V entries, and
+        if n_used:                                               # row 0 (its own mirror)
+            mirror = np.concatenate([[0], mirror])
+        kf = (m - mirror) % m
+        count = np.zeros(half, dtype=np.int64)
+        count[direct] += 4
+        count[mirror] += 4
+        indptr = np.concatenate([[0], np.cumsum(count)])
+        at_d = indptr[direct, None] + tap                        # positions in CSR order
+        at_m = indptr[mirror, None] + 4 * (mirror < direct.size)[:, None] + tap
+        nnz = int(indptr[-1])
+        cols = np.empty(nnz, dtype=np.int32)
+        weights = np.empty(nnz, dtype=np.float32)
+        source = np.empty(nnz, dtype=np.int32)
+        cols[at_d], cols[at_m] = i0[direct, None] + tap, size + i0[kf, None] + tap
+        weights[at_d], weights[at_m] = wts[direct], wts[kf]
+        source[at_d], source[at_m] = direct[:, None], m + kf[:, None]
+        plans.append((grp, indptr.astype(np.int32), cols, weights, source))
     return half, tuple(plans)
 
 
@@ -479,12 +487,11 @@ class _Membrane(_Velocity):
         half_stim = 0.5 * sp_fft.rfft(window)          # == np.fft.fft(window)[:m] / 2
         if delay:
             half_stim *= np.exp(-2j * np.pi * delay / window.size * np.arange(half_stim.size))
-        half_stim = half_stim.astype(np.complex64)
+        both = np.concatenate([half_stim, np.conj(half_stim)]).astype(np.complex64)
         half, plans = _bm_plan(self.channels, m)
         rows = np.empty((last - first, self.channels), dtype=np.float32)
-        for grp, indptr, indices, weights, bins, conj in plans:
-            stim = half_stim[bins]
-            np.conjugate(stim, out=stim, where=conj)
+        for grp, indptr, indices, weights, source in plans:
+            stim = np.take(both, source)
             stim *= weights
             mat = sparse.csr_matrix((stim, indices, indptr), shape=(half, 2 * grp.size))
             del stim
