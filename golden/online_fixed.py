@@ -14,6 +14,7 @@ value              width                         float equivalent
 membrane ``v``     ``v_bits`` signed, saturated  ``v / theta``
 weight ``w``       ``weight_bits + weight_frac`` ``(w >> weight_frac) / theta``
                    signed (learning copy)        (the forward uses the top bits)
+bias ``b``         ``v_bits + weight_frac``      ``(b >> weight_frac) / theta``
 delay ``d``        ``delay_int + delay_frac``    ``d / 2^delay_frac`` steps
                    unsigned
 weight trace       ``trace_bits`` signed         ``eps / 2^trace_frac``
@@ -158,8 +159,9 @@ class FixedOnlineNetwork:
 
         self.w_in, self.w_rec, self.w_out = weight(net.w_in), weight(net.w_rec), weight(net.w_out)
         self.d_in, self.d_rec = delay(net.d_in), delay(net.d_rec)
-        self.bias = _sat(torch.floor(net.bias.detach() * s.theta + 0.5).to(i64), s.v_bits)
-        self.b_out = _sat(torch.floor(net.b_out.detach() * s.theta + 0.5).to(i64), s.v_bits)
+        bbits = s.v_bits + s.weight_frac_bits
+        self.bias = _sat(torch.floor(net.bias.detach() * wscale + 0.5).to(i64), bbits)
+        self.b_out = _sat(torch.floor(net.b_out.detach() * wscale + 0.5).to(i64), bbits)
         self.feedback = weight(net.feedback)
 
     def to_float(self) -> OnlineNetwork:
@@ -176,8 +178,8 @@ class FixedOnlineNetwork:
             if getattr(self, name) is not None:
                 getattr(net, name).copy_(getattr(self, name).to(torch.float64)
                                          / (1 << s.delay_frac_bits))
-        net.bias.copy_(self.bias.to(torch.float64) / s.theta)
-        net.b_out.copy_(self.b_out.to(torch.float64) / s.theta)
+        net.bias.copy_(fwd(self.bias))
+        net.b_out.copy_(fwd(self.b_out))
         return net
 
     def set_sigma(self, sigma: float) -> None:
@@ -295,7 +297,7 @@ class FixedOnlineNetwork:
             hist_in[t % L] = x[t]
             if c.recurrent:
                 hist_rec[t % L] = 0
-            current = self.bias.expand(B, N).clone()
+            current = self.forward_weight(self.bias).expand(B, N).clone()
             streams = [("in", hist_in, self.w_in, self.d_in, c.input_delays, 0)]
             if c.recurrent:
                 streams.append(("rec", hist_rec, self.w_rec, self.d_rec, c.recurrent_delays, 1))
@@ -315,7 +317,7 @@ class FixedOnlineNetwork:
                     self._traces(traces, name, kind, pre, deriv, wf, s_prev)
             if c.recurrent:
                 hist_rec[t % L] = spike
-            u = spike @ w_out.T + self.b_out
+            u = spike @ w_out.T + self.forward_weight(self.b_out)
             outputs.append(u)
             if record:
                 spikes_rec.append(spike)
@@ -517,6 +519,6 @@ class FixedOnlineNetwork:
             if n.startswith("d_"):
                 setattr(self, n, (p - step).clamp(0, s.delay_max))
             elif n in ("bias", "b_out"):
-                setattr(self, n, _sat(p - step, s.v_bits))
+                setattr(self, n, _sat(p - step, s.v_bits + s.weight_frac_bits))
             else:
                 setattr(self, n, _sat(p - step, wbits))

@@ -143,3 +143,29 @@ def test_fixed_point_training_run(tmp_path):
     assert len(metrics["history"]) == 2 and (tmp_path / "run" / "run.png").stat().st_size > 0
     with pytest.raises(ValueError, match="Arithmetic must be 'float' or 'fixed', not 'double'"):
         make_online_configs(task, dict(arithmetic="double"))
+
+
+def test_applied_updates_match_float_rates_for_every_parameter():
+    """One batch learned in fixed point moves every parameter as the float rule would
+    (same direction, magnitude within the factor sqrt(2) of the power-of-two shifts)."""
+    import copy
+
+    from delrec.golden.online_training import OnlineTrainConfig, make_spec
+
+    c = config(input_delays="synaptic", lr_weight=0.5, lr_delay=100.0, lr_readout=0.02,
+               readout_bias=True)
+    fx = FixedOnlineNetwork(copy.deepcopy(c), make_spec(c, OnlineTrainConfig(batch_size=8)), seed=5)
+    fl = fx.to_float()
+    fl.config = copy.deepcopy(c)
+    x, labels = data(c, seed=5)
+    before_q = {n: p.clone() for n, p in fx.to_float().named_parameters()}
+    before_f = {n: p.clone() for n, p in fl.named_parameters()}
+    fx.run(x, labels, learn=True)
+    fl.run(x.double(), labels, learn=True)
+    after_q = dict(fx.to_float().named_parameters())  # what the chip computes with now
+    for n in ("w_in", "d_in", "bias", "w_out", "b_out"):
+        dq = after_q[n] - before_q[n]
+        df = getattr(fl, n) - before_f[n]
+        ratio = float(dq.norm() / df.norm())
+        assert 0.5 <= ratio <= 2.0, f"{n}: fixed/float update ratio {ratio:.3f}"
+        assert cosine(dq, df) >= 0.9, n
