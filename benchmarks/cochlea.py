@@ -13,7 +13,11 @@ Measures, and writes to ``benchmarks/cochlea.json``:
 * fast mode against exact mode on a real recording: per-channel spike-count
   correlation, total-count ratio and the relative error of the rate map
   (channel groups x 10 ms bins), next to the same figures between two groups
-  of fast runs (the sampling noise floor).
+  of fast runs (the sampling noise floor);
+* with ``--reference FILE`` (another version of the module, e.g.
+  ``git show HEAD~1:golden/tasks/cochlea.py > /tmp/cochlea_ref.py``): fast mode
+  of both on the same recordings, interleaved, the best of ``--repeats`` runs
+  per recording each, so that the two share the machine's load.
 
 The machine's load average is recorded: CPU times here come from a shared 2-core
 machine and vary with what else runs. Run: ``python benchmarks/cochlea.py``.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import json
 import os
 import subprocess
@@ -107,6 +112,31 @@ def bench_fast(count: int) -> dict:
             "cpu_s_per_audio_s": round(float(per.sum() / durs.sum()), 4),
             "mean_spikes_per_recording": round(float(np.mean(spikes)), 1),
             "tables_cpu_s_once_per_process": round(tables, 3)}
+
+
+def bench_reference(path: str, count: int, repeats: int) -> dict:
+    """Fast mode of this module and of the module at ``path``, interleaved, best of ``repeats``."""
+    spec = importlib.util.spec_from_file_location("cochlea_reference", path)
+    ref = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = ref                  # (dataclasses look their module up there)
+    spec.loader.exec_module(ref)
+    recs, source = _recordings(count)
+    versions = {"this": co, "reference": ref}
+    for mod in versions.values():
+        mod._bm_tables(700)
+        mod.cochlea_spikes(recs[0][1], recs[0][2], seed=0)
+    best = {name: np.full(len(recs), np.inf) for name in versions}
+    for rep in range(repeats):
+        for i, (_, audio, rate) in enumerate(recs):
+            for name in (("this", "reference") if (rep + i) % 2 else ("reference", "this")):
+                t = time.process_time()
+                versions[name].cochlea_spikes(audio, rate, seed=1)
+                best[name][i] = min(best[name][i], time.process_time() - t)
+    return {"reference": path, "source": source, "recordings": len(recs), "repeats": repeats,
+            "cpu_s_per_recording_mean": {k: round(float(v.mean()), 4) for k, v in best.items()},
+            "ratio_this_to_reference": round(float(best["this"].sum() / best["reference"].sum()), 3),
+            "note": "best of the repeats per recording; from the second repeat on, both reuse their "
+                    "cached per-length interpolation plans"}
 
 
 def bench_memory() -> dict:
@@ -229,12 +259,18 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs, shorter lauscher clip")
     parser.add_argument("--no-lauscher", action="store_true", help="skip running lauscher itself")
+    parser.add_argument("--reference", metavar="FILE",
+                        help="another version of the module, timed side by side with this one")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per recording with --reference")
     args = parser.parse_args(argv)
     result = {"machine": {"cpus": os.cpu_count(), "loadavg_start": [round(v, 2) for v in os.getloadavg()],
                           "numpy_small_call_us": round(_call_overhead_us(), 3)}}
     t0 = time.time()
     result["fast"] = bench_fast(5 if args.quick else 20)
     print("fast", result["fast"], flush=True)
+    if args.reference:
+        result["fast_vs_reference"] = bench_reference(args.reference, 5 if args.quick else 20, args.repeats)
+        print("fast_vs_reference", result["fast_vs_reference"], flush=True)
     result["fast_memory"] = bench_memory()
     print("memory", result["fast_memory"], flush=True)
     result["exact"] = bench_exact()

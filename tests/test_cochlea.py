@@ -219,6 +219,29 @@ def test_fast_bushy_cells_equal_exact_given_the_same_fibre_spikes(probabilities,
     assert exact.sum() > 20
 
 
+def test_fast_hair_cells_take_the_replenishment_branch_when_needed(monkeypatch):
+    """The loop drops lauscher's ``q < m`` branch and redoes the steps with it when a state
+    reaches ``q >= m``; with ``m`` just under the resting ``q`` (the constants kept) it binds."""
+    k = co._hair_constants()
+    monkeypatch.setattr(co, "_hair_constants", lambda fs=co.MODEL_RATE: k)
+    monkeypatch.setattr(co, "HC_M", 0.95 * k.q0)
+    redone = []
+    branching = co._HairState._run_branching
+    monkeypatch.setattr(co._HairState, "_run_branching",
+                        lambda self, *a, **kw: redone.append(1) or branching(self, *a, **kw))
+    t = np.arange(6000) / 24000
+    velocity = (np.sin(2 * np.pi * 500 * t)[:, None] * np.arange(1, 9)[None, :]).astype(np.float32)
+    velocity[2000:3000] = -10.0                      # no release: q recovers
+    exact = co.hair_cell(velocity.T.astype(np.float64), mode="exact")
+    for chunk in (2048, 333):
+        monkeypatch.setattr(co, "_TIME_CHUNK", chunk)
+        replay = _Replay(np.zeros(velocity.shape, dtype=np.uint8))
+        co._Pipeline(8, 40, replay).run(co._Velocity.from_array(velocity))
+        hair = np.concatenate(replay.cleft).T * k.hdt
+        assert np.abs(hair - exact).max() / exact.max() < 1e-6
+    assert redone
+
+
 def test_fast_fibres_are_refractory_and_match_lauscher_in_distribution(probabilities):
     _, prob = probabilities
     hdt = co._hair_constants().hdt

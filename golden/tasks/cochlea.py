@@ -56,32 +56,35 @@ Two modes share steps 1-2:
     differ, so spikes agree in distribution, not one by one):
 
     * the membrane's transfer function is tabulated once per channel count
-      (about 2 s, 50 MB) on per-channel frequency grids fine enough for a
+      (about 2.5 s, 50 MB) on per-channel frequency grids fine enough for a
       relative error below ~2e-6 with cubic Lagrange interpolation, and dropped
       where its magnitude is below 1e-8 (above each channel's characteristic
       frequency, where it falls steeply); a clip's membrane is then one sparse
       product and one real inverse FFT per 32 channels, in single precision.
       Clips whose ``M`` has a prime factor above 11, or longer than ``_SEGMENT``
       outputs (0.68 s), are computed in windows of their periodic continuation
-      (see :class:`_Membrane`): lauscher's wrap-around is kept, its time axis
-      is matched to within about one 48 kHz sample;
+      (see :class:`_Membrane`; shorter ones for the channels whose kernels
+      reach less far): lauscher's wrap-around is kept, its time axis is matched
+      to within about one 48 kHz sample;
     * one loop over 24 kHz samples advances, for all channels at once, the hair
       cell (double precision; its clamps at zero can never bind at 24 kHz and
       the ``q < m`` replenishment branch is checked, the steps redone with it if
       it were ever taken) and the bushy cells (the 40 synaptic currents are
-      linear, so their sum is one current driven by the fibres' spike count);
+      linear, so their sum is one current driven by the fibres' spike count):
+      six array operations per sample on one state of seven rows, scaled so
+      that every coupling has coefficient 1 (see :class:`_Pipeline`);
     * fibre spikes have lauscher's law: every fibre and sample is an
       independent Bernoulli(p) candidate, drawn sparsely (Poisson points of a
       dominating hazard, thinned; exact up to single-precision rounding of the
-      thinning threshold, ~1e-7 relative), and a fibre's candidate is kept when
-      its last kept spike is at least 24 samples (1 ms) earlier, as lauscher's
-      ``_correct`` does; each channel's fibres (up to 64) are the bits of one
-      word, so availability costs three bitwise operations per sample (more
-      fibres take a sorted, vectorised thinning).
+      cleft contents and the thinning threshold, ~1e-7 relative), and a fibre's
+      candidate is kept when its last kept spike is at least 24 samples (1 ms)
+      earlier, as lauscher's ``_correct`` does; each channel's fibres (up to 64)
+      are the bits of one word, so availability costs three bitwise operations
+      per sample (more fibres take a sorted, vectorised thinning).
 
     Memory is bounded for any clip length: the membrane is held one segment at
     a time (16384 x 700 float32), everything else per chunk of 2048 samples;
-    no channels x samples x fibres array exists (about 265 MB peak for a 3 s
+    no channels x samples x fibres array exists (about 235 MB peak for a 3 s
     clip, 100 MB of which are numpy and scipy).
 """
 
@@ -142,6 +145,7 @@ _DELTA_PER_CF = 0.0025  # master-grid spacing as a fraction of the characteristi
 _SEGMENT = 16384        # fast mode: membrane outputs per segment (bounds memory)
 _PAD_BEFORE = 480       # fast mode: periodic continuation before the clip (samples at 48 kHz)
 _PAD_AFTER = 7200       # ... and after it (the kernel's reach into the future)
+_PAD_SHORT = 1600       # ... for the groups of channels whose kernels reach at most this far
 _TIME_CHUNK = 2048      # samples (at 24 kHz) per chunk in fast mode
 _FIBRE_BLOCK = 64       # samples per block of the dominating hazard (a power of 2, < 2**16)
 _EXACT_CHUNK_BYTES = 64 << 20
@@ -298,6 +302,8 @@ class _BMGroup:
     f_hi: float        # V is dropped above f' = f_hi
     blocks: tuple      # [2 G, <= _BM_BLOCK] complex64 per block of channels: V at f' = 1 + j delta,
                        # then its conjugate
+    reach: int = 0     # input samples (48 kHz) that its kernels reach into the future (see
+                       # _future_reach)
 
     @property
     def size(self) -> int:
@@ -335,9 +341,30 @@ def _bm_tables(channels: int) -> tuple[_BMGroup, ...]:
             table[:size, a - lo:b - lo] = v
             table[size:, a - lo:b - lo] = np.conj(v)
         blocks = tuple(np.ascontiguousarray(table[:, a:a + _BM_BLOCK]) for a in range(0, hi - lo, _BM_BLOCK))
-        groups.append(_BMGroup(lo, hi, d, fh, blocks))
+        grp = _BMGroup(lo, hi, d, fh, blocks)
+        grp.reach = _future_reach(grp)
+        groups.append(grp)
         lo = hi
     return tuple(groups)
+
+
+def _future_reach(grp: _BMGroup, level: float = 1e-3, m: int = 1 << 15) -> int:
+    """How far (input samples at 48 kHz) the group's kernels reach into the future.
+
+    The kernel of a channel is ``Re(ifft(V(f'_k)))`` over ``m`` outputs in
+    lauscher's convention; output ``j`` takes the input ``L`` outputs later
+    through its entry ``m - L``. Returns twice the largest ``L`` (below
+    ``m / 2``) at which some channel's kernel is above ``level`` of its peak.
+    """
+    indptr, cols, weights, _ = _group_plan(grp, m)               # the stimulus is 1
+    mat = sparse.csr_matrix((weights.astype(np.complex64), cols, indptr), shape=(m // 2 + 1, 2 * grp.size))
+    reach = 0
+    for block in grp.blocks:
+        h = np.abs(sp_fft.irfft(mat @ block, n=m, axis=0))
+        above = np.flatnonzero((h[m // 2:] > level * h.max(axis=0)).any(axis=1))
+        if above.size:
+            reach = max(reach, m - (m // 2 + int(above[0])))
+    return 2 * reach
 
 
 def _lagrange4(u: np.ndarray, size: int):
@@ -381,9 +408,17 @@ class _Velocity:
         return out
 
 
-@lru_cache(maxsize=12)
-def _bm_plan(channels: int, m: int):
-    """Sparse interpolation plan per group for an ``m``-point inverse transform.
+@lru_cache(maxsize=24)
+def _bm_plan(channels: int, m: int, which: tuple):
+    """Sparse interpolation plans of the groups ``which`` for an ``m``-point inverse
+    transform: ``(m // 2 + 1, ((group, *_group_plan(group, m)) for each))``. A clip
+    takes two (see :meth:`_Membrane._segment`), hence room for 12 clip lengths."""
+    groups = _bm_tables(channels)
+    return m // 2 + 1, tuple((groups[g], *_group_plan(groups[g], m)) for g in which)
+
+
+def _group_plan(grp: _BMGroup, m: int):
+    """Sparse interpolation plan of one group for an ``m``-point inverse transform.
 
     The Hermitian spectrum handed to ``irfft`` is
     ``X_r = (Z_r + conj(Z_{(m - r) mod m})) / 2`` with ``Z_k = V(f'_k) S_k`` (so
@@ -391,38 +426,35 @@ def _bm_plan(channels: int, m: int):
     group's master grid with 4-point Lagrange weights; ``X = A @ [V; conj V]``
     with ``A`` sparse, row ``r`` holding the 4 entries for ``V`` around bin ``r``
     (``r < n_used``), then the 4 for ``conj V`` around bin ``(m - r) mod m`` (if
-    that is ``< n_used``). Returns per group ``(indptr, indices, weights, source)``:
-    entry ``i`` of ``A`` is ``weights[i] * [S; conj S][source[i]] / 2``.
+    that is ``< n_used``). Returns ``(indptr, indices, weights, source)``: entry
+    ``i`` of ``A`` is ``weights[i] * [S; conj S][source[i]] / 2``.
     """
     spacing = (MODEL_RATE - 1.0) / (m - 1)
     half = m // 2 + 1
     tap = np.arange(4)
-    plans = []
-    for grp in _bm_tables(channels):
-        size = grp.size
-        n_used = min(m, int(math.floor((grp.f_hi - 1.0) / spacing)) + 1)
-        i0, wts = _lagrange4(np.arange(n_used) * (spacing / grp.delta), size)
-        wts = np.stack(wts, axis=1)
-        direct = np.arange(min(n_used, half))                   # rows with V entries
-        mirror = np.arange(max(1, m - n_used + 1), half)         # rows with conj V entries, and
-        if n_used:                                               # row 0 (its own mirror)
-            mirror = np.concatenate([[0], mirror])
-        kf = (m - mirror) % m
-        count = np.zeros(half, dtype=np.int64)
-        count[direct] += 4
-        count[mirror] += 4
-        indptr = np.concatenate([[0], np.cumsum(count)])
-        at_d = indptr[direct, None] + tap                        # positions in CSR order
-        at_m = indptr[mirror, None] + 4 * (mirror < direct.size)[:, None] + tap
-        nnz = int(indptr[-1])
-        cols = np.empty(nnz, dtype=np.int32)
-        weights = np.empty(nnz, dtype=np.float32)
-        source = np.empty(nnz, dtype=np.int32)
-        cols[at_d], cols[at_m] = i0[direct, None] + tap, size + i0[kf, None] + tap
-        weights[at_d], weights[at_m] = wts[direct], wts[kf]
-        source[at_d], source[at_m] = direct[:, None], m + kf[:, None]
-        plans.append((grp, indptr.astype(np.int32), cols, weights, source))
-    return half, tuple(plans)
+    size = grp.size
+    n_used = min(m, int(math.floor((grp.f_hi - 1.0) / spacing)) + 1)
+    i0, wts = _lagrange4(np.arange(n_used) * (spacing / grp.delta), size)
+    wts = np.stack(wts, axis=1)
+    direct = np.arange(min(n_used, half))                   # rows with V entries
+    mirror = np.arange(max(1, m - n_used + 1), half)         # rows with conj V entries, and
+    if n_used:                                               # row 0 (its own mirror)
+        mirror = np.concatenate([[0], mirror])
+    kf = (m - mirror) % m
+    count = np.zeros(half, dtype=np.int64)
+    count[direct] += 4
+    count[mirror] += 4
+    indptr = np.concatenate([[0], np.cumsum(count)])
+    at_d = indptr[direct, None] + tap                        # positions in CSR order
+    at_m = indptr[mirror, None] + 4 * (mirror < direct.size)[:, None] + tap
+    nnz = int(indptr[-1])
+    cols = np.empty(nnz, dtype=np.int32)
+    weights = np.empty(nnz, dtype=np.float32)
+    source = np.empty(nnz, dtype=np.int32)
+    cols[at_d], cols[at_m] = i0[direct, None] + tap, size + i0[kf, None] + tap
+    weights[at_d], weights[at_m] = wts[direct], wts[kf]
+    source[at_d], source[at_m] = direct[:, None], m + kf[:, None]
+    return indptr.astype(np.int32), cols, weights, source
 
 
 class _Membrane(_Velocity):
@@ -437,15 +469,18 @@ class _Membrane(_Velocity):
     Otherwise (inverse transforms of lengths with large prime factors cost up to
     5x more; long clips would need memory in proportion) it evaluates the same
     formula on windows of the clip's periodic continuation, from ``_PAD_BEFORE``
-    input samples before to at least ``_PAD_AFTER`` after the window's outputs,
-    padded to lengths with prime factors 2, 3 and 5 only, and cuts the outputs
-    out. The continuation reproduces lauscher's wrap-around; what differs is the
-    kernel beyond the padding (below 1e-3 of its peak) and the time axis: a
-    window's outputs are ``N' / M'`` input samples apart instead of ``N / M``,
-    which leaves them off lauscher's times by at most about one input sample
-    (21 us; the windows are aligned at their middle with an exact fractional
-    delay), and the basal channels' mix of each frequency with its mirror about
-    12 kHz (from taking the real part of a one-sided spectrum) beats differently.
+    input samples before to at least ``_PAD_AFTER`` after the window's outputs
+    (``_PAD_SHORT`` for the groups of channels whose kernels reach no further
+    into the future, see :func:`_future_reach`: the basal and middle ones, two
+    thirds of the channels), padded to lengths with prime factors 2, 3 and 5
+    only, and cuts the outputs out. The continuation reproduces lauscher's
+    wrap-around; what differs is the kernel beyond the padding (below 1e-3 of
+    its peak) and the time axis: a window's outputs are ``N' / M'`` input
+    samples apart instead of ``N / M``, which leaves them off lauscher's times
+    by at most about one input sample (21 us; the windows are aligned at their
+    middle with an exact fractional delay), and the basal channels' mix of each
+    frequency with its mirror about 12 kHz (from taking the real part of a
+    one-sided spectrum) beats differently.
     """
 
     def __init__(self, x: np.ndarray, channels: int):
@@ -468,39 +503,53 @@ class _Membrane(_Velocity):
 
     def _segment(self, first: int) -> None:
         self.rows = None                      # free the previous segment first
-        n, m_out = self.n, self.length
+        m_out = self.length
+        groups = _bm_tables(self.channels)
         if self.whole:
-            last, m, window, delay, offset = m_out, m_out, self.x, 0.0, 0
+            last = m_out
+            windows = [(m_out, self.x, 0.0, 0, tuple(range(len(groups))))]
         else:
+            # The groups whose kernels reach less far into the future take a shorter window.
             last = min(m_out, first + _SEGMENT)
-            step = n / m_out                  # lauscher's input samples per output
-            middle = (first + last - 1) // 2
-            start = int(math.floor(first * step)) - _PAD_BEFORE
-            need = (last - 1) * step - start + _PAD_AFTER + 1
-            m = sp_fft.next_fast_len(int(math.ceil(need / 2)) + 1, real=True)
-            window = self.x[np.arange(start, start + 2 * (m - 1)) % n]
-            spacing = 2.0 * (m - 1) / m       # input samples per output of the window
-            target = middle * step - start    # where lauscher's middle output is, in the window
-            k_mid = int(round(target / spacing))
-            delay = k_mid * spacing - target  # delay the window so that output k_mid lands there
-            offset = k_mid - (middle - first)
-        half_stim = 0.5 * sp_fft.rfft(window)          # == np.fft.fft(window)[:m] / 2
-        if delay:
-            half_stim *= np.exp(-2j * np.pi * delay / window.size * np.arange(half_stim.size))
-        both = np.concatenate([half_stim, np.conj(half_stim)]).astype(np.complex64)
-        half, plans = _bm_plan(self.channels, m)
+            short = tuple(g for g, grp in enumerate(groups) if grp.reach <= _PAD_SHORT)
+            rest = tuple(g for g in range(len(groups)) if g not in short)
+            windows = [self._window(first, last, pad, which)
+                       for pad, which in ((_PAD_SHORT, short), (_PAD_AFTER, rest)) if which]
         rows = np.empty((last - first, self.channels), dtype=np.float32)
-        for grp, indptr, indices, weights, source in plans:
-            stim = np.take(both, source)
-            stim *= weights
-            mat = sparse.csr_matrix((stim, indices, indptr), shape=(half, 2 * grp.size))
-            del stim
-            lo = grp.lo
-            for block in grp.blocks:
-                hi = lo + block.shape[1]
-                rows[:, lo:hi] = sp_fft.irfft(mat @ block, n=m, axis=0)[offset:offset + last - first]
-                lo = hi
+        for m, window, delay, offset, which in windows:
+            half_stim = 0.5 * sp_fft.rfft(window)          # == np.fft.fft(window)[:m] / 2
+            if delay:
+                half_stim *= np.exp(-2j * np.pi * delay / window.size * np.arange(half_stim.size))
+            both = np.concatenate([half_stim, np.conj(half_stim)]).astype(np.complex64)
+            half, plans = _bm_plan(self.channels, m, which)
+            for grp, indptr, indices, weights, source in plans:
+                stim = np.take(both, source)
+                stim *= weights
+                mat = sparse.csr_matrix((stim, indices, indptr), shape=(half, 2 * grp.size))
+                del stim
+                lo = grp.lo
+                for block in grp.blocks:
+                    hi = lo + block.shape[1]
+                    rows[:, lo:hi] = sp_fft.irfft(mat @ block, n=m, axis=0)[offset:offset + last - first]
+                    lo = hi
         self.rows, self.first, self.last = rows, first, last
+
+    def _window(self, first: int, last: int, pad_after: int, which: tuple):
+        """The window of the periodic continuation for outputs ``[first, last)``, from
+        ``_PAD_BEFORE`` input samples before them to at least ``pad_after`` after:
+        ``(m, window, delay, offset, which)`` (see the class docstring)."""
+        n, m_out = self.n, self.length
+        step = n / m_out                  # lauscher's input samples per output
+        middle = (first + last - 1) // 2
+        start = int(math.floor(first * step)) - _PAD_BEFORE
+        need = (last - 1) * step - start + pad_after + 1
+        m = sp_fft.next_fast_len(int(math.ceil(need / 2)) + 1, real=True)
+        window = self.x[np.arange(start, start + 2 * (m - 1)) % n]
+        spacing = 2.0 * (m - 1) / m       # input samples per output of the window
+        target = middle * step - start    # where lauscher's middle output is, in the window
+        k_mid = int(round(target / spacing))
+        delay = k_mid * spacing - target  # delay the window so that output k_mid lands there
+        return m, window, delay, k_mid - (middle - first), which
 
     def array(self) -> np.ndarray:
         out = np.empty((self.length, self.channels), dtype=np.float32)
@@ -787,17 +836,19 @@ def _candidates(cleft: np.ndarray, hdt: float, fibres: int, rng: np.random.Gener
     if c.dtype != np.float32:
         c = c.astype(np.float32)
     # Keep a point when u lam_max < lam(p); p <= lam(p) <= p / (1 - p) decides almost all.
+    # (Selections go through np.flatnonzero and np.take: much faster than boolean indexing.)
     keep = level < c
     unsure = np.flatnonzero(~keep)
-    p = c[unsure] * np.float32(hdt)
-    unsure = unsure[level[unsure] * np.float32(hdt) * (1 - p) < p]
+    p = np.take(c, unsure) * np.float32(hdt)
+    unsure = np.take(unsure, np.flatnonzero(np.take(level, unsure) * np.float32(hdt) * (1 - p) < p))
     if unsure.size:
-        p = flat[cell[unsure]].astype(np.float64) * hdt
-        keep[unsure] = level[unsure].astype(np.float64) * hdt < -np.log1p(-np.minimum(p, 1.0 - 1e-12))
-    cell, raw = cell[keep], raw[keep]
+        p = np.take(flat, np.take(cell, unsure)).astype(np.float64) * hdt
+        keep[unsure] = np.take(level, unsure).astype(np.float64) * hdt \
+            < -np.log1p(-np.minimum(p, 1.0 - 1e-12))
     if padded:                                            # drop the padding of a last partial block
-        valid = cell < steps * n
-        cell, raw = cell[valid], raw[valid]
+        keep &= cell < steps * n
+    kept = np.flatnonzero(keep)
+    cell, raw = np.take(cell, kept), np.take(raw, kept)
     return cell, ((raw & np.uint64(0xFFFFFFFF)) * np.uint64(f)) >> np.uint64(32)  # fibre in [0, f)
 
 
@@ -848,7 +899,7 @@ class _Fibres:
             if lost.size:
                 order = np.argsort(at[lost], kind="stable")
                 cells, more = at[lost][order], more[lost][order]
-                first = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]])
+                first = np.concatenate([[0], np.flatnonzero(cells[1:] != cells[:-1]) + 1])
                 cand[cells[first]] |= np.bitwise_or.reduceat(more, first)
             for back, row, new in zip(kept_rows[a:b], kept_rows[r + a:r + b], cand_rows):
                 or_(av, back, av)                         # back after the refractory period
@@ -935,11 +986,13 @@ class _Pipeline:
     without the ``q < m`` branch, which is checked (the steps are redone with it
     if it is ever taken); and the bushy cell ``I = d_syn I + n``,
     ``v = d_mem v + I`` in units of one fibre spike (threshold
-    ``1 / (weight dt)``), with lauscher's floating-point operations. A cell
-    that reaches the threshold is held far below it, and ``r + 1`` steps later
-    restarted from 0 (a multiplier of 0 on ``v``), which is lauscher's ``_lif``
-    (whose membrane is 0 during the refractory period); the multipliers are
-    filled ``r + 1`` steps at a time from the spikes already found.
+    ``1 / (weight dt)``). A cell that reaches the threshold is held far below
+    it and ``r + 1`` steps later restarted from 0 (its ``d_mem`` multiplier is
+    then 0), which is lauscher's ``_lif`` (whose membrane is 0 during the
+    refractory period); these multipliers are filled ``r + 1`` steps at a time
+    from the spikes already found. Every operation writes into preallocated
+    buffers (``SUB`` steps' worth, small enough to stay in cache) through views
+    made once; the cleft contents go to the fibres in single precision.
     """
 
     BIG = 1e10
@@ -969,8 +1022,10 @@ class _Pipeline:
         self.buf = np.empty((sub, 7, n))                           # each step's new state
         self.stage = np.empty((self.STAGE, n), dtype=np.float32)   # velocity + a, read ahead
         self.den = np.empty((self.STAGE, n), dtype=np.float32)
-        self.views = [self._views(b, m, kx) for b, m, kx in zip(self.buf, self.mult, self.kx)]
+        self.full, self.hair, self.lif = zip(*[self._views(b, m, kx)
+                                               for b, m, kx in zip(self.buf, self.mult, self.kx)])
         self.fired_all = None                                      # spikes, one chunk at a time
+        self.hot = False                                           # the last state had q >= m
 
     @staticmethod
     def _views(b, m=None, kx=None):
@@ -1015,18 +1070,19 @@ class _Pipeline:
         if lif_steps:                         # the inputs that were not known in the last call
             prev[5] += counts[0]
             prev[6] = counts[1] if lif_steps > 1 else 0.0
-        cleft = np.empty((steps, n), dtype=np.float32)     # for the fibres, which draw in float32
         mult, kx, buf, stage, den = self.mult, self.kx, self.buf, self.stage, self.den
         staged = (0, 0)
         width = -(-n // 8) * 8                # rows padded to whole words for a fast nonzero
         if self.fired_all is None or self.fired_all.shape[0] < piece + total:
             self.fired_all = np.zeros((piece + total, width), dtype=bool)
             self.rows = list(self.fired_all[piece:, :n])
+            self.cleft = np.empty((total, n), dtype=np.float32)   # for the fibres (float32)
+        cleft = self.cleft[:steps]            # overwritten by the next call
         fired_all, rows = self.fired_all[:piece + total], self.rows
         fired_all[piece:] = False
         fired = fired_all[:, :n]
         fired[:piece] = self.hist if counts is not None else False
-        full, hair, lif = zip(*self.views)
+        full, hair, lif = self.full, self.hair, self.lif
         restart = mult[:, 4]
         theta, big, inflow = np.array(self.theta), np.array(-self.BIG), np.array(k.ymdt / xr)
         stay, scale = np.float64(1.0 - k.ydt), np.float64(xr)
@@ -1084,10 +1140,15 @@ class _Pipeline:
                         add_(cur3, s1, cur3)
                         add_(q1, inflow, q1)
                         s, s1, q0, x0 = cur, cur1, q1, x1
-            if nh and max(s0[0].max(), buf[:nh - 1, 0].max(initial=0.0)) >= q_max:
+            # Redo the steps with lauscher's branch if a state they started from had q >= m
+            # (s0 was the last state checked before).
+            if nh and (self.hot or buf[:nh, 0].max() >= q_max):
                 raw = np.empty((nh, n), dtype=np.float32)
                 velocity.add_rows(first + a, first + a + nh, np.float32(0), raw)
                 _HairState(n, k)._run_branching(raw, s0, buf, scale=1.0 / xr)
+                self.hot = bool(buf[nh - 1, 0].max() >= q_max)
+            elif nh:
+                self.hot = False
             cleft[a:a + nh] = buf[:nh, 2]
             prev = buf[ns - 1].copy()
         if not lif_steps:
