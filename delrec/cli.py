@@ -106,12 +106,16 @@ def _train(args) -> int:
     metrics = train(model_config, config, out, resume=args.resume, progress=not args.no_progress,
                     task=task)
     if metrics is not None:
-        summary = {k: metrics[k] for k in ("task", "model", "seed", "parameters", "train_accuracy",
-                                           "val_accuracy", "test_accuracy", "best_test_accuracy",
-                                           "spikes_per_neuron_per_step")}
-        print(json.dumps(summary, indent=2))
-        print(f"run folder: {out} (checkpoint.pt, metrics.json, run.png)", file=sys.stderr)
+        _print_summary(metrics, out)
     return 0
+
+
+def _print_summary(metrics: dict, out: Path) -> None:
+    summary = {k: metrics[k] for k in ("task", "model", "seed", "parameters", "train_accuracy",
+                                       "val_accuracy", "test_accuracy", "best_test_accuracy",
+                                       "spikes_per_neuron_per_step")}
+    print(json.dumps(summary, indent=2))
+    print(f"run folder: {out} (checkpoint.pt, metrics.json, run.png)", file=sys.stderr)
 
 
 def _train_online(args, task, task_options) -> int:
@@ -126,11 +130,7 @@ def _train_online(args, task, task_options) -> int:
     out = args.out or Path("runs") / f"{args.task}-three-factor-s{args.seed}"
     metrics = train_online(config, train, out, resume=args.resume, progress=not args.no_progress,
                            task=task)
-    summary = {k: metrics[k] for k in ("task", "model", "seed", "parameters", "train_accuracy",
-                                       "val_accuracy", "test_accuracy", "best_test_accuracy",
-                                       "spikes_per_neuron_per_step")}
-    print(json.dumps(summary, indent=2))
-    print(f"run folder: {out} (checkpoint.pt, metrics.json, run.png)", file=sys.stderr)
+    _print_summary(metrics, out)
     return 0
 
 

@@ -316,6 +316,26 @@ def trace_memory(config: OnlineConfig) -> dict:
     return out
 
 
+def accumulate_eligibility(config: OnlineConfig, el: dict, traces: dict, psi, spikes) -> None:
+    """Per-sample signal: add this step's eligibilities ``psi_i eps`` to their sums in ``el``.
+
+    Shared by the float rule and its fixed-point twin (integer tensors add exactly).
+    Per-presynaptic traces ``[B, P]`` become per-synapse sums ``[B, N, P]``.
+    """
+    def add(key, value):
+        el[key] = value if key not in el else el[key] + value
+
+    for name in ("in", "rec"):
+        tw, td = traces.get(f"w_{name}"), traces.get(f"d_{name}")
+        if config.learn_weights and tw is not None:
+            add(f"w_{name}", psi.unsqueeze(-1) * (tw if tw.dim() == 3 else tw.unsqueeze(1)))
+        if config.learn_delays and td is not None:
+            add(f"d_{name}", psi.unsqueeze(-1) * (td if td.dim() == 3 else td.unsqueeze(1)))
+    if config.learn_weights:
+        add("bias", psi * traces["bias"])
+    add("spikes", spikes)
+
+
 class OnlineNetwork(nn.Module):
     """One LIF layer with learnable delays and a readout, trained online.
 
@@ -597,21 +617,7 @@ class OnlineNetwork(nn.Module):
             acc["b_out"] += (err * onebar).sum(0)
 
     def _accumulate_eligibility(self, el, traces, psi, s):
-        """Per-sample signal: sum the eligibilities ``psi eps`` over the sample."""
-        c = self.config
-
-        def add(key, value):
-            el[key] = value if key not in el else el[key] + value
-
-        for name, kind in (("in", c.input_delays), ("rec", c.recurrent_delays)):
-            tw, td = traces.get(f"w_{name}"), traces.get(f"d_{name}")
-            if c.learn_weights and tw is not None:
-                add(f"w_{name}", psi.unsqueeze(-1) * (tw if tw.dim() == 3 else tw.unsqueeze(1)))
-            if c.learn_delays and td is not None:
-                add(f"d_{name}", psi.unsqueeze(-1) * (td if td.dim() == 3 else td.unsqueeze(1)))
-        if c.learn_weights:
-            add("bias", psi * traces["bias"])
-        add("spikes", s)
+        accumulate_eligibility(self.config, el, traces, psi, s)
 
     def _sample_updates(self, acc, el, err, steps: int):
         """Per-sample signal: ``L_i = sum_k B_ik err_k`` times the summed eligibilities."""

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from delrec.arith import FixedSpec, Lfsr16, gaussian_derivative_lut, signed_range
 
-from .online import OnlineConfig, OnlineNetwork
+from .online import OnlineConfig, OnlineNetwork, accumulate_eligibility
 
 __all__ = ["FixedOnlineNetwork"]
 
@@ -324,7 +324,7 @@ class FixedOnlineNetwork:
                 mem_rec.append(h)
             if learn and t >= c.loss_start:
                 if c.signal == "sample":
-                    self._eligibility(elig, traces, psi, spike)
+                    accumulate_eligibility(c, elig, traces, psi, spike)
                 else:
                     sig = signal[t] if signal is not None else self._step_signal(u, labels)
                     self._step_accumulate(acc, traces, sig, psi, spike, u, labels)
@@ -418,22 +418,6 @@ class FixedOnlineNetwork:
                 if c.reset == "hard":
                     out = out * (1 - s_prev)
                 traces["bias"] = _sat(out + one, s.trace_bits)
-
-    def _eligibility(self, el, traces, psi, spike):
-        c = self.config
-
-        def add(key, value):
-            el[key] = value if key not in el else el[key] + value
-
-        for name in ("in", "rec"):
-            tw, td = traces.get(f"w_{name}"), traces.get(f"d_{name}")
-            if c.learn_weights and tw is not None:
-                add(f"w_{name}", psi.unsqueeze(-1) * (tw if tw.dim() == 3 else tw.unsqueeze(1)))
-            if c.learn_delays and td is not None:
-                add(f"d_{name}", psi.unsqueeze(-1) * (td if td.dim() == 3 else td.unsqueeze(1)))
-        if c.learn_weights:
-            add("bias", psi * traces["bias"])
-        add("spikes", spike)
 
     def _sample_accumulate(self, acc, el, sig, scores, labels, steps):
         c = self.config

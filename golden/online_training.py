@@ -24,7 +24,7 @@ from delrec.arith import FixedSpec
 from .online import OnlineConfig, OnlineNetwork, trace_memory
 from .online_fixed import FixedOnlineNetwork
 from .tasks.base import SpikeTask, load_task, make_loader
-from .training import save_checkpoint_atomic
+from .training import save_checkpoint_atomic, split_settings
 
 __all__ = ["OnlineTrainConfig", "ONLINE_TASK_DEFAULTS", "make_online_configs", "train_online",
            "evaluate_online", "load_online_checkpoint", "ONLINE_CHECKPOINT_FORMAT"]
@@ -90,16 +90,7 @@ def make_online_configs(task: SpikeTask, overrides: dict) -> tuple[OnlineConfig,
         if len(values["hidden"]) != 1:
             raise ValueError(f"The online rule trains one hidden layer, not {values['hidden']!r}")
         values["hidden"] = values["hidden"][0]
-    net_names = {f.name for f in fields(OnlineConfig)}
-    train_names = {f.name for f in fields(OnlineTrainConfig)}
-    unknown = set(values) - net_names - train_names
-    if unknown:
-        raise ValueError(f"Unknown configuration entries {sorted(unknown)} for the online rule")
-    net = {k: v for k, v in values.items() if k in net_names}
-    net.update(inputs=task.inputs, classes=task.classes)
-    train = {k: v for k, v in values.items() if k in train_names}
-    train["task"] = task.name
-    return OnlineConfig(**net), OnlineTrainConfig(**train)
+    return split_settings(task, values, OnlineConfig, OnlineTrainConfig, " for the online rule")
 
 
 def rates_at(config: OnlineConfig, train: OnlineTrainConfig, epoch: int) -> OnlineConfig:

@@ -36,7 +36,7 @@ from .spread import Delays, sigma_schedule
 from .tasks.base import SpikeTask, load_task, make_loader
 
 __all__ = ["TrainConfig", "TASK_DEFAULTS", "train", "evaluate", "load_checkpoint",
-           "save_checkpoint_atomic", "loss_fn", "make_configs"]
+           "save_checkpoint_atomic", "loss_fn", "make_configs", "split_settings"]
 
 CHECKPOINT_FORMAT = "delrec-checkpoint-v1"
 
@@ -90,16 +90,24 @@ def make_configs(task: SpikeTask, overrides: dict) -> tuple[ModelConfig, TrainCo
     task's :data:`TASK_DEFAULTS`, then ``overrides`` (entries that are None are ignored)."""
     values = dict(TASK_DEFAULTS.get(task.name, {}))
     values.update({k: v for k, v in overrides.items() if v is not None})
-    model_names = {f.name for f in fields(ModelConfig)}
-    train_names = {f.name for f in fields(TrainConfig)}
+    return split_settings(task, values, ModelConfig, TrainConfig)
+
+
+def split_settings(task: SpikeTask, values: dict, model_cls, train_cls, what: str = ""):
+    """Build ``(model_cls, train_cls)`` from one dict of settings; unknown names are an error.
+
+    The model gets the task's input and class counts, the training config its name.
+    """
+    model_names = {f.name for f in fields(model_cls)}
+    train_names = {f.name for f in fields(train_cls)}
     unknown = set(values) - model_names - train_names
     if unknown:
-        raise ValueError(f"Unknown configuration entries {sorted(unknown)}")
+        raise ValueError(f"Unknown configuration entries {sorted(unknown)}{what}")
     model = {k: v for k, v in values.items() if k in model_names}
     model.update(inputs=task.inputs, classes=task.classes)
     train = {k: v for k, v in values.items() if k in train_names}
     train["task"] = task.name
-    return ModelConfig(**model), TrainConfig(**train)
+    return model_cls(**model), train_cls(**train)
 
 
 def loss_fn(model: DelayNetwork, trace: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
