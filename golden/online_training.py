@@ -191,20 +191,10 @@ def _delay_report(net) -> dict:
 
 
 def _plot(metrics: dict, net: OnlineNetwork, initial: dict, path: Path) -> None:
-    import matplotlib
+    from .plots import plot_accuracy, plt
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    history = metrics["history"]
-    epochs = [h["epoch"] + 1 for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    ax = axes[0]
-    ax.plot(epochs, [h["train_accuracy"] for h in history], label="train (while learning)")
-    ax.plot(epochs, [h["val_accuracy"] for h in history], label="val")
-    ax.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02),
-           title=f"{metrics['task']} / three-factor (seed {metrics['seed']})")
-    ax.legend(loc="lower right")
+    plot_accuracy(axes[0], metrics, "train (while learning)", "val")
     ax = axes[1]
     shown = False
     for name in ("d_in", "d_rec"):

@@ -9,20 +9,26 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["plot_run"]
+__all__ = ["plot_run", "plot_accuracy"]
+
+
+def plot_accuracy(ax, metrics: dict, train_label: str, val_label: str) -> list[int]:
+    """Train and validation accuracy per epoch of ``metrics['history']`` on ``ax``; returns the epochs."""
+    history = metrics["history"]
+    epochs = [h["epoch"] + 1 for h in history]
+    ax.plot(epochs, [h["train_accuracy"] for h in history], label=train_label)
+    ax.plot(epochs, [h["val_accuracy"] for h in history], label=val_label)
+    ax.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02),
+           title=f"{metrics['task']} / {metrics['model']} (seed {metrics['seed']})")
+    ax.legend(loc="lower right")
+    return epochs
 
 
 def plot_run(metrics: dict, model, path) -> Path:
     """Save a three-panel PNG: accuracy per epoch, sigma per epoch, integer-delay histograms."""
     history = metrics["history"]
-    epochs = [h["epoch"] + 1 for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    ax = axes[0]
-    ax.plot(epochs, [h["train_accuracy"] for h in history], label="train (real delays)")
-    ax.plot(epochs, [h["val_accuracy"] for h in history], label="val (integer delays)")
-    ax.set(xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02),
-           title=f"{metrics['task']} / {metrics['model']} (seed {metrics['seed']})")
-    ax.legend(loc="lower right")
+    epochs = plot_accuracy(axes[0], metrics, "train (real delays)", "val (integer delays)")
     ax = axes[1]
     ax.plot(epochs, [h["sigma"] for h in history])
     ax.set(xlabel="epoch", ylabel="sigma", title="spread width schedule", yscale="log")
