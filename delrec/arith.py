@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-__all__ = ["FixedSpec", "sat", "rshift_round", "signed_range", "leak",
+__all__ = ["FixedSpec", "CoreSpec", "sat", "rshift_round", "signed_range", "leak", "decay",
+           "neuron_update", "readout_update",
            "gaussian_derivative_lut", "Lfsr16"]
 
 
@@ -166,6 +167,141 @@ class FixedSpec:
 
     def round_delay(self, d: int) -> int:
         return rshift_round(d, self.delay_frac_bits)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------
+# Inference core: the LIF network the RTL core runs (golden: golden/fixed.py)
+# ---------------------------------------------------------------------------
+
+LEAK_MODES = ("multiply", "shift")
+RESET_MODES = ("hard", "soft")
+
+
+def decay(x: int, param: int, mode: str, frac_bits: int) -> int:
+    """The membrane leak of the core, floor rounding.
+
+    ``mode="multiply"``: ``(x * param) >> frac_bits``, ``param`` in
+    ``0..2^frac_bits`` (a Q0.frac_bits factor ``alpha``; ``2^frac_bits`` is no
+    leak). ``mode="shift"``: ``x - (x >> param)``, ``param`` in ``0..v_bits``
+    (``alpha = 1 - 2^-param``; ``0`` forgets everything).
+    """
+    if mode == "multiply":
+        return (x * param) >> frac_bits
+    if mode == "shift":
+        return x - (x >> param)
+    raise ValueError(f"Leak mode must be one of {LEAK_MODES}, not {mode!r}")
+
+
+def neuron_update(v: int, current: int, bias: int, theta: int, leak_param: int,
+                  reset: str, spec: "CoreSpec") -> tuple[int, int, int]:
+    """One neuron of the core, one step: ``(h, spike, v_next)``.
+
+    ``h = sat_v(decay(v) + current + bias)``; ``spike = h >= theta``;
+    ``v_next = h - theta`` (soft) or ``0`` (hard) if it spiked, else ``h``.
+    ``h - theta`` cannot overflow because ``h >= theta > 0``.
+    """
+    h = sat(decay(v, leak_param, spec.leak, spec.decay_bits) + current + bias, spec.v_bits)
+    spike = int(h >= theta)
+    if spike:
+        return h, 1, (h - theta if reset == "soft" else 0)
+    return h, 0, h
+
+
+def readout_update(v: int, current: int, bias: int, leak_param: int, score: int,
+                   spec: "CoreSpec") -> tuple[int, int]:
+    """One readout unit, one step: ``(v_next, score_next)``.
+
+    ``v_next = sat_r(decay(v) + current + bias)``, ``score_next = sat_s(score + v_next)``.
+    """
+    v = sat(decay(v, leak_param, spec.leak, spec.decay_bits) + current + bias, spec.readout_bits)
+    return v, sat(score + v, spec.score_bits)
+
+
+@dataclass(frozen=True)
+class CoreSpec:
+    """Widths of the inference core and its order of operations.
+
+    The network: ``C`` input channels -> ``N`` recurrent LIF neurons whose
+    recurrent connections carry integer delays ``d`` in ``0..D-1`` (one per
+    presynaptic neuron, *axonal*, or one per connection, *synaptic*) -> ``K``
+    non-firing leaky readout units. Per time step ``t``:
+
+    1. **input**: ``x_c[t]`` events per channel (a count: each event adds
+       its weight once); a recurrent spike of neuron ``j`` at step ``t'``
+       arrives at neuron ``i`` at ``t' + 1 + d_ij``;
+    2. **current** ``I_i[t] = sum_c w_in[i,c] x_c[t] + sum_j w_rec[i,j]
+       s_j[t - 1 - d_ij]``, exact: the model compiler proves it fits
+       ``acc_bits`` signed (``sum_c |w_in[i,c]| max_x + sum_j |w_rec[i,j]|``),
+       so the order in which events arrive never matters;
+    3. **neuron** (:func:`neuron_update`): ``h = sat_v(decay(v) + I + b)``,
+       ``s = h >= theta``, reset soft or hard;
+    4. **readout** (:func:`readout_update`): ``R_k = sum_j w_out[k,j] s_j[t]``
+       (exact, ``acc_bits``), ``V_k = sat_r(decay_r(V_k) + R_k + b_k)``,
+       ``score_k = sat_s(score_k + V_k)``; the prediction is the first index
+       of the largest score.
+
+    ``decay`` is :func:`decay` with the core's leak mode: a Q0.f multiply
+    (one multiplier; needed for the short membrane time constants DelRec
+    trains, ``tau = 1.05`` is ``alpha = 12/256``) or a shift (no
+    multiplier; ``alpha >= 1/2`` only). Weights are ``weight_bits`` signed,
+    biases ``v_bits`` (hidden) and ``readout_bits`` (readout) signed, the
+    threshold ``1..2^(v_bits-1)-1``. Saturation happens only where ``sat`` is
+    written; every other sum is exact by the compiler's checks.
+    """
+
+    weight_bits: int = 8
+    v_bits: int = 16
+    acc_bits: int = 16
+    delay_bits: int = 6
+    leak: str = "multiply"
+    decay_bits: int = 8
+    readout_bits: int = 24
+    score_bits: int = 32
+
+    def __post_init__(self):
+        for name in ("weight_bits", "v_bits", "acc_bits", "readout_bits", "score_bits"):
+            value = getattr(self, name)
+            if not 2 <= value <= 48:
+                raise ValueError(f"{name} must be in 2..48, not {value!r}")
+        if not 1 <= self.delay_bits <= 12:
+            raise ValueError(f"Delay bits must be in 1..12, not {self.delay_bits!r}")
+        if self.leak not in LEAK_MODES:
+            raise ValueError(f"Leak mode must be one of {LEAK_MODES}, not {self.leak!r}")
+        if not 1 <= self.decay_bits <= 16:
+            raise ValueError(f"Decay bits must be in 1..16, not {self.decay_bits!r}")
+        if self.readout_bits > self.score_bits:
+            raise ValueError(f"Score width {self.score_bits} must hold a readout value of "
+                             f"{self.readout_bits} bits")
+
+    @property
+    def depth(self) -> int:
+        """``D``: integer delays ``0..D-1``."""
+        return 1 << self.delay_bits
+
+    def leak_param_range(self) -> tuple[int, int]:
+        """Allowed ``decay`` parameters: ``0..2^f`` (multiply) or ``0..v_bits`` (shift)."""
+        return (0, 1 << self.decay_bits) if self.leak == "multiply" else (0, self.v_bits)
+
+    def leak_param(self, alpha: float) -> int:
+        """The leak parameter nearest to a float decay ``alpha`` in ``[0, 1]``."""
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"Decay alpha must be in [0, 1], not {alpha!r}")
+        if self.leak == "multiply":
+            return int(math.floor(alpha * (1 << self.decay_bits) + 0.5))
+        if alpha == 1.0:
+            return self.v_bits
+        if alpha < 0.25:
+            return 0
+        return min(self.v_bits, max(1, int(round(-math.log2(1.0 - alpha)))))
+
+    def alpha(self, param: int) -> float:
+        """The decay factor a leak parameter stands for."""
+        if self.leak == "multiply":
+            return param / (1 << self.decay_bits)
+        return 1.0 - 2.0 ** -param if param else 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

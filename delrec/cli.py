@@ -160,6 +160,52 @@ def _eval(args) -> int:
     return 0
 
 
+def _add_quantize(sub):
+    p = sub.add_parser("quantize", help="quantize a checkpoint for the core and measure it",
+                       description="Turn a one-hidden-layer float checkpoint into the core's "
+                                   "integer network (delrec.image.FixedNetwork, .npz), run the "
+                                   "fixed-point golden model on a split of its task and report "
+                                   "float and fixed-point accuracy (JSON).")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--out", type=Path, default=None,
+                   help="image file (default: fixed.npz next to the checkpoint)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    for name, default in (("weight-bits", 8), ("v-bits", 16), ("acc-bits", 16), ("delay-bits", 6),
+                          ("decay-bits", 8), ("readout-bits", 24)):
+        p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--leak", choices=("multiply", "shift"), default="multiply")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_quantize)
+
+
+def _quantize(args) -> int:
+    from delrec.arith import CoreSpec
+    from delrec.golden.fixed import evaluate_quantized, quantize
+    from delrec.golden.tasks.base import load_task, make_loader
+    from delrec.golden.training import build_model, load_checkpoint
+
+    spec = CoreSpec(weight_bits=args.weight_bits, v_bits=args.v_bits, acc_bits=args.acc_bits,
+                    delay_bits=args.delay_bits, decay_bits=args.decay_bits,
+                    readout_bits=args.readout_bits, leak=args.leak)
+    state = load_checkpoint(args.checkpoint)
+    model = build_model(state)
+    train_config = state["train_config"]
+    task = load_task(train_config["task"], **train_config.get("task_options", {}))
+    split = task.split(args.split)
+    max_input = max(1, max(int(split[i][0].max()) for i in range(len(split))))
+    net = quantize(model, spec, max_input=max_input)
+    net.meta.update(checkpoint=str(args.checkpoint), task=train_config["task"],
+                    task_options=train_config.get("task_options", {}))
+    out = args.out or args.checkpoint.with_name("fixed.npz")
+    net.save(out)
+    result = evaluate_quantized(model, net, make_loader(split, 64), progress=not args.no_progress)
+    result.update(image=str(out), split=args.split, spec=spec.to_dict(), theta=net.theta,
+                  leak=net.leak, readout_leak=net.readout_leak, max_input=max_input,
+                  delay_max=int(net.delays.max()))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _add_bench(sub):
     p = sub.add_parser("bench", help="benchmarks (JSON output)")
     which = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -187,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
     _add_eval(sub)
+    _add_quantize(sub)
     _add_bench(sub)
     return parser
 

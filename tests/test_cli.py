@@ -73,3 +73,20 @@ def test_compare_online_variants(tmp_path):
     assert (tmp_path / "delayed-xor-default-online-delays-s0" / "metrics.json").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="Model must be one of .* for three-factor learning, not 'delrec'"):
         compare_models("delayed-xor", ["delrec"], [0], tmp_path, learning="three-factor")
+
+
+def test_quantize_a_trained_checkpoint(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "1", "--hidden", "16", "--no-progress", "--out", str(out),
+                 "--task-option", "train_size=64", "--task-option", "val_size=16",
+                 "--task-option", "test_size=32"]) == 0
+    capsys.readouterr()
+    assert main(["quantize", str(out / "checkpoint.pt"), "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["samples"] == 32 and 0 <= report["fixed_accuracy"] <= 1
+    assert report["spec"]["weight_bits"] == 8 and report["theta"] >= 1
+    from delrec.image import FixedNetwork
+    net = FixedNetwork.load(out / "fixed.npz")
+    assert net.neurons == 16 and net.meta["task"] == "delayed-xor"
+    assert main(["quantize", str(tmp_path / "missing.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
