@@ -1,0 +1,505 @@
+"""The time-multiplexed LIF inference core."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from delrec.arith import CoreSpec
+
+from .history import SpikeHistory
+from .neuron import NeuronDatapath
+from .ports import (COUNTER_BITS, ConfigRegister, CoreGeometry, Counter, ReadTarget, WriteTarget,
+                    input_layout, read_data_layout, read_layout, spike_layout, write_layout)
+from .readout import Readout
+from .ring import FutureInputRing
+
+__all__ = ["InferenceCore", "DELAY_KINDS", "QUEUE_KINDS"]
+
+DELAY_KINDS = ("axonal", "synaptic")
+QUEUE_KINDS = ("ring", "history")
+
+
+def _check_count(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise TypeError(f"{name} must be a positive integer, not {value!r}")
+    return value
+
+
+class InferenceCore(wiring.Component):
+    """``C`` input channels -> ``N`` recurrent LIF neurons with delays -> ``K`` leaky readouts.
+
+    Runs one time step per ``last=1`` input beat, bit-exact with
+    :func:`delrec.arith.neuron_update` and :func:`delrec.arith.readout_update`
+    in the order of :class:`delrec.arith.CoreSpec`. The ``N`` neurons are
+    time-multiplexed over ``P`` lanes: lane ``l`` owns neurons ``b*P + l``
+    (row ``b`` of ``B = N / P``), and every per-neuron memory is one
+    :class:`~amaranth.lib.memory.Memory` per lane, so a parameter write
+    touches one word and never needs a read-modify-write. All memories have
+    one synchronous read port and one write port (block RAM).
+
+    Memories per lane: input weights ``C*B x weight_bits`` (word ``c*B + b``),
+    recurrent weights ``N*B x weight_bits`` (word ``j*B + b``), delays
+    ``B`` (axonal, word ``b``) or ``N*B`` (synaptic, word ``j*B + b``) ``x
+    delay_bits``, biases and membranes ``B x v_bits``; the delay queue's
+    (:class:`~delrec.hw.ring.FutureInputRing` or
+    :class:`~delrec.hw.history.SpikeHistory`); the readout's
+    (:class:`~delrec.hw.readout.Readout`).
+
+    Cycles (simple FSM control; the read-modify-writes are pipelined, one
+    row of ``P`` neurons per cycle):
+
+    * input, before the step: ``B + 1`` per event (one row per cycle);
+    * the step, from the ``last=1`` input beat to the ``last=1`` spike beat
+      (the ``CYCLES`` counter), with a spike consumer that never stalls:
+
+      - history queue only, recurrent scan: ``B`` (one row of ``P`` spike
+        bits per cycle) ``+ (B + 1)`` per arriving presynaptic spike
+        (``+ 1`` when the last one sits in the last row);
+      - neuron update: ``B + 2``;
+      - spike scan: ``B + 1``, ``+ max(B + 1, K + 2)`` per spike with the
+        ring (the recurrent fan-out into the future slots and the ``K``
+        readout accumulations run side by side) or ``K + 2`` with the
+        history (``+ 1`` when the last spike sits in the last row);
+      - readout update and end-of-step beat: ``K + 2``.
+
+      That is ``2B + K + 5`` for a silent step with the ring, ``3B + K + 5``
+      with the history.
+
+    Parameters
+    ----------
+    inputs, neurons, classes : int
+        ``C``, ``N``, ``K``.
+    spec : CoreSpec
+        Widths, delay depth ``D = 2^delay_bits`` and leak mode.
+    lanes : int
+        ``P``, a power of two that divides ``N``.
+    delay_kind : {"axonal", "synaptic"}
+        One delay per presynaptic neuron or one per connection.
+    queue : {"ring", "history"}
+        Future-input ring (``D x N`` accumulators) or spike history
+        (``N x D`` bits, axonal delays only).
+
+    Attributes
+    ----------
+    inputs : In(stream.Signature(input_layout))
+        ``channel``, ``last``: ``last=0`` is one event of ``channel`` (an
+        event on a channel ``>= C`` is dropped); ``last=1`` ends the step's
+        input and starts its computation.
+    spikes : Out(stream.Signature(spike_layout))
+        ``neuron``, ``last``: the step's spikes in increasing order, then a
+        ``last=1`` beat once the readout is updated.
+    write : In(stream.Signature(write_layout))
+        ``target`` (:class:`~delrec.hw.ports.WriteTarget`), ``addr``,
+        ``data`` (two's complement masked to the element width); ready only
+        between steps. Writes to addresses outside a target are dropped.
+    read : In(stream.Signature(read_layout))
+        ``target`` (:class:`~delrec.hw.ports.ReadTarget`), ``addr``; ready
+        only between steps.
+    read_data : Out(stream.Signature(read_data_layout))
+        ``data``: the raw bits of the element read, zero-extended.
+    busy : Out(1)
+        From the first input beat of a step to its final spike beat, and
+        during a ``CLEAR`` or a read.
+    """
+
+    def __init__(self, *, inputs: int, neurons: int, classes: int, spec: CoreSpec, lanes: int = 1,
+                 delay_kind: str = "axonal", queue: str = "ring"):
+        _check_count("Input count", inputs)
+        _check_count("Neuron count", neurons)
+        _check_count("Class count", classes)
+        if not isinstance(spec, CoreSpec):
+            raise TypeError(f"Spec must be a delrec.arith.CoreSpec, not {spec!r}")
+        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1 or lanes & (lanes - 1):
+            raise ValueError(f"Lane count must be a power of two, not {lanes!r}")
+        if neurons % lanes:
+            raise ValueError(f"Lane count must divide the neuron count, not {lanes!r} "
+                             f"(for {neurons} neurons)")
+        if delay_kind not in DELAY_KINDS:
+            raise ValueError(f"Delay kind must be one of {DELAY_KINDS}, not {delay_kind!r}")
+        if queue not in QUEUE_KINDS:
+            raise ValueError(f"Queue must be one of {QUEUE_KINDS}, not {queue!r}")
+        if queue == "history" and delay_kind != "axonal":
+            raise ValueError(f"The spike-history queue needs axonal delays (one per presynaptic "
+                             f"neuron), not {delay_kind!r}")
+        self.geometry = CoreGeometry(inputs, neurons, classes, spec, lanes, delay_kind)
+        self.spec = spec
+        self.queue_kind = queue
+        g = self.geometry
+        super().__init__({
+            "inputs": In(stream.Signature(input_layout(g))),
+            "spikes": Out(stream.Signature(spike_layout(g))),
+            "write": In(stream.Signature(write_layout(g))),
+            "read": In(stream.Signature(read_layout(g))),
+            "read_data": Out(stream.Signature(read_data_layout(g))),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        g, spec = self.geometry, self.spec
+        C, N, K, P, B, D = g.inputs, g.neurons, g.classes, g.lanes, g.rows, g.depth
+        synaptic = g.delay_kind == "synaptic"
+        history = self.queue_kind == "history"
+        m = Module()
+
+        # -- sub-components ------------------------------------------------------------
+        if history:
+            m.submodules.queue = queue = SpikeHistory(N, P, spec)
+        else:
+            m.submodules.queue = queue = FutureInputRing(N, P, spec)
+        m.submodules.readout = readout = Readout(N, K, spec, g.leak_bits)
+
+        # -- configuration and counters ---------------------------------------------------
+        theta = Signal(signed(spec.v_bits))
+        leak = Signal(g.leak_bits)
+        readout_leak = Signal(g.leak_bits)
+        soft_reset = Signal()
+        slot = Signal(spec.delay_bits)              # t mod D
+        steps = Signal(COUNTER_BITS)
+        synaptic_events = Signal(COUNTER_BITS)
+        step_cycles = Signal(COUNTER_BITS)          # running count of the step in progress
+        last_step_cycles = Signal(COUNTER_BITS)
+        step_open = Signal()                        # between a step's first input beat and its end
+        step_running = Signal()                     # between the last=1 input beat and the end
+        m.d.comb += [queue.slot.eq(slot), readout.leak.eq(readout_leak)]
+        with m.If(step_running):
+            m.d.sync += step_cycles.eq(step_cycles + 1)
+
+        # -- per-lane memories ---------------------------------------------------------------
+        def lane_memory(name, shape, depth):
+            ports = []
+            for lane in range(P):
+                memory = Memory(shape=shape, depth=depth, init=[])
+                m.submodules[f"{name}_{lane}"] = memory
+                write = memory.write_port()
+                ports.append((write, memory.read_port()))
+            return ports
+
+        w_in = lane_memory("w_in", signed(spec.weight_bits), C * B)
+        w_rec = lane_memory("w_rec", signed(spec.weight_bits), N * B)
+        delays = lane_memory("delay", unsigned(spec.delay_bits), g.delay_depth)
+        biases = lane_memory("bias", signed(spec.v_bits), B)
+        membranes = lane_memory("membrane", signed(spec.v_bits), B)
+
+        # -- host writes -----------------------------------------------------------------------
+        request = self.write.payload
+        write_accept = Signal()
+        m.d.comb += write_accept.eq(self.write.valid & self.write.ready)
+        lane_bits = g.lane_bits
+        addr_lane = request.addr[:lane_bits] if lane_bits else Const(0, 1)
+        addr_row = request.addr[lane_bits:]
+
+        def host_write(ports, target, limit, bits):
+            for lane, (write, _) in enumerate(ports):
+                with m.If(write_accept & (request.target == target) & (request.addr < limit)
+                          & (addr_lane == lane)):
+                    m.d.comb += [write.en.eq(1), write.addr.eq(addr_row), write.data.eq(request.data[:bits])]
+
+        host_write(w_in, WriteTarget.W_IN, C * N, spec.weight_bits)
+        host_write(w_rec, WriteTarget.W_REC, N * N, spec.weight_bits)
+        host_write(delays, WriteTarget.DELAY, N * N if synaptic else N, spec.delay_bits)
+        host_write(biases, WriteTarget.BIAS, N, spec.v_bits)
+        m.d.comb += [
+            readout.weight_write_en.eq(write_accept & (request.target == WriteTarget.W_OUT)
+                                       & (request.addr < N * K)),
+            readout.weight_write_addr.eq(request.addr),
+            readout.weight_write_data.eq(request.data[:spec.weight_bits]),
+            readout.bias_write_en.eq(write_accept & (request.target == WriteTarget.BIAS_OUT)
+                                     & (request.addr < K)),
+            readout.bias_write_addr.eq(request.addr),
+            readout.bias_write_data.eq(request.data[:spec.readout_bits]),
+        ]
+        with m.If(write_accept & (request.target == WriteTarget.CONFIG)):
+            with m.Switch(request.addr):
+                with m.Case(ConfigRegister.THETA):
+                    m.d.sync += theta.eq(request.data[:spec.v_bits])
+                with m.Case(ConfigRegister.LEAK):
+                    m.d.sync += leak.eq(request.data[:g.leak_bits])
+                with m.Case(ConfigRegister.READOUT_LEAK):
+                    m.d.sync += readout_leak.eq(request.data[:g.leak_bits])
+                with m.Case(ConfigRegister.RESET):
+                    m.d.sync += soft_reset.eq(request.data[0])
+
+        # -- fan-out engine: one row of one weight column into the queue per cycle ------------
+        fan_active = Signal()                       # stage 0: weight (and delay) reads issued
+        fan_row = Signal(range(B))
+        fan_base = Signal(range(max(C, N) * B))
+        fan_recurrent = Signal()
+        fan_offset = Signal(spec.delay_bits)        # axonal: (1 + d_j) mod D
+        fan_start = Signal()
+        fan_start_base = Signal.like(fan_base)
+        fan_start_recurrent = Signal()
+        fan_start_offset = Signal.like(fan_offset)
+        delivering = Signal()                       # stage 1: weights on the read ports
+        deliver_row = Signal.like(fan_row)
+        deliver_recurrent = Signal()
+        fan_last_issue = Signal()
+        fan_done = Signal()
+
+        m.d.comb += [
+            fan_last_issue.eq(fan_active & (fan_row == B - 1)),
+            fan_done.eq(~fan_active & ~delivering),
+        ]
+        m.d.sync += [delivering.eq(fan_active), deliver_row.eq(fan_row),
+                     deliver_recurrent.eq(fan_recurrent)]
+        with m.If(fan_active):
+            m.d.sync += fan_row.eq(fan_row + 1)
+            with m.If(fan_last_issue):
+                m.d.sync += fan_active.eq(0)
+        with m.If(fan_start):
+            m.d.sync += [fan_active.eq(1), fan_row.eq(0), fan_base.eq(fan_start_base),
+                         fan_recurrent.eq(fan_start_recurrent), fan_offset.eq(fan_start_offset)]
+        # weight accumulations: N per fanned-out column, K per spike into the readout
+        m.d.sync += synaptic_events.eq(synaptic_events + Mux(fan_start, N, 0)
+                                       + Mux(readout.accumulate, K, 0))
+
+        weight_addr = fan_base + fan_row
+        m.d.comb += [queue.deliver_en.eq(delivering), queue.deliver_row.eq(deliver_row)]
+        for lane in range(P):
+            m.d.comb += [
+                w_in[lane][1].addr.eq(weight_addr),
+                w_rec[lane][1].addr.eq(weight_addr),
+                queue.deliver_weight[lane].eq(Mux(deliver_recurrent, w_rec[lane][1].data,
+                                                  w_in[lane][1].data)),
+            ]
+            if synaptic:
+                m.d.comb += [
+                    delays[lane][1].addr.eq(weight_addr),
+                    queue.deliver_offset[lane].eq(
+                        Mux(deliver_recurrent, (1 + delays[lane][1].data)[:spec.delay_bits], 0)),
+                ]
+            else:
+                m.d.comb += queue.deliver_offset[lane].eq(Mux(deliver_recurrent, fan_offset, 0))
+
+        # -- row scanner: one row of P spike bits per cycle, then one spike at a time ----------
+        scan_row = Signal(range(B))
+        scan_taken = Signal(P)                      # spikes of the held row already handled
+        scan_load = Signal()                        # read row `scan_load_row` this cycle
+        scan_load_row = Signal.like(scan_row)
+        scan_pending = Signal(P)
+        pick_lane = Signal(range(P))
+        pick_neuron = Signal(range(N))
+        pick_delay = Signal(spec.delay_bits)        # axonal delay of the picked neuron
+        m.d.comb += [
+            queue.probe_en.eq(scan_load),
+            queue.probe_row.eq(scan_load_row),
+            scan_pending.eq(queue.probe_spikes & ~scan_taken),
+        ]
+        for lane in reversed(range(P)):  # the lowest pending lane wins
+            with m.If(scan_pending[lane]):
+                m.d.comb += pick_lane.eq(lane)
+        m.d.comb += pick_neuron.eq(Cat(pick_lane[:lane_bits], scan_row) if lane_bits else scan_row)
+        if not synaptic:
+            for lane in range(P):
+                m.d.comb += [delays[lane][1].en.eq(scan_load), delays[lane][1].addr.eq(scan_load_row)]
+                with m.If(pick_lane == lane):
+                    m.d.comb += pick_delay.eq(delays[lane][1].data)
+
+        def scan_begin():
+            m.d.comb += [scan_load.eq(1), scan_load_row.eq(0)]
+            m.d.sync += [scan_row.eq(0), scan_taken.eq(0)]
+
+        def scan_next_row():
+            m.d.comb += [scan_load.eq(1), scan_load_row.eq(scan_row + 1)]
+            m.d.sync += [scan_row.eq(scan_row + 1), scan_taken.eq(0)]
+
+        def scan_take():
+            m.d.sync += scan_taken.eq(scan_taken | (Const(1, 1) << pick_lane)[:P])
+
+        # -- neuron update pipeline ------------------------------------------------------------
+        update_row = Signal(range(B + 1))           # stage 0: reads issued for this row
+        updating = Signal()                         # stage 1: datapath and writes
+        updated_row = Signal(range(B))
+        m.d.sync += updating.eq(0)
+        m.d.comb += [queue.take_row.eq(update_row), queue.record_row.eq(updated_row),
+                     queue.record_en.eq(updating)]
+        spike_bits = []
+        for lane in range(P):
+            datapath = NeuronDatapath(spec, g.leak_bits)
+            m.submodules[f"neuron_{lane}"] = datapath
+            membrane_write, membrane_read = membranes[lane]
+            bias_read = biases[lane][1]
+            m.d.comb += [
+                bias_read.addr.eq(update_row),
+                datapath.membrane.eq(membrane_read.data),
+                datapath.current.eq(queue.take_current[lane]),
+                datapath.bias.eq(bias_read.data),
+                datapath.theta.eq(theta),
+                datapath.leak.eq(leak),
+                datapath.soft_reset.eq(soft_reset),
+            ]
+            with m.If(updating):
+                m.d.comb += [membrane_write.en.eq(1), membrane_write.addr.eq(updated_row),
+                             membrane_write.data.eq(datapath.membrane_next)]
+            spike_bits.append(datapath.spike)
+        m.d.comb += queue.record_spikes.eq(Cat(*spike_bits))
+
+        # -- host reads ------------------------------------------------------------------------
+        read_request = self.read.payload
+        read_target = Signal(ReadTarget)
+        read_addr = Signal.like(read_request.addr)
+        read_value = Signal(g.read_data_bits)
+        read_lane = read_addr[:lane_bits] if lane_bits else Const(0, 1)
+        membrane_read_addr = Signal(range(B))
+        m.d.comb += [
+            self.read_data.payload.data.eq(read_value),
+            readout.read_addr.eq(read_request.addr),
+            readout.read_score.eq(read_request.target == ReadTarget.SCORE),
+        ]
+        for lane in range(P):
+            m.d.comb += membranes[lane][1].addr.eq(membrane_read_addr)
+        m.d.comb += membrane_read_addr.eq(update_row)
+
+        # -- spike output register -------------------------------------------------------------
+        spike_valid = Signal()
+        spike_neuron = Signal.like(self.spikes.payload.neuron)
+        spike_last = Signal()
+        m.d.comb += [
+            self.spikes.valid.eq(spike_valid),
+            self.spikes.payload.neuron.eq(spike_neuron),
+            self.spikes.payload.last.eq(spike_last),
+        ]
+        spike_slot_free = Signal()
+        m.d.comb += spike_slot_free.eq(~spike_valid | self.spikes.ready)
+        with m.If(self.spikes.valid & self.spikes.ready):
+            m.d.sync += spike_valid.eq(0)
+
+        # -- control -----------------------------------------------------------------------------
+        clear_row = Signal(range(B + 1))
+        inputs = self.inputs.payload
+        with m.FSM(name="control") as control:
+            with m.State("IDLE"):
+                m.d.comb += [
+                    self.write.ready.eq(~step_open),
+                    self.read.ready.eq(~step_open & ~self.write.valid),
+                    self.inputs.ready.eq(step_open | (~self.write.valid & ~self.read.valid)),
+                    membrane_read_addr.eq(read_request.addr[lane_bits:]),
+                ]
+                with m.If(write_accept & (request.target == WriteTarget.CLEAR)):
+                    m.d.comb += [queue.clear.eq(1), readout.clear.eq(1)]
+                    m.d.sync += clear_row.eq(0)
+                    m.next = "CLEAR"
+                with m.Elif(self.read.valid & self.read.ready):
+                    m.d.comb += readout.read_en.eq(1)
+                    m.d.sync += [read_target.eq(read_request.target), read_addr.eq(read_request.addr)]
+                    m.next = "READ"
+                with m.Elif(self.inputs.valid & self.inputs.ready):
+                    m.d.sync += step_open.eq(1)
+                    with m.If(inputs.last):
+                        m.d.sync += [step_running.eq(1), step_cycles.eq(0), update_row.eq(0)]
+                        if history:
+                            scan_begin()
+                            m.next = "SCAN_PICK"
+                        else:
+                            m.next = "UPDATE"
+                    with m.Elif(inputs.channel < C):
+                        m.d.comb += [fan_start.eq(1), fan_start_base.eq(inputs.channel * B),
+                                     fan_start_recurrent.eq(0)]
+                        m.next = "INPUT"
+
+            with m.State("INPUT"):
+                with m.If(fan_last_issue | ~fan_active):
+                    m.next = "IDLE"
+
+            with m.State("READ"):
+                with m.Switch(read_target):
+                    with m.Case(ReadTarget.MEMBRANE):
+                        for lane in range(P):
+                            with m.If(read_lane == lane):
+                                m.d.sync += read_value.eq(membranes[lane][1].data.as_unsigned())
+                    with m.Case(ReadTarget.READOUT, ReadTarget.SCORE):
+                        m.d.sync += read_value.eq(readout.read_data)
+                    with m.Case(ReadTarget.COUNTER):
+                        with m.Switch(read_addr):
+                            with m.Case(Counter.CYCLES):
+                                m.d.sync += read_value.eq(last_step_cycles)
+                            with m.Case(Counter.SYNAPTIC_EVENTS):
+                                m.d.sync += read_value.eq(synaptic_events)
+                            with m.Case(Counter.STEPS):
+                                m.d.sync += read_value.eq(steps)
+                            with m.Default():
+                                m.d.sync += read_value.eq(0)
+                m.next = "READ_RESPONSE"
+
+            with m.State("READ_RESPONSE"):
+                m.d.comb += self.read_data.valid.eq(1)
+                with m.If(self.read_data.ready):
+                    m.next = "IDLE"
+
+            with m.State("CLEAR"):
+                with m.If(clear_row != B):
+                    for lane in range(P):
+                        m.d.comb += [membranes[lane][0].en.eq(1), membranes[lane][0].addr.eq(clear_row),
+                                     membranes[lane][0].data.eq(0)]
+                    m.d.sync += clear_row.eq(clear_row + 1)
+                with m.Elif(~queue.busy & ~readout.busy):
+                    m.d.sync += [slot.eq(0), steps.eq(0), synaptic_events.eq(0),
+                                 last_step_cycles.eq(0)]
+                    m.next = "IDLE"
+
+            # history queue: deliver the recurrent spikes due now (age 1 + d_j) into the currents
+            with m.State("SCAN_PICK"):
+                for lane in range(P):
+                    m.d.comb += queue.probe_age[lane].eq((1 + delays[lane][1].data)[:spec.delay_bits])
+                with m.If(scan_pending != 0):
+                    m.d.comb += [fan_start.eq(1), fan_start_base.eq(pick_neuron * B),
+                                 fan_start_recurrent.eq(1)]
+                    scan_take()
+                    m.next = "SCAN_FANOUT"
+                with m.Elif(scan_row != B - 1):
+                    scan_next_row()
+                with m.Elif(fan_done):
+                    m.next = "UPDATE"
+
+            with m.State("SCAN_FANOUT"):
+                with m.If(fan_last_issue):
+                    m.next = "SCAN_PICK"
+
+            with m.State("UPDATE"):
+                with m.If(update_row != B):
+                    m.d.comb += queue.take_en.eq(1)
+                    m.d.sync += [update_row.eq(update_row + 1), updating.eq(1),
+                                 updated_row.eq(update_row)]
+                with m.Elif(~updating):
+                    scan_begin()
+                    m.next = "EMIT_PICK"
+
+            # every spike of the step, in order: output beat, readout, ring fan-out
+            with m.State("EMIT_PICK"):
+                with m.If(scan_pending != 0):
+                    with m.If(spike_slot_free & readout.ready):
+                        m.d.sync += [spike_valid.eq(1), spike_neuron.eq(pick_neuron), spike_last.eq(0)]
+                        m.d.comb += [readout.accumulate.eq(1), readout.neuron.eq(pick_neuron)]
+                        if not history:
+                            m.d.comb += [fan_start.eq(1), fan_start_base.eq(pick_neuron * B),
+                                         fan_start_recurrent.eq(1),
+                                         fan_start_offset.eq((1 + pick_delay)[:spec.delay_bits])]
+                        scan_take()
+                        m.next = "EMIT_WAIT"
+                with m.Elif(scan_row != B - 1):
+                    scan_next_row()
+                with m.Elif(fan_done & readout.ready):
+                    m.d.comb += readout.update.eq(1)
+                    m.next = "READOUT"
+
+            with m.State("EMIT_WAIT"):
+                with m.If((fan_last_issue | ~fan_active) & readout.ready):
+                    m.next = "EMIT_PICK"
+
+            with m.State("READOUT"):
+                with m.If(~readout.busy & spike_slot_free):
+                    m.d.sync += [spike_valid.eq(1), spike_last.eq(1)]
+                    m.next = "FINISH"
+
+            with m.State("FINISH"):
+                with m.If(self.spikes.ready):
+                    m.d.sync += [
+                        slot.eq(slot + 1), steps.eq(steps + 1), step_open.eq(0), step_running.eq(0),
+                        last_step_cycles.eq(step_cycles + 1),
+                    ]
+                    m.next = "IDLE"
+
+        m.d.comb += self.busy.eq(~control.ongoing("IDLE") | step_open)
+        return m

@@ -1,0 +1,44 @@
+"""Amaranth expressions for the integer operations of :mod:`delrec.arith`.
+
+Each helper returns an expression computing exactly the function of the same
+name in :mod:`delrec.arith` (plain combinational logic, no state).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Mux, Value
+
+__all__ = ["saturate", "decay", "sign_extend"]
+
+
+def saturate(value: Value, bits: int) -> Value:
+    """:func:`delrec.arith.sat`: clamp a signed ``value`` to ``bits`` bits (result ``signed(bits)``)."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    value = Value.cast(value)
+    if value.shape().width <= bits and value.shape().signed:
+        return value
+    clamped = Mux(value > hi, hi, Mux(value < lo, lo, value))
+    return clamped[:bits].as_signed()
+
+
+def decay(value: Value, param: Value, mode: str, frac_bits: int) -> Value:
+    """:func:`delrec.arith.decay`: the leak of a signed ``value``, floor rounding.
+
+    ``mode="multiply"``: ``(value * param) >> frac_bits`` (``param`` unsigned,
+    ``0..2^frac_bits``); ``mode="shift"``: ``value - (value >> param)``.
+    The result has the width of ``value`` (the leak never grows a value:
+    ``|decay(x)| <= |x|`` up to floor rounding toward ``-inf``, which stays in range).
+    """
+    value = Value.cast(value)
+    width = value.shape().width
+    if mode == "multiply":
+        product = value * param.as_unsigned()
+        return (product >> frac_bits)[:width].as_signed()
+    if mode == "shift":
+        return (value - (value >> param))[:width].as_signed()
+    raise ValueError(f"Leak mode must be 'multiply' or 'shift', not {mode!r}")
+
+
+def sign_extend(value: Value, bits: int) -> Value:
+    """``value`` reinterpreted as ``signed(bits)`` two's complement (low ``bits`` bits)."""
+    return Value.cast(value)[:bits].as_signed()

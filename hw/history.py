@@ -1,0 +1,106 @@
+"""Spike history: the delay queue that stores spikes, not currents (axonal delays)."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+
+from delrec.arith import CoreSpec
+
+from .ports import delay_queue_signature
+
+__all__ = ["SpikeHistory"]
+
+
+class SpikeHistory(wiring.Component):
+    """The last ``D`` spike bits of every neuron and a one-step current accumulator.
+
+    Per lane: ``history``, ``B`` words of ``D`` bits (``B = N / P`` rows),
+    written with a one-bit write granularity (bit ``t mod D`` of row ``b``
+    is the spike of neuron ``b*P + l`` at step ``t``; no read-modify-write);
+    ``currents``, ``B`` words of ``acc_bits``: the input of the current step.
+
+    The core turns delays into deliveries itself: before the update of step
+    ``t`` it probes, for every ``j``, bit ``(t - 1 - d_j) mod D`` (age
+    ``1 + d_j``) and delivers ``w_rec[:, j]`` into ``currents`` when it is set.
+    ``deliver_offset`` is therefore ignored: everything lands on the current
+    step. The bit of age ``D`` (``d = D - 1``) is the one the coming update
+    overwrites, still intact when probed.
+
+    Timing: a delivered row costs one cycle (two-stage pipelined
+    read-modify-write, transparent read); ``take`` reads a row and zeroes it
+    on the next cycle; ``clear`` takes ``B`` cycles.
+
+    Parameters
+    ----------
+    neurons : int
+        ``N``.
+    lanes : int
+        ``P``, divides ``N``.
+    spec : CoreSpec
+    """
+
+    def __init__(self, neurons: int, lanes: int, spec: CoreSpec):
+        if neurons % lanes:
+            raise ValueError(f"Lane count must divide the neuron count, not {lanes!r}")
+        self._rows = neurons // lanes
+        self._lanes = lanes
+        self._spec = spec
+        super().__init__(delay_queue_signature(self._rows, lanes, spec))
+
+    def elaborate(self, platform):
+        spec, rows, lanes = self._spec, self._rows, self._lanes
+        depth = spec.depth
+        m = Module()
+
+        clearing = Signal()
+        clear_row = Signal(range(rows + 1))
+        with m.If(self.clear):
+            m.d.sync += [clearing.eq(1), clear_row.eq(0)]
+        with m.Elif(clearing):
+            m.d.sync += clear_row.eq(clear_row + 1)
+            with m.If(clear_row == rows - 1):
+                m.d.sync += clearing.eq(0)
+        m.d.comb += self.busy.eq(clearing)
+
+        delivering_1 = Signal()
+        taking_1 = Signal()
+        m.d.sync += [delivering_1.eq(self.deliver_en), taking_1.eq(self.take_en)]
+        slot_select = (Const(1, 1) << self.slot)[:depth]
+
+        for lane in range(lanes):
+            history = Memory(shape=unsigned(depth), depth=rows, init=[])
+            m.submodules[f"history_{lane}"] = history
+            history_write = history.write_port(granularity=1)
+            history_read = history.read_port()
+            with m.If(clearing):
+                m.d.comb += [history_write.en.eq((1 << depth) - 1), history_write.addr.eq(clear_row),
+                             history_write.data.eq(0)]
+            with m.Elif(self.record_en):
+                m.d.comb += [history_write.en.eq(slot_select), history_write.addr.eq(self.record_row),
+                             history_write.data.eq(Mux(self.record_spikes[lane], (1 << depth) - 1, 0))]
+            age_slot = (self.slot - self.probe_age[lane])[:spec.delay_bits]
+            m.d.comb += [
+                history_read.en.eq(self.probe_en),
+                history_read.addr.eq(self.probe_row),
+                self.probe_spikes[lane].eq(history_read.data.bit_select(age_slot, 1)),
+            ]
+
+            currents = Memory(shape=signed(spec.acc_bits), depth=rows, init=[])
+            m.submodules[f"currents_{lane}"] = currents
+            write = currents.write_port()
+            read = currents.read_port(transparent_for=(write,))
+            m.d.comb += read.addr.eq(Mux(self.take_en, self.take_row, self.deliver_row))
+            addr_1 = Signal.like(read.addr, name=f"addr_1_{lane}")
+            weight_1 = Signal(signed(spec.weight_bits), name=f"weight_1_{lane}")
+            m.d.sync += [addr_1.eq(read.addr), weight_1.eq(self.deliver_weight[lane])]
+            with m.If(delivering_1):
+                m.d.comb += [write.en.eq(1), write.addr.eq(addr_1),
+                             write.data.eq((read.data + weight_1)[:spec.acc_bits])]
+            with m.Elif(taking_1):
+                m.d.comb += [write.en.eq(1), write.addr.eq(addr_1), write.data.eq(0)]
+            with m.Elif(clearing):
+                m.d.comb += [write.en.eq(1), write.addr.eq(clear_row), write.data.eq(0)]
+            m.d.comb += self.take_current[lane].eq(read.data)
+        return m

@@ -1,0 +1,104 @@
+"""Future-input ring: the delay queue that stores currents, not spikes."""
+
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+
+from delrec.arith import CoreSpec
+
+from .ports import delay_queue_signature
+
+__all__ = ["FutureInputRing"]
+
+
+class FutureInputRing(wiring.Component):
+    """``D`` future steps of input current for every neuron.
+
+    Per lane one ``acc_bits``-wide memory of ``B * D`` words (``B = N / P``
+    rows; word ``row * D + slot``): slot ``s`` of neuron ``i`` holds the input
+    already known to be due at the next step ``t' = s (mod D)``. A spike of
+    ``j`` at ``t`` adds ``w_rec[i, j]`` into slot ``(t + 1 + d_ij) mod D``:
+    ``1 + d = D`` lands in slot ``t mod D``, which the neuron update has just
+    emptied. One more memory of ``B x P`` bits keeps the step's spikes
+    (``probe`` with age 0), for the core's in-order spike scan.
+
+    Timing: a delivered row costs one cycle (read-modify-write in two
+    pipeline stages; the read port is transparent to the write port, so the
+    same word may be hit on consecutive cycles); ``take`` reads a row and
+    zeroes it on the next cycle; ``clear`` takes ``B * D`` cycles.
+
+    Parameters
+    ----------
+    neurons : int
+        ``N``.
+    lanes : int
+        ``P``, divides ``N``.
+    spec : CoreSpec
+    """
+
+    def __init__(self, neurons: int, lanes: int, spec: CoreSpec):
+        if neurons % lanes:
+            raise ValueError(f"Lane count must divide the neuron count, not {lanes!r}")
+        self._rows = neurons // lanes
+        self._lanes = lanes
+        self._spec = spec
+        super().__init__(delay_queue_signature(self._rows, lanes, spec))
+
+    def elaborate(self, platform):
+        spec, rows, lanes = self._spec, self._rows, self._lanes
+        depth = spec.depth
+        m = Module()
+
+        clearing = Signal()
+        clear_addr = Signal(range(rows * depth + 1))
+        with m.If(self.clear):
+            m.d.sync += [clearing.eq(1), clear_addr.eq(0)]
+        with m.Elif(clearing):
+            m.d.sync += clear_addr.eq(clear_addr + 1)
+            with m.If(clear_addr == rows * depth - 1):
+                m.d.sync += clearing.eq(0)
+        m.d.comb += self.busy.eq(clearing)
+
+        delivering_1 = Signal()
+        taking_1 = Signal()
+        m.d.sync += [delivering_1.eq(self.deliver_en), taking_1.eq(self.take_en)]
+
+        for lane in range(lanes):
+            ring = Memory(shape=signed(spec.acc_bits), depth=rows * depth, init=[])
+            m.submodules[f"ring_{lane}"] = ring
+            write = ring.write_port()
+            read = ring.read_port(transparent_for=(write,))
+
+            deliver_slot = (self.slot + self.deliver_offset[lane])[:spec.delay_bits]
+            with m.If(self.take_en):
+                m.d.comb += read.addr.eq(Cat(self.slot, self.take_row))
+            with m.Else():
+                m.d.comb += read.addr.eq(Cat(deliver_slot, self.deliver_row))
+
+            addr_1 = Signal.like(read.addr, name=f"addr_1_{lane}")
+            weight_1 = Signal(signed(spec.weight_bits), name=f"weight_1_{lane}")
+            m.d.sync += [addr_1.eq(read.addr), weight_1.eq(self.deliver_weight[lane])]
+
+            with m.If(delivering_1):
+                m.d.comb += [write.en.eq(1), write.addr.eq(addr_1),
+                             write.data.eq((read.data + weight_1)[:spec.acc_bits])]
+            with m.Elif(taking_1):
+                m.d.comb += [write.en.eq(1), write.addr.eq(addr_1), write.data.eq(0)]
+            with m.Elif(clearing):
+                m.d.comb += [write.en.eq(1), write.addr.eq(clear_addr), write.data.eq(0)]
+            m.d.comb += self.take_current[lane].eq(read.data)
+
+        m.submodules.spiked = spiked = Memory(shape=unsigned(lanes), depth=rows, init=[])
+        spiked_write = spiked.write_port()
+        spiked_read = spiked.read_port()
+        m.d.comb += [
+            spiked_write.en.eq(self.record_en),
+            spiked_write.addr.eq(self.record_row),
+            spiked_write.data.eq(self.record_spikes),
+            spiked_read.en.eq(self.probe_en),
+            spiked_read.addr.eq(self.probe_row),
+            self.probe_spikes.eq(spiked_read.data),
+        ]
+        return m
