@@ -206,6 +206,76 @@ def _quantize(args) -> int:
     return 0
 
 
+def _add_cosim(sub):
+    p = sub.add_parser("cosim", help="run a quantized network on the RTL core (Verilator) "
+                                     "and compare it bit for bit with the golden model",
+                       description="Load an integer network (delrec quantize), build the core "
+                                   "for it with Verilator, stream samples of its task through "
+                                   "the RTL and compare every spike (and with --check-state "
+                                   "every membrane, readout value and score) at every step with "
+                                   "the fixed-point golden model. Prints JSON.")
+    p.add_argument("image", type=Path, help="fixed-network .npz written by delrec quantize")
+    p.add_argument("--samples", type=int, default=20)
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--queue", choices=("ring", "history"), default="ring")
+    p.add_argument("--lanes", type=int, default=1)
+    p.add_argument("--stall", type=float, default=0.0,
+                   help="probability of idle/backpressure cycles on every stream")
+    p.add_argument("--check-state", action="store_true",
+                   help="also compare every membrane, readout value and score every step")
+    p.add_argument("--chunk", type=int, default=10, help="samples per simulator run")
+    p.add_argument("--waves", action="store_true", help="dump a VCD")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_cosim)
+
+
+def _cosim(args) -> int:
+    import time
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from delrec.firmware.compiler import CoreBuild
+    from delrec.golden.tasks.base import load_task
+    from delrec.image import FixedNetwork
+    from delrec.sim.cosim import SimulationFailure, cosimulate
+
+    net = FixedNetwork.load(args.image)
+    if "task" not in net.meta:
+        raise ValueError(f"{args.image} names no task (meta['task']); quantize a checkpoint with "
+                         f"delrec quantize")
+    task = load_task(net.meta["task"], **net.meta.get("task_options", {}))
+    split = task.split(args.split)
+    count = min(args.samples, len(split))
+    neurons = -(-net.neurons // args.lanes) * args.lanes
+    build = CoreBuild(inputs=net.inputs, neurons=neurons, classes=net.classes, spec=net.spec,
+                      lanes=args.lanes, delay_kind=net.delay_kind, queue=args.queue)
+    correct, cycles, steps, wall = 0, [], 0, 0.0
+    for start in tqdm(range(0, count, args.chunk), desc="co-simulation", disable=args.no_progress,
+                      unit="chunk"):
+        items = [split[i] for i in range(start, min(count, start + args.chunk))]
+        xs = [np.asarray(x, dtype=np.int64) for x, _ in items]
+        began = time.perf_counter()
+        try:
+            result = cosimulate(build, [net] * len(xs), xs, stall=args.stall, seed=start,
+                                check_state=args.check_state, waves=args.waves)
+        except SimulationFailure as failure:
+            print(json.dumps(dict(image=str(args.image), bit_exact=False, first_sample=start,
+                                  failure=str(failure)), indent=2))
+            return 1
+        wall += time.perf_counter() - began
+        for trace, (_, label) in zip(result.golden, items):
+            correct += int(trace.predictions()[0] == int(label))
+        cycles += [c for run in result.cycles for c in run]
+        steps += sum(len(x) for x in xs)
+    report = dict(image=str(args.image), samples=count, bit_exact=True, accuracy=correct / count,
+                  build=build.to_dict(), cycles_per_step_mean=float(np.mean(cycles)),
+                  cycles_per_step_max=int(np.max(cycles)), steps=steps,
+                  wall_seconds_including_builds=wall)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _add_bench(sub):
     p = sub.add_parser("bench", help="benchmarks (JSON output)")
     which = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -234,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_quantize(sub)
+    _add_cosim(sub)
     _add_bench(sub)
     return parser
 

@@ -84,8 +84,19 @@ def build_component(component, name: str, build_root: Path | None = None, waves:
         source.write_text(text)
     _verilator_path()
     args = list(VERILATOR_ARGS) + (["--trace", "--trace-structs"] if waves else [])
-    get_runner("verilator").build(verilog_sources=[source], hdl_toplevel=name, build_dir=build_dir,
-                                  build_args=args, waves=waves, log_file=build_dir / "build.log")
+    # The wheel's verilated.mk leaves the "read a precompiled header" flag
+    # empty, so designs large enough to be split into several C++ files
+    # fail to compile (the header is passed as an input file): supply it.
+    saved = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        get_runner("verilator").build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
+                                      build_args=args, waves=waves, log_file=build_dir / "build.log")
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved
     return VerilatorBuild(top=name, build_dir=build_dir, verilog=source, waves=waves)
 
 

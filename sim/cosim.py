@@ -1,0 +1,149 @@
+"""Co-simulation of the inference core (Verilator + cocotb) against the fixed-point golden model.
+
+:func:`cosimulate` compiles each network for one core build
+(:func:`delrec.firmware.compiler.compile_network`), runs the golden model
+(:func:`delrec.golden.fixed.run_fixed`) in this process, writes the writes,
+inputs and golden trace to one ``.npz``, builds the core once with Verilator
+and runs :mod:`delrec.sim.tb_core`, which compares every spike and (with
+``check_state``) every membrane, readout value and score at every step. A
+difference raises :class:`~delrec.sim.runner.SimulationFailure` naming the
+network, step, neuron and both values; ``waves=True`` dumps a VCD.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from delrec.firmware.compiler import CoreBuild, compile_network
+from delrec.golden.fixed import run_fixed
+from delrec.image import FixedNetwork
+
+from .runner import SimulationFailure, build_component, default_build_root, run_cocotb
+
+__all__ = ["CosimResult", "cosimulate", "port_fields", "SimulationFailure"]
+
+
+def port_fields(build: CoreBuild) -> dict:
+    """``{stream: {field: [offset, width]}}`` of the core's stream payloads."""
+    from delrec.hw import ports
+
+    g = build.geometry()
+    layouts = dict(inputs=ports.input_layout(g), spikes=ports.spike_layout(g), write=ports.write_layout(g),
+                   read=ports.read_layout(g), read_data=ports.read_data_layout(g))
+    return {stream: {name: [field.offset, field.width] for name, field in layout}
+            for stream, layout in layouts.items()}
+
+
+def _module_name(build: CoreBuild) -> str:
+    return (f"core_{build.queue}_{build.delay_kind}_c{build.inputs}_n{build.neurons}"
+            f"_k{build.classes}_p{build.lanes}_d{build.spec.depth}")
+
+
+@dataclass
+class CosimResult:
+    """Per network: RTL cycles of every step and the synaptic events counted by the core."""
+
+    build: CoreBuild
+    cycles: list[list[int]]
+    events: list[int]
+    golden: list  # FixedTrace per network (batch of one)
+
+    def to_dict(self) -> dict:
+        return dict(build=self.build.to_dict(), cycles=self.cycles, events=self.events)
+
+
+def cosimulate(build: CoreBuild, networks: list[FixedNetwork], inputs: list[np.ndarray],
+               stall: float = 0.2, seed: int = 0, check_state: bool = True, waves: bool = False,
+               build_root: Path | None = None, work_dir: Path | None = None) -> CosimResult:
+    """Run ``networks[n]`` on ``inputs[n]`` (``[T, C]`` event counts) in RTL and golden; compare.
+
+    Parameters
+    ----------
+    stall : float
+        Probability of an idle cycle before each beat the testbench sends
+        and of ``ready`` low on each cycle it receives.
+    check_state : bool
+        Also compare every membrane, readout value and score at every step
+        (else spikes at every step and the final scores).
+    """
+    from delrec.hw.core import InferenceCore
+    from delrec.hw.ports import Counter, ReadTarget, WriteTarget
+
+    if len(networks) != len(inputs):
+        raise ValueError(f"Got {len(networks)} networks but {len(inputs)} input sequences")
+    build_root = Path(build_root or default_build_root())
+    arrays, steps, goldens = {}, [], []
+    for n, (net, x) in enumerate(zip(networks, inputs)):
+        x = np.asarray(x, dtype=np.int64)
+        if x.ndim != 2 or x.shape[1] != net.inputs:
+            raise ValueError(f"Input {n} must have shape [T, {net.inputs}], not {x.shape}")
+        max_input = max(1, int(x.max()) if x.size else 1)
+        image = compile_network(net, build, max_input=max_input)
+        x_padded = np.zeros((x.shape[0], build.inputs), np.int64)
+        x_padded[:, :net.inputs] = x
+        trace = run_fixed(image.network, x_padded[:, None, :])
+        goldens.append(trace)
+        step_index, channel = np.nonzero(x_padded)
+        counts = x_padded[step_index, channel]
+        events = np.repeat(np.stack([step_index, channel], 1), counts, axis=0)
+        arrays.update({f"writes{n}": image.writes, f"events{n}": events,
+                       f"spikes{n}": trace.spikes[:, 0], f"v{n}": trace.v[:, 0],
+                       f"readout{n}": trace.readout[:, 0], f"scores{n}": trace.scores[:, 0]})
+        steps.append(int(x.shape[0]))
+    spec = build.spec
+    header = dict(seed=seed, stall=stall, networks=len(networks), steps=steps, neurons=build.neurons,
+                  classes=build.classes, v_bits=spec.v_bits, readout_bits=spec.readout_bits,
+                  score_bits=spec.score_bits, check_state=check_state, fields=port_fields(build),
+                  targets={**{t.name: t.value for t in ReadTarget}, "CLEAR": WriteTarget.CLEAR.value},
+                  counters={"cycles": int(Counter.CYCLES), "events": int(Counter.SYNAPTIC_EVENTS)})
+    name = _module_name(build)
+    sim = build_component(InferenceCore(**build.core_kwargs()), name, build_root, waves=waves)
+    work_dir = Path(work_dir or sim.build_dir / f"run-{seed}").resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    data_path = work_dir / "cosim.npz"
+    np.savez(data_path, header=np.array(json.dumps(header)), **arrays)
+    summary_path = Path(str(data_path) + ".summary.json")
+    if summary_path.exists():
+        summary_path.unlink()
+    run_cocotb(sim, "delrec.sim.tb_core", env={"DELREC_TB_DATA": data_path}, test_dir=work_dir,
+               seed=seed, waves=waves)
+    summary = json.loads(summary_path.read_text())
+    return CosimResult(build=build, cycles=[s["cycles"] for s in summary],
+                       events=[s["events"] for s in summary], golden=goldens)
+
+
+def random_cases(build: CoreBuild, count: int, rng: np.random.Generator, steps=(20, 40)):
+    """``count`` random networks that fit ``build`` and their inputs ``[T, C']``.
+
+    Sizes are drawn within the build (``C' <= C``, ``N' <= N``, ``K' <= K``);
+    weights from a tenth of the range to full range; input rates from 2 %
+    to 60 % with up to 3 events per channel and step; every fourth network
+    gets a large bias so that membranes and readouts reach their saturation
+    limits; delays include ``0`` and ``D - 1``; resets alternate.
+    """
+    networks, inputs = [], []
+    for n in range(count):
+        C = int(rng.integers(1, build.inputs + 1))
+        N = int(rng.integers(max(1, build.neurons // 2), build.neurons + 1))
+        K = int(rng.integers(1, build.classes + 1))
+        max_input = int(rng.integers(1, 4))
+        net = FixedNetwork.random(build.spec, C, N, K, rng, delay_kind=build.delay_kind,
+                                  weight_scale=float(rng.uniform(0.1, 1.0)),
+                                  reset=("hard", "soft")[n % 2], recurrent=bool(n % 7),
+                                  max_input=max_input)
+        if n % 4 == 3:  # saturation corner
+            from delrec.arith import signed_range
+            net.bias[:] = signed_range(build.spec.v_bits)[1] * rng.choice([-1, 1], size=N)
+            net.bias_out[:] = signed_range(build.spec.readout_bits)[1] // 2
+            net.theta = signed_range(build.spec.v_bits)[1]
+            net.validate(max_input)
+        T = int(rng.integers(steps[0], steps[1] + 1))
+        rate = float(rng.uniform(0.02, 0.6))
+        x = rng.integers(1, max_input + 1, size=(T, C)) * (rng.random((T, C)) < rate)
+        networks.append(net)
+        inputs.append(x)
+    return networks, inputs
