@@ -230,8 +230,13 @@ def events_of(x_t: np.ndarray, rng: np.random.Generator) -> list[int]:
 
 
 def run_core(net: FixedNetwork, x: np.ndarray, *, lanes: int, queue: str, seed: int = 0,
-             gap: float = 0.3, stall: float = 0.3, rerun_after_clear: bool = False) -> dict:
-    """Simulate ``net`` on ``x [T, C]`` and compare with the golden model at every step."""
+             gap: float = 0.3, stall: float = 0.3, rerun_after_clear: bool = False,
+             junk_channel: int | None = None) -> dict:
+    """Simulate ``net`` on ``x [T, C]`` and compare with the golden model at every step.
+
+    ``junk_channel`` (``>= C``) is sent once per step among the events: the
+    core must drop it.
+    """
     expected = reference(net, x)
     core = InferenceCore(inputs=net.inputs, neurons=net.neurons, classes=net.classes, spec=net.spec,
                          lanes=lanes, delay_kind=net.delay_kind, queue=queue)
@@ -249,7 +254,11 @@ def run_core(net: FixedNetwork, x: np.ndarray, *, lanes: int, queue: str, seed: 
 
     async def run_steps(ctx):
         for t in range(T):
-            spikes = await bench.step(ctx, events_of(x[t], rng))
+            channels = events_of(x[t], rng)
+            if junk_channel is not None:
+                channels.insert(int(rng.integers(0, len(channels) + 1)), junk_channel)
+            spikes = await bench.step(ctx, channels)
+            assert not ctx.get(core.busy), f"busy after step {t} ended"
             want = [int(i) for i in np.nonzero(expected.spikes[t])[0]]
             if spikes != want:
                 diff = sorted(set(spikes) ^ set(want))
@@ -373,6 +382,14 @@ def test_clear_and_rerun():
     """A CLEAR zeroes all state and keeps the parameters: the same input gives the same trace."""
     net, x = make_case("axonal", "soft", "multiply", 4, 3, 2, 12, seed=9)
     run_core(net, x, lanes=4, queue="history", seed=9, rerun_after_clear=True)
+
+
+@pytest.mark.parametrize("queue, delay_kind", [("ring", "axonal"), ("ring", "synaptic"),
+                                               ("history", "axonal")])
+def test_smallest_rows_and_dropped_channel(queue, delay_kind):
+    """One row per lane (N = P = 2), one readout unit, and an event on a channel >= C."""
+    net, x = make_case(delay_kind, "soft", "multiply", 2, 3, 1, 16, seed=12, rate=0.5)
+    run_core(net, x, lanes=2, queue=queue, seed=12, junk_channel=3)
 
 
 @pytest.mark.parametrize("queue", ["ring", "history"])
