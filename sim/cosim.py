@@ -90,7 +90,9 @@ def cosimulate(build: CoreBuild, networks: list[FixedNetwork], inputs: list[np.n
         step_index, channel = np.nonzero(x_padded)
         counts = x_padded[step_index, channel]
         events = np.repeat(np.stack([step_index, channel], 1), counts, axis=0)
-        arrays.update({f"writes{n}": image.writes, f"events{n}": events,
+        same = n > 0 and net is networks[n - 1]  # loaded already: CLEAR keeps the parameters
+        writes = image.writes[:0] if same else image.writes
+        arrays.update({f"writes{n}": writes, f"events{n}": events,
                        f"spikes{n}": trace.spikes[:, 0], f"v{n}": trace.v[:, 0],
                        f"readout{n}": trace.readout[:, 0], f"scores{n}": trace.scores[:, 0]})
         steps.append(int(x.shape[0]))
