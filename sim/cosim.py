@@ -111,8 +111,13 @@ def cosimulate(build: CoreBuild, networks: list[FixedNetwork], inputs: list[np.n
     summary_path = Path(str(data_path) + ".summary.json")
     if summary_path.exists():
         summary_path.unlink()
-    run_cocotb(sim, "delrec.sim.tb_core", env={"DELREC_TB_DATA": data_path}, test_dir=work_dir,
-               seed=seed, waves=waves)
+    try:
+        run_cocotb(sim, "delrec.sim.tb_core", env={"DELREC_TB_DATA": data_path}, test_dir=work_dir,
+                   seed=seed, waves=waves)
+    except SimulationFailure as failure:
+        hint = (f"waveform: {work_dir / 'dump.vcd'}" if waves else
+                "rerun with waves=True (delrec cosim --waves) for a VCD")
+        raise SimulationFailure(f"{failure}\ntestbench data: {data_path}; {hint}") from None
     summary = json.loads(summary_path.read_text())
     return CosimResult(build=build, cycles=[s["cycles"] for s in summary],
                        events=[s["events"] for s in summary], golden=goldens)

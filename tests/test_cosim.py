@@ -119,7 +119,16 @@ def test_trained_spoken_digit_network_on_50_recordings(tmp_path, build_root, que
     labels = np.array([task.test[i][1] for i in range(50)])
     build = CoreBuild(inputs=task.inputs, neurons=128, classes=task.classes, lanes=4, queue=queue)
     net = quantize(model, build.spec, max_input=int(x.max()))
-    result = cosimulate(build, [net] * 50, list(x), stall=0.1, seed=5, check_state=False,
+    result = cosimulate(build, [net] * 50, list(x), stall=0.0, seed=5, check_state=False,
                         build_root=build_root)
     predictions = np.array([t.predictions()[0] for t in result.golden])
     assert (predictions == labels).mean() > 0.8
+
+
+@pytest.mark.slow
+def test_waves_dump_a_vcd(tmp_path):
+    build = CoreBuild(inputs=3, neurons=4, classes=2, spec=CoreSpec(delay_bits=3))
+    networks, inputs = random_cases(build, 1, np.random.default_rng(0), steps=(5, 5))
+    cosimulate(build, networks, inputs, waves=True, build_root=tmp_path, work_dir=tmp_path / "run")
+    vcd = (tmp_path / "run" / "dump.vcd").read_text()
+    assert "spikes__valid" in vcd and "#" in vcd
