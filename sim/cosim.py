@@ -45,12 +45,23 @@ def _module_name(build: CoreBuild) -> str:
 
 @dataclass
 class CosimResult:
-    """Per network: RTL cycles of every step and the synaptic events counted by the core."""
+    """Per network: what the RTL reported, and the golden trace it was compared with.
+
+    ``cycles[n]`` per step (the core's counter), ``events[n]`` synaptic
+    events counted by the core, ``spikes[n]`` the RTL's spikes ``[T, N]``
+    as received on its output stream, ``scores[n]`` its final scores.
+    """
 
     build: CoreBuild
     cycles: list[list[int]]
     events: list[int]
+    spikes: list[np.ndarray]
+    scores: list[list[int]]
     golden: list  # FixedTrace per network (batch of one)
+
+    def predictions(self) -> list[int]:
+        """The RTL's class per network: the first index of the largest score."""
+        return [int(np.argmax(s)) for s in self.scores]
 
     def to_dict(self) -> dict:
         return dict(build=self.build.to_dict(), cycles=self.cycles, events=self.events)
@@ -119,8 +130,15 @@ def cosimulate(build: CoreBuild, networks: list[FixedNetwork], inputs: list[np.n
                 "rerun with waves=True (delrec cosim --waves) for a VCD")
         raise SimulationFailure(f"{failure}\ntestbench data: {data_path}; {hint}") from None
     summary = json.loads(summary_path.read_text())
+    spikes = []
+    for s, steps_n in zip(summary, steps):
+        raster = np.zeros((steps_n, build.neurons), np.int64)
+        for t, i in s["spikes"]:
+            raster[t, i] = 1
+        spikes.append(raster)
     return CosimResult(build=build, cycles=[s["cycles"] for s in summary],
-                       events=[s["events"] for s in summary], golden=goldens)
+                       events=[s["events"] for s in summary], spikes=spikes,
+                       scores=[s["scores"] for s in summary], golden=goldens)
 
 
 def random_cases(build: CoreBuild, count: int, rng: np.random.Generator, steps=(20, 40)):

@@ -186,9 +186,10 @@ async def core_matches_golden(dut):
         bounds = np.searchsorted(events[:, 0], np.arange(steps + 1))
         want_spikes, want_v = data[f"spikes{n}"], data[f"v{n}"]
         want_r, want_s = data[f"readout{n}"], data[f"scores{n}"]
-        cycles = []
+        cycles, rtl_spikes = [], []
         for t in range(steps):
             fired = await tb.step(events[bounds[t]:bounds[t + 1], 1].tolist())
+            rtl_spikes += [[t, i] for i in fired]
             got = np.zeros(N, np.int64)
             got[fired] = 1
             if sorted(fired) != fired or len(set(fired)) != len(fired):
@@ -206,11 +207,12 @@ async def core_matches_golden(dut):
             if problem:
                 raise AssertionError(problem)
             cycles.append(await tb.read_value("COUNTER", cfg["counters"]["cycles"]))
-        if not cfg["check_state"]:
-            s = [to_signed(await tb.read_value("SCORE", k), s_bits) for k in range(K)]
-            problem = _first_difference("score", s, want_s[steps - 1], steps - 1, n)
-            if problem:
-                raise AssertionError(problem)
-        summary.append(dict(network=n, cycles=cycles, events=await tb.read_value("COUNTER", cfg["counters"]["events"])))
+        scores = [to_signed(await tb.read_value("SCORE", k), s_bits) for k in range(K)]
+        problem = _first_difference("score", scores, want_s[steps - 1], steps - 1, n)
+        if problem:
+            raise AssertionError(problem)
+        events_counted = await tb.read_value("COUNTER", cfg["counters"]["events"])
+        summary.append(dict(network=n, cycles=cycles, events=events_counted, spikes=rtl_spikes,
+                            scores=scores))
     with open(path + ".summary.json", "w") as fh:
         json.dump(summary, fh)
