@@ -6,7 +6,7 @@ name in :mod:`delrec.arith` (plain combinational logic, no state).
 
 from __future__ import annotations
 
-from amaranth.hdl import Mux, Value
+from amaranth.hdl import Cat, Const, Mux, Value
 
 __all__ = ["saturate", "decay", "sign_extend"]
 
@@ -15,8 +15,9 @@ def saturate(value: Value, bits: int) -> Value:
     """:func:`delrec.arith.sat`: clamp a signed ``value`` to ``bits`` bits (result ``signed(bits)``)."""
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     value = Value.cast(value)
-    if value.shape().width <= bits and value.shape().signed:
-        return value
+    width = value.shape().width
+    if width <= bits and value.shape().signed:  # fits already: sign-extend to bits
+        return Cat(value, value[-1].replicate(bits - width)).as_signed()
     clamped = Mux(value > hi, hi, Mux(value < lo, lo, value))
     return clamped[:bits].as_signed()
 
@@ -40,5 +41,14 @@ def decay(value: Value, param: Value, mode: str, frac_bits: int) -> Value:
 
 
 def sign_extend(value: Value, bits: int) -> Value:
-    """``value`` reinterpreted as ``signed(bits)`` two's complement (low ``bits`` bits)."""
-    return Value.cast(value)[:bits].as_signed()
+    """``value`` reinterpreted as ``signed(bits)`` two's complement (low ``bits`` bits).
+
+    A narrower value is first extended by its own signedness (zeros for
+    unsigned, copies of the sign bit for signed).
+    """
+    value = Value.cast(value)
+    width = value.shape().width
+    if width < bits:
+        fill = value[-1] if value.shape().signed else Const(0, 1)
+        value = Cat(value, fill.replicate(bits - width))
+    return value[:bits].as_signed()

@@ -121,9 +121,6 @@ def test_saturate_matches_sat(shape, bits):
     check_all(f"saturate(x: {shape}, {bits})", ("result",), [{"x": v} for v in values], got, want)
 
 
-@pytest.mark.xfail(strict=True, reason="hw/fixed.py saturate: an input that is already signed and no "
-                   "wider than `bits` is returned unchanged, so the result is not signed(bits) as "
-                   "its docstring says (values are right; only the shape differs)")
 def test_saturate_result_shape():
     assert fixed.saturate(Signal(signed(5)), 8).shape() == signed(8)
 
@@ -182,9 +179,6 @@ def test_sign_extend_low_bits(shape, bits):
     check_all(f"sign_extend(x: {shape}, {bits})", ("result",), [{"x": v} for v in values], got, want)
 
 
-@pytest.mark.xfail(strict=True, reason="hw/fixed.py sign_extend: an unsigned value narrower than `bits` "
-                   "is reinterpreted from its own top bit (unsigned(4) 8 -> -8), not zero-extended to "
-                   "`bits` bits as 'value reinterpreted as signed(bits)' says (unused by the core)")
 def test_sign_extend_narrow_unsigned():
     x = Signal(unsigned(4))
     got = evaluate([x], [fixed.sign_extend(x, 8)], [(8,)])
