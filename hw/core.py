@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -16,10 +18,37 @@ from .ports import (COUNTER_BITS, ConfigRegister, CoreGeometry, Counter, ReadTar
 from .readout import Readout
 from .ring import FutureInputRing
 
-__all__ = ["InferenceCore", "DELAY_KINDS", "QUEUE_KINDS"]
+__all__ = ["InferenceCore", "DELAY_KINDS", "QUEUE_KINDS", "WEIGHT_WORD_BITS", "weights_per_word"]
 
 DELAY_KINDS = ("axonal", "synaptic")
 QUEUE_KINDS = ("ring", "history")
+
+#: Word width the input and recurrent weights are packed into: the iCE40
+#: SPRAM's (16K x 16) and the iCE40 block RAM's widest mode (256 x 16).
+WEIGHT_WORD_BITS = 16
+
+
+def weights_per_word(weight_bits: int) -> int:
+    """Weights packed into one word of the input and recurrent weight memories.
+
+    The largest power of two whose weights fit :data:`WEIGHT_WORD_BITS` bits
+    (1 for weights wider than half a word): two 8-bit weights per 16-bit word,
+    so that the SHD-size weights fit the UP5K's four SPRAMs.
+    """
+    count = 1
+    while 2 * count * weight_bits <= WEIGHT_WORD_BITS:
+        count *= 2
+    return count
+
+
+class _WeightLane(NamedTuple):
+    """One lane of a packed weight memory (see ``packed_weight_memory`` in the core)."""
+
+    write_en: Signal
+    write_index: Signal
+    write_data: Signal
+    read_index: Signal
+    weight: Signal       # weight ``read_index`` of the previous cycle
 
 
 def _check_count(name: str, value) -> int:
@@ -37,11 +66,18 @@ class InferenceCore(wiring.Component):
     time-multiplexed over ``P`` lanes: lane ``l`` owns neurons ``b*P + l``
     (row ``b`` of ``B = N / P``), and every per-neuron memory is one
     :class:`~amaranth.lib.memory.Memory` per lane, so a parameter write
-    touches one word and never needs a read-modify-write. All memories have
-    one synchronous read port and one write port (block RAM).
+    touches one element and never needs a read-modify-write. All memories
+    have one synchronous read port and one write port (block RAM).
 
-    Memories per lane: input weights ``C*B x weight_bits`` (word ``c*B + b``),
-    recurrent weights ``N*B x weight_bits`` (word ``j*B + b``), delays
+    The two big weight memories are built for single-port RAM (the iCE40
+    UP5K's SPRAM): their read and write ports share one address (host
+    writes happen only between steps, weight reads only during them) and
+    they pack :func:`weights_per_word` weights into one word of up to
+    :data:`WEIGHT_WORD_BITS` bits, written with a granularity of one
+    weight (a byte enable, no read-modify-write).
+
+    Memories per lane: input weights ``C*B x weight_bits`` (weight ``c*B + b``),
+    recurrent weights ``N*B x weight_bits`` (weight ``j*B + b``), delays
     ``B`` (axonal, word ``b``) or ``N*B`` (synaptic, word ``j*B + b``) ``x
     delay_bits``, biases and membranes ``B x v_bits``; the delay queue's
     (:class:`~delrec.hw.ring.FutureInputRing` or
@@ -177,8 +213,52 @@ class InferenceCore(wiring.Component):
                 ports.append((write, memory.read_port()))
             return ports
 
-        w_in = lane_memory("w_in", signed(spec.weight_bits), C * B)
-        w_rec = lane_memory("w_rec", signed(spec.weight_bits), N * B)
+        pack = weights_per_word(spec.weight_bits)
+        pack_bits = pack.bit_length() - 1
+
+        def packed_weight_memory(name, count):
+            """Per lane: ``count`` weights, ``pack`` per word; one address for reads and writes.
+
+            Returns one :class:`_WeightLane` per lane: drive ``write_*`` to store
+            weight ``write_index``; otherwise weight
+            ``read_index`` is read and appears on ``weight`` the next cycle (held
+            while a write is under way).
+            """
+            lanes = []
+            for lane in range(P):
+                memory = Memory(shape=unsigned(pack * spec.weight_bits), depth=-(-count // pack),
+                                init=[])
+                m.submodules[f"{name}_{lane}"] = memory
+                write = memory.write_port(granularity=spec.weight_bits)
+                read = memory.read_port()
+                write_en = Signal(name=f"{name}_{lane}_write_en")
+                write_index = Signal(range(count), name=f"{name}_{lane}_write_index")
+                write_data = Signal(spec.weight_bits, name=f"{name}_{lane}_write_data")
+                read_index = Signal(range(count), name=f"{name}_{lane}_read_index")
+                weight = Signal(signed(spec.weight_bits), name=f"{name}_{lane}_weight")
+                word = Signal.like(write.addr, name=f"{name}_{lane}_word")  # the shared address
+                m.d.comb += [
+                    word.eq(Mux(write_en, write_index >> pack_bits, read_index >> pack_bits)),
+                    write.addr.eq(word),
+                    read.addr.eq(word),
+                    read.en.eq(~write_en),
+                    write.data.eq(Cat(*[write_data] * pack)),
+                ]
+                if pack > 1:
+                    read_slot = Signal(pack_bits, name=f"{name}_{lane}_read_slot")
+                    with m.If(~write_en):
+                        m.d.sync += read_slot.eq(read_index[:pack_bits])
+                    m.d.comb += [
+                        write.en.eq(Mux(write_en, 1 << write_index[:pack_bits], 0)),
+                        weight.eq(read.data.word_select(read_slot, spec.weight_bits)),
+                    ]
+                else:
+                    m.d.comb += [write.en.eq(write_en), weight.eq(read.data)]
+                lanes.append(_WeightLane(write_en, write_index, write_data, read_index, weight))
+            return lanes
+
+        w_in = packed_weight_memory("w_in", C * B)
+        w_rec = packed_weight_memory("w_rec", N * B)
         delays = lane_memory("delay", unsigned(spec.delay_bits), g.delay_depth)
         biases = lane_memory("bias", signed(spec.v_bits), B)
         membranes = lane_memory("membrane", signed(spec.v_bits), B)
@@ -197,8 +277,15 @@ class InferenceCore(wiring.Component):
                           & (addr_lane == lane)):
                     m.d.comb += [write.en.eq(1), write.addr.eq(addr_row), write.data.eq(request.data[:bits])]
 
-        host_write(w_in, WriteTarget.W_IN, C * N, spec.weight_bits)
-        host_write(w_rec, WriteTarget.W_REC, N * N, spec.weight_bits)
+        def host_weight_write(lanes, target, limit):
+            for lane, port in enumerate(lanes):
+                m.d.comb += [port.write_index.eq(addr_row),
+                             port.write_data.eq(request.data[:spec.weight_bits]),
+                             port.write_en.eq(write_accept & (request.target == target)
+                                              & (request.addr < limit) & (addr_lane == lane))]
+
+        host_weight_write(w_in, WriteTarget.W_IN, C * N)
+        host_weight_write(w_rec, WriteTarget.W_REC, N * N)
         host_write(delays, WriteTarget.DELAY, N * N if synaptic else N, spec.delay_bits)
         host_write(biases, WriteTarget.BIAS, N, spec.v_bits)
         m.d.comb += [
@@ -259,10 +346,10 @@ class InferenceCore(wiring.Component):
         m.d.comb += [queue.deliver_en.eq(delivering), queue.deliver_row.eq(deliver_row)]
         for lane in range(P):
             m.d.comb += [
-                w_in[lane][1].addr.eq(weight_addr),
-                w_rec[lane][1].addr.eq(weight_addr),
-                queue.deliver_weight[lane].eq(Mux(deliver_recurrent, w_rec[lane][1].data,
-                                                  w_in[lane][1].data)),
+                w_in[lane].read_index.eq(weight_addr),
+                w_rec[lane].read_index.eq(weight_addr),
+                queue.deliver_weight[lane].eq(Mux(deliver_recurrent, w_rec[lane].weight,
+                                                  w_in[lane].weight)),
             ]
             if synaptic:
                 m.d.comb += [

@@ -16,10 +16,18 @@ __all__ = ["SpikeHistory"]
 class SpikeHistory(wiring.Component):
     """The last ``D`` spike bits of every neuron and a one-step current accumulator.
 
-    Per lane: ``history``, ``B`` words of ``D`` bits (``B = N / P`` rows),
-    written with a one-bit write granularity (bit ``t mod D`` of row ``b``
-    is the spike of neuron ``b*P + l`` at step ``t``; no read-modify-write);
-    ``currents``, ``B`` words of ``acc_bits``: the input of the current step.
+    Per lane: ``history``, ``B`` words of ``D`` bits (``B = N / P`` rows;
+    bit ``t mod D`` of row ``b`` is the spike of neuron ``b*P + l`` at step
+    ``t``); ``currents``, ``B`` words of ``acc_bits``: the input of the
+    current step.
+
+    A spike bit is recorded by a read-modify-write of its whole row, not by a
+    one-bit write enable (block RAMs without bit enables, the ECP5's
+    ``DP16KD``, would otherwise need one block per bit column): ``take``
+    reads the row from the history too, and ``record`` one cycle later
+    writes it back with bit ``t mod D`` replaced. The history's read port is
+    therefore busy during ``take``; ``probe_spikes`` is valid from the cycle
+    after ``probe_en`` until the next ``take`` or ``probe_en``.
 
     The core turns delays into deliveries itself: before the update of step
     ``t`` it probes, for every ``j``, bit ``(t - 1 - d_j) mod D`` (age
@@ -72,18 +80,20 @@ class SpikeHistory(wiring.Component):
         for lane in range(lanes):
             history = Memory(shape=unsigned(depth), depth=rows, init=[])
             m.submodules[f"history_{lane}"] = history
-            history_write = history.write_port(granularity=1)
+            history_write = history.write_port()
             history_read = history.read_port()
             with m.If(clearing):
-                m.d.comb += [history_write.en.eq((1 << depth) - 1), history_write.addr.eq(clear_row),
+                m.d.comb += [history_write.en.eq(1), history_write.addr.eq(clear_row),
                              history_write.data.eq(0)]
-            with m.Elif(self.record_en):
-                m.d.comb += [history_write.en.eq(slot_select), history_write.addr.eq(self.record_row),
-                             history_write.data.eq(Mux(self.record_spikes[lane], (1 << depth) - 1, 0))]
+            with m.Elif(self.record_en):  # the row read by `take` the cycle before, one bit replaced
+                m.d.comb += [history_write.en.eq(1), history_write.addr.eq(self.record_row),
+                             history_write.data.eq(Mux(self.record_spikes[lane],
+                                                       history_read.data | slot_select,
+                                                       history_read.data & ~slot_select))]
             age_slot = (self.slot - self.probe_age[lane])[:spec.delay_bits]
             m.d.comb += [
-                history_read.en.eq(self.probe_en),
-                history_read.addr.eq(self.probe_row),
+                history_read.en.eq(self.probe_en | self.take_en),
+                history_read.addr.eq(Mux(self.take_en, self.take_row, self.probe_row)),
                 self.probe_spikes[lane].eq(history_read.data.bit_select(age_slot, 1)),
             ]
 
