@@ -19,7 +19,7 @@ import numpy as np
 
 from delrec.hw.ports import Counter, ReadTarget
 
-from .protocol import (MAX_PAYLOAD, NAK, REPLY_FLAG, Command, FrameDecoder, ProtocolError, Status,
+from .protocol import (MAX_PAYLOAD, NAK, REPLY_FLAG, STATS_COUNTERS, Command, FrameDecoder, ProtocolError, Status,
                        encode_frame, pack_channels, pack_reads, pack_writes, unpack_bitmap)
 
 __all__ = ["Transport", "SerialTransport", "CoreDriver", "DeviceInfo"]
@@ -189,8 +189,7 @@ class CoreDriver:
 
     def stats(self) -> dict:
         data = self.request(Command.STATS)
-        names = ("frames_ok", "frames_bad", "bad_crc", "truncated", "bad_command", "bad_length")
-        return {n: int.from_bytes(data[4 * i:4 * i + 4], "little") for i, n in enumerate(names)}
+        return {n: int.from_bytes(data[4 * i:4 * i + 4], "little") for i, n in enumerate(STATS_COUNTERS)}
 
 
 assert MAX_PAYLOAD >= 31 * 8 and MAX_PAYLOAD >= 127 * 2 and MAX_PAYLOAD >= 63 * 4

@@ -40,7 +40,7 @@ import enum
 from dataclasses import dataclass
 
 __all__ = ["SYNC", "MAX_PAYLOAD", "Command", "Status", "crc16", "encode_frame", "Frame", "FrameDecoder",
-           "ProtocolError", "check_request", "REPLY_FLAG", "NAK", "PROTOCOL_VERSION", "pack_writes",
+           "ProtocolError", "check_request", "REPLY_FLAG", "NAK", "PROTOCOL_VERSION", "STATS_COUNTERS", "pack_writes",
            "pack_channels", "pack_reads", "unpack_bitmap"]
 
 SYNC = 0xA5
@@ -48,6 +48,10 @@ MAX_PAYLOAD = 255
 REPLY_FLAG = 0x80
 NAK = 0xFF
 PROTOCOL_VERSION = 1
+
+
+#: the frame counters STATS returns, in order (u32 little endian each)
+STATS_COUNTERS = ("frames_ok", "frames_bad", "bad_crc", "truncated", "bad_command", "bad_length")
 
 
 class Command(enum.IntEnum):
@@ -66,6 +70,9 @@ class Status(enum.IntEnum):
     TRUNCATED = 2
     BAD_COMMAND = 3
     BAD_LENGTH = 4
+    #: WRITE, CLEAR or READ while a step is open (after EVENTS, before STEP):
+    #: refused, counted among the bad commands
+    STEP_OPEN = 5
 
 
 class ProtocolError(Exception):

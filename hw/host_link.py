@@ -14,6 +14,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from delrec.arith import CoreSpec
+from delrec.firmware.protocol import (NAK, PROTOCOL_VERSION, REPLY_FLAG, STATS_COUNTERS, SYNC, Command,
+                                     Status)
 
 from .core import DELAY_KINDS, QUEUE_KINDS
 from .crc import CRC16_INIT, crc16_next
@@ -23,50 +25,23 @@ from .ports import (CoreGeometry, ReadTarget, WriteTarget, input_layout, read_da
 __all__ = ["HostLink", "FRAME_SYNC", "REPLY_FLAG", "NAK_COMMAND", "PROTOCOL_VERSION", "Command", "Status",
            "STEP_OPEN_STATUS", "COUNTERS"]
 
-# The protocol's constants, restated here so that the gateware does not import the
-# firmware package; tests/test_host_link.py checks that they agree with
-# delrec.firmware.protocol.
-FRAME_SYNC = 0xA5
-REPLY_FLAG = 0x80
-NAK_COMMAND = 0xFF
-PROTOCOL_VERSION = 1
+# The protocol's constants come from its one definition (plain Python, no torch).
+FRAME_SYNC = SYNC
+NAK_COMMAND = NAK
 #: The buffer (one iCE40 block RAM of 512 x 8): request payloads and spike
 #: bitmaps at 0..255, the frame counters from STATS_BASE on.
 BUFFER_BYTES = 512
 STATS_BASE = 256
 #: The frame counters, in the order STATS sends them (u32 little endian each).
-COUNTERS = ("frames_ok", "frames_bad", "bad_crc", "truncated", "bad_command", "bad_length")
+COUNTERS = STATS_COUNTERS
 COUNTER_BYTES = 4
-
-
-class Command:
-    """Request codes (:class:`delrec.firmware.protocol.Command`)."""
-
-    PING = 0x00
-    WRITE = 0x01
-    CLEAR = 0x02
-    EVENTS = 0x03
-    STEP = 0x04
-    READ = 0x05
-    STATS = 0x06
-    COUNT = 7
-
-
-class Status:
-    """Reply status codes (:class:`delrec.firmware.protocol.Status`)."""
-
-    OK = 0
-    BAD_CRC = 1
-    TRUNCATED = 2
-    BAD_COMMAND = 3
-    BAD_LENGTH = 4
-
+#: Number of request codes: codes at or above it are unknown commands.
+COMMAND_COUNT = len(Command)
 
 #: The NAK status of a WRITE, CLEAR or READ sent while a step is open (after
 #: EVENTS, before STEP): the core takes neither writes nor reads then, so the
-#: link refuses the request instead of waiting forever. The protocol has no
-#: status of its own for this; it is counted as a bad command.
-STEP_OPEN_STATUS = Status.BAD_COMMAND
+#: link refuses the request instead of waiting forever (counted as a bad command).
+STEP_OPEN_STATUS = Status.STEP_OPEN
 
 #: Bytes of one element of each request's payload.
 ELEMENT_BYTES = {Command.WRITE: 8, Command.EVENTS: 2, Command.STEP: 2, Command.READ: 3}
@@ -507,7 +482,7 @@ class HostLink(wiring.Component):
                 }
                 needs_idle_core = (command == Command.WRITE) | (command == Command.CLEAR) \
                     | (command == Command.READ)
-                with m.If(command >= Command.COUNT):
+                with m.If(command >= COMMAND_COUNT):
                     reject(Status.BAD_COMMAND, "bad_command")
                 with m.Else():
                     with m.Switch(command):

@@ -135,3 +135,42 @@ def test_waves_dump_a_vcd(tmp_path):
     cosimulate(build, networks, inputs, waves=True, build_root=tmp_path, work_dir=tmp_path / "run")
     vcd = (tmp_path / "run" / "dump.vcd").read_text()
     assert "spikes__valid" in vcd and "#" in vcd
+
+
+def test_host_driver_through_the_uart_top(build_root):
+    """The unchanged host driver loads a network over the UART pins of the top and runs it."""
+    from delrec.sim.host_cosim import cosimulate_host
+
+    build = CoreBuild(inputs=4, neurons=6, classes=3, spec=CoreSpec(delay_bits=3), lanes=2)
+    networks, inputs = random_cases(build, 2, np.random.default_rng(11), steps=(8, 8))
+    net = networks[0]
+    xs = [np.asarray(x)[:, :net.inputs] if x.shape[1] >= net.inputs else
+          np.pad(x, ((0, 0), (0, net.inputs - x.shape[1]))) for x in inputs]
+    summary = cosimulate_host(build, net, xs, clocks_per_bit=4, build_root=build_root)
+    assert [s["STEPS"] for s in summary["samples"]] == [8, 8]
+    assert summary["stats"]["frames_bad"] == 0 and summary["stats"]["frames_ok"] > 10
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs the shared spoken digits")
+def test_spoken_digits_through_the_host_link(tmp_path, build_root):
+    """Checkpoint -> quantize -> compile -> WRITE frames over UART -> real recordings -> predictions."""
+    import torch
+
+    from delrec.golden.fixed import quantize, run_fixed
+    from delrec.golden.tasks.base import load_task
+    from delrec.golden.training import build_model, load_checkpoint, make_configs, train
+    from delrec.sim.host_cosim import cosimulate_host
+
+    options = dict(data=str(SHARED), steps=100)
+    task = load_task("spoken-digits", **options)
+    model_config, train_config = make_configs(task, dict(hidden=[128], epochs=8, task_options=options))
+    train(model_config, train_config, tmp_path, progress=False, task=task)
+    model = build_model(load_checkpoint(tmp_path / "checkpoint.pt"))
+    x = torch.stack([task.test[i][0] for i in range(10)]).to(torch.int64).numpy()
+    build = CoreBuild(inputs=task.inputs, neurons=128, classes=task.classes, lanes=4, queue="history")
+    net = quantize(model, build.spec, max_input=int(x.max()))
+    summary = cosimulate_host(build, net, list(x), clocks_per_bit=4, build_root=build_root)
+    golden = run_fixed(net, np.transpose(x, (1, 0, 2))).predictions()
+    assert [s["prediction"] for s in summary["samples"]] == golden.tolist()
+    assert summary["stats"]["frames_bad"] == 0
