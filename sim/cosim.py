@@ -47,13 +47,17 @@ def _module_name(build: CoreBuild) -> str:
 class CosimResult:
     """Per network: what the RTL reported, and the golden trace it was compared with.
 
-    ``cycles[n]`` per step (the core's counter), ``events[n]`` synaptic
+    ``cycles[n]`` per step (the core's CYCLES counter: from the step's
+    ``last=1`` input beat to its ``last=1`` spike beat), ``step_cycles[n]``
+    per step as the testbench measured it from the first input beat (input
+    events included; with ``stall=0`` this is the core's whole step), ``events[n]`` synaptic
     events counted by the core, ``spikes[n]`` the RTL's spikes ``[T, N]``
     as received on its output stream, ``scores[n]`` its final scores.
     """
 
     build: CoreBuild
     cycles: list[list[int]]
+    step_cycles: list[list[int]]
     events: list[int]
     spikes: list[np.ndarray]
     scores: list[list[int]]
@@ -137,6 +141,7 @@ def cosimulate(build: CoreBuild, networks: list[FixedNetwork], inputs: list[np.n
             raster[t, i] = 1
         spikes.append(raster)
     return CosimResult(build=build, cycles=[s["cycles"] for s in summary],
+                       step_cycles=[s["step_cycles"] for s in summary],
                        events=[s["events"] for s in summary], spikes=spikes,
                        scores=[s["scores"] for s in summary], golden=goldens)
 

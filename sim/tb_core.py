@@ -25,6 +25,13 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
+try:
+    from cocotb.simtime import get_sim_time
+except ImportError:  # pragma: no cover - older cocotb
+    from cocotb.utils import get_sim_time
+
+CLOCK_NS = 10
+
 
 def pack(fields: dict, **values) -> int:
     """Pack field values into a payload integer given ``{name: [offset, width]}``."""
@@ -123,7 +130,7 @@ class CoreTB:
         self.targets = cfg["targets"]
 
     async def reset(self) -> None:
-        cocotb.start_soon(Clock(self.clk, 10, unit="ns").start())
+        cocotb.start_soon(Clock(self.clk, CLOCK_NS, unit="ns").start())
         self.dut.rst.value = 1
         for _ in range(3):
             await RisingEdge(self.clk)
@@ -186,9 +193,12 @@ async def core_matches_golden(dut):
         bounds = np.searchsorted(events[:, 0], np.arange(steps + 1))
         want_spikes, want_v = data[f"spikes{n}"], data[f"v{n}"]
         want_r, want_s = data[f"readout{n}"], data[f"scores{n}"]
-        cycles, rtl_spikes = [], []
+        cycles, step_cycles, rtl_spikes = [], [], []
         for t in range(steps):
+            began = get_sim_time(unit="ns")
             fired = await tb.step(events[bounds[t]:bounds[t + 1], 1].tolist())
+            # the whole step as the testbench saw it: input events included
+            step_cycles.append(int(round((get_sim_time(unit="ns") - began) / CLOCK_NS)))
             rtl_spikes += [[t, i] for i in fired]
             got = np.zeros(N, np.int64)
             got[fired] = 1
@@ -212,7 +222,8 @@ async def core_matches_golden(dut):
         if problem:
             raise AssertionError(problem)
         events_counted = await tb.read_value("COUNTER", cfg["counters"]["events"])
-        summary.append(dict(network=n, cycles=cycles, events=events_counted, spikes=rtl_spikes,
+        summary.append(dict(network=n, cycles=cycles, step_cycles=step_cycles, events=events_counted,
+                            spikes=rtl_spikes,
                             scores=scores))
     with open(path + ".summary.json", "w") as fh:
         json.dump(summary, fh)

@@ -46,6 +46,8 @@ def test_random_networks_bit_exact(name, build_root):
     result = cosimulate(build, networks, inputs, stall=0.3, seed=1, build_root=build_root)
     assert sum(int(t.spikes.sum()) for t in result.golden) > 0
     assert all(c > 0 for cycles in result.cycles for c in cycles)
+    for whole, after_input in zip(result.step_cycles, result.cycles):
+        assert all(w >= a for w, a in zip(whole, after_input))
     for rtl, golden in zip(result.spikes, result.golden):  # what the RTL sent, as received
         np.testing.assert_array_equal(rtl, golden.spikes[:, 0])
     assert result.predictions() == [int(t.predictions()[0]) for t in result.golden]
