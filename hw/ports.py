@@ -232,7 +232,8 @@ def delay_queue_signature(rows: int, lanes: int, spec: CoreSpec) -> wiring.Signa
         the step's spikes of row ``row``.
     ``probe_*``
         ``probe_spikes[l]`` (from the cycle after ``probe_en``, held while it is
-        low) tells whether neuron ``row*P + l`` spiked ``probe_age[l]`` steps ago
+        low until the next ``take``: the spike history reads its rows through
+        the same port for a read-modify-write record) tells whether neuron ``row*P + l`` spiked ``probe_age[l]`` steps ago
         (applied combinationally to the held row); the ring keeps only the
         current step (age 0).
     ``clear``, ``busy``
