@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from amaranth.hdl import Fragment
 
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+
 from delrec.arith import CoreSpec
 from delrec.cli import main
 from delrec.firmware.compiler import CoreBuild
@@ -97,6 +99,23 @@ def test_cli_bitstream(monkeypatch, capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["board"] == "ulx3s-25f"
     assert seen["build"] == SHD and seen["board"] == "ulx3s-25f" and seen["dsp"] is None
     assert seen["baudrate"] == 115200 and seen["out"] == tmp_path / "x"
+
+
+def test_does_not_fit_names_resource(monkeypatch):
+    """A nextpnr failure for lack of room raises BoardError naming the exhausted resource."""
+    def fake_run(command, cwd, output, log, what, timeout):
+        (cwd / "top.tim").write_text(
+            "Info: Device utilisation:\n"
+            "Info: \t         ICESTORM_LC:    6000/   5280   113%\n"
+            "Info: \t        ICESTORM_RAM:      12/     30    40%\n"
+            "ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'ICESTORM_LC'\n")
+        raise boards.SynthesisError("board build failed (exit 1)")
+
+    monkeypatch.setattr(boards, "_run", fake_run)
+    with pytest.raises(boards.BoardError, match="does not fit: ICESTORM_LC 6000/5280") as info:
+        build_bitstream(TINY, "icebreaker", BUILD / "icebreaker-nofit")
+    assert set(info.value.exhausted) == {"ICESTORM_LC"}
+    assert info.value.partial["over_capacity"]["ICESTORM_LC"]["used"] == 6000
 
 
 # ---------------------------------------------------------------------------
