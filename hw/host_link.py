@@ -118,7 +118,11 @@ class HostLink(wiring.Component):
     Requests and replies alternate: ``rx`` is not ready from the end of a
     request until its reply has been sent. Every OK reply's header leaves
     as soon as the request is checked (its length depends only on the
-    request), and payload bytes follow as they are produced. ``tx`` and the
+    request), and payload bytes follow as they are produced; the status-only
+    replies of CLEAR, WRITE and EVENTS leave when the command is done, so a
+    host that sends its next request on the reply always finds the link
+    listening (behind a UART, an earlier reply let the next request overrun
+    the receiver while events were still being fed to the core). ``tx`` and the
     core's streams assert ``valid`` without waiting for ``ready``.
 
     Cycles (``tests/test_host_link.py::test_cycle_costs`` checks them), with
@@ -135,9 +139,9 @@ class HostLink(wiring.Component):
     ========================  =================================  ========================
     PING                      18                                 23
     STATS                     54                                 59
-    CLEAR                     7                                  9
-    WRITE                     7 (sent while the beats go)        ``10 E + 8``
-    EVENTS                    7                                  ``max(9, 4 E + 8)``
+    CLEAR                     9 (once the core took it)          11
+    WRITE                     ``10 E + 8`` (after the last beat)  reply + 2
+    EVENTS                    ``4 E + 8`` (after the last beat)   reply + 2
     READ                      ``11 E + 3`` (``9 E + 3`` when     reply + 5
                               no element reaches the core)
     STEP                      ``4 E + 3 ceil(N/8) + 4 + CYCLES``  reply + 5
@@ -390,6 +394,8 @@ class HostLink(wiring.Component):
         read_target, read_addr = element[40:48], element[48:64]
         channel = element[48:64]
 
+        deferred_reply = Signal()          # an OK reply to send once the command is done
+        deferred_command = Signal(8)
         read_elements = Signal(8)
         m.d.comb += read_elements.eq((length * 171) >> 9)     # length // 3 for length < 512
 
@@ -404,10 +410,12 @@ class HostLink(wiring.Component):
                 start_reply(ok, 1 + len(COUNTERS) * COUNTER_BYTES, Status.OK)
                 send_from_buffer(STATS_BASE, STATS_BASE + len(COUNTERS) * COUNTER_BYTES - 1)
             elif code == Command.CLEAR:
-                start_reply(ok, 1, Status.OK)
+                m.d.sync += [deferred_reply.eq(1), deferred_command.eq(ok)]
                 m.next = "CLEAR"
             elif code in (Command.WRITE, Command.EVENTS):
-                start_reply(ok, 1, Status.OK)
+                # status-only replies leave when the command is done (FINISH): a host
+                # that sends its next request on the reply finds the link listening
+                m.d.sync += [deferred_reply.eq(1), deferred_command.eq(ok)]
                 if code == Command.EVENTS:
                     m.d.sync += step_open.eq(1)
                 start_elements(ELEMENT_BYTES[code])
@@ -628,6 +636,9 @@ class HostLink(wiring.Component):
 
             # -- the frame's counters, one byte per cycle (ripple carry); the reply leaves ------
             with m.State("FINISH"):
+                with m.If(deferred_reply & framer_idle):
+                    start_reply(deferred_command, 1, Status.OK)
+                    m.d.sync += deferred_reply.eq(0)
                 with m.If(count_mask != 0):
                     with m.If(count_byte != COUNTER_BYTES):
                         m.d.comb += [read_enable.eq(1), buffer_read.addr.eq(counter_base + count_byte)]
@@ -642,6 +653,6 @@ class HostLink(wiring.Component):
                     with m.If(count_byte == COUNTER_BYTES):
                         m.d.sync += [count_byte.eq(0),
                                      count_mask.eq(count_mask & ~(Const(1, len(COUNTERS)) << count_index))]
-                with m.Elif(framer_idle):
+                with m.Elif(framer_idle & ~deferred_reply):
                     m.next = "SYNC"
         return m

@@ -143,11 +143,13 @@ def test_host_driver_through_the_uart_top(build_root):
     """The unchanged host driver loads a network over the UART pins of the top and runs it."""
     from delrec.sim.host_cosim import cosimulate_host
 
+    from delrec.image import FixedNetwork
+
     build = CoreBuild(inputs=4, neurons=6, classes=3, spec=CoreSpec(delay_bits=3), lanes=2)
-    networks, inputs = random_cases(build, 2, np.random.default_rng(11), steps=(8, 8))
-    net = networks[0]
-    xs = [np.asarray(x)[:, :net.inputs] if x.shape[1] >= net.inputs else
-          np.pad(x, ((0, 0), (0, net.inputs - x.shape[1]))) for x in inputs]
+    rng = np.random.default_rng(11)
+    net = FixedNetwork.random(build.spec, 4, 6, 3, rng, weight_scale=0.1, max_input=40)
+    xs = [rng.integers(0, 3, size=(8, 4)) for _ in range(2)]
+    xs[1][3] = 35  # 140 events in one step: EVENTS, then STEP, back to back over the line
     summary = cosimulate_host(build, net, xs, clocks_per_bit=4, build_root=build_root)
     assert [s["STEPS"] for s in summary["samples"]] == [8, 8]
     assert summary["stats"]["frames_bad"] == 0 and summary["stats"]["frames_ok"] > 10

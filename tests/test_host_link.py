@@ -680,14 +680,14 @@ def test_cycle_costs():
 
         await check(Command.PING, b"", 18, 23)
         await check(Command.STATS, b"", 54, 59)
-        await check(Command.CLEAR, b"", 7, 9)
+        await check(Command.CLEAR, b"", 9, 11)
         await host.idle(ctx, 200)                            # let the core finish clearing
         for count in (1, 2, 31):
             for target in (WriteTarget.BIAS.value, 9):       # written, or dropped by the link
                 payload = pack_writes([(target, 0, 0)] * count)
-                await check(Command.WRITE, payload, 7, 10 * count + 8)
+                await check(Command.WRITE, payload, 10 * count + 8, 10 * count + 10)
         for count in (0, 1, 2, 3, 20):
-            await check(Command.EVENTS, pack_channels([dropped] * count), 7, max(9, 4 * count + 8))
+            await check(Command.EVENTS, pack_channels([dropped] * count), 4 * count + 8, 4 * count + 10)
         await cost(encode_frame(Command.STEP))               # closes the step the EVENTS opened
         for count in (1, 2, 5):
             await check(Command.READ, pack_reads([(ReadTarget.COUNTER.value, 0)] * count),
