@@ -658,6 +658,7 @@ def test_history_spike_arrives_one_plus_delay_steps_later(neurons, lanes, delay_
                     await bench.idle(ctx)
             for row in range(B):
                 spikes[t, row * P:(row + 1) * P] = rng.integers(0, 2, P)
+                await bench.take(ctx, row)  # a record writes back the row its take read
                 await bench.record(ctx, row, [int(b) for b in spikes[t, row * P:(row + 1) * P]])
             row = int(rng.integers(0, B))
             await bench.probe(ctx, row)
@@ -718,6 +719,7 @@ def test_history_clear_forgets_spikes_and_currents(neurons, lanes, delay_bits):
         for slot in range(D):
             ctx.set(dut.slot, slot)
             for row in range(B):
+                await bench.take(ctx, row)
                 await bench.record(ctx, row, [1] * P)
         for row in range(B):
             await bench.deliver(ctx, row, [0] * P, [int(w) or 1 for w in rng.integers(-128, 128, P)])
