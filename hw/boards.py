@@ -36,9 +36,8 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 
 from .host_top import CHARACTER_BITS, HostTop
-from .synth import (_LOGIC_BEL, _PSEUDO_CLOCK, DEVICES, SynthesisError, _count, _CELLS, _memory_mapping,
-                    _run, _tail, _tool, _utilization_from_log, mark_lut_ram, memory_sizes,
-                    strip_zero_memory_init, summarize_critical_path)
+from .synth import (DEVICES, SynthesisError, _memory_mapping, _run, _tail, _tool, _utilization_from_log,
+                    cell_counts, mark_lut_ram, memory_sizes, strip_zero_memory_init, timing_from_report)
 
 __all__ = ["BOARDS", "Board", "BoardTop", "BoardError", "build_bitstream", "clocks_per_bit_for"]
 
@@ -298,8 +297,8 @@ def build_bitstream(build, board: str, out_dir, *, baudrate: float = 115200, dsp
     report = json.loads((out / "report.json").read_text())
     log_text = (out / f"{NAME}.rpt").read_text(errors="replace")
     memories = _memory_mapping(log_text, sizes)
-    result.update(_cells(out, spec.family))
-    result.update(_timing(report, spec.family))
+    result.update(cell_counts(out / "stat.json", spec.family))
+    result.update(timing_from_report(report, spec.family))
     result.update(
         bitstream=str(bitstream), bitstream_bytes=bitstream.stat().st_size,
         memories=memories,
@@ -312,41 +311,3 @@ def build_bitstream(build, board: str, out_dir, *, baudrate: float = 115200, dsp
     return result
 
 
-def _cells(out: Path, family: str) -> dict:
-    stat = json.loads((out / "stat.json").read_text())
-    cells = {k: int(v) for k, v in stat["design"].get("num_cells_by_type", {}).items()
-             if not k.startswith("$scopeinfo")}
-    kinds = _CELLS[family]
-    counts = {key: _count(cells, kinds[key]) for key in ("lut4", "carry", "bram", "spram", "dsp", "lutram")}
-    counts["ff"] = sum(n for t, n in cells.items() if t.startswith(kinds["ff_prefix"]))
-    return dict(lut=counts["lut4"], ff=counts["ff"], bram=counts["bram"], spram=counts["spram"],
-                dsp=counts["dsp"], cells=counts, cell_types=cells)
-
-
-def _timing(report: dict, family: str) -> dict:
-    """Utilisation and fmax from nextpnr's ``--report`` (as :func:`delrec.hw.synth.synthesize`)."""
-    utilization = {}
-    for bel, use in sorted(report.get("utilization", {}).items()):
-        used, available = int(use.get("used", 0)), int(use.get("available", 0))
-        utilization[bel] = dict(used=used, available=available,
-                                percent=round(100.0 * used / available, 2) if available else None)
-    fmax = {clock: dict(achieved=round(float(v["achieved"]), 2), constraint=round(float(v["constraint"]), 2))
-            for clock, v in report.get("fmax", {}).items()}
-    clocks = {c: v for c, v in fmax.items() if not _PSEUDO_CLOCK.search(c)}
-    paths = report.get("critical_paths", [])
-    split = [summarize_critical_path(p) for p in paths
-             if _PSEUDO_CLOCK.search(f"{p.get('from')} {p.get('to')}")]
-    notes = []
-    if split:
-        notes.append("nextpnr times the iCE40 DSP blocks as if clocked by their constant CLK net: paths "
-                     "through a DSP are cut there and fmax_mhz does not include them (dsp=False times all)")
-    return dict(
-        fmax_mhz=min((v["achieved"] for v in clocks.values()), default=None),
-        fmax_per_clock=fmax,
-        timing_met=bool(clocks) and all(v["achieved"] >= v["constraint"] for v in clocks.values()),
-        utilization=utilization,
-        logic_cells=utilization.get(_LOGIC_BEL[family], {}),
-        critical_paths=[summarize_critical_path(p) for p in paths
-                        if not _PSEUDO_CLOCK.search(f"{p.get('from')} {p.get('to')}")],
-        dsp_split_paths=split, timing_notes=notes,
-    )

