@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
-from delrec.arith import CoreSpec
-
-from .ports import delay_queue_signature
+from .ports import DelayQueue
 
 __all__ = ["SpikeHistory"]
 
 
-class SpikeHistory(wiring.Component):
+class SpikeHistory(DelayQueue):
     """The last ``D`` spike bits of every neuron and a one-step current accumulator.
 
     Per lane: ``history``, ``B`` words of ``D`` bits (``B = N / P`` rows;
@@ -48,14 +45,6 @@ class SpikeHistory(wiring.Component):
         ``P``, divides ``N``.
     spec : CoreSpec
     """
-
-    def __init__(self, neurons: int, lanes: int, spec: CoreSpec):
-        if neurons % lanes:
-            raise ValueError(f"Lane count must divide the neuron count, not {lanes!r}")
-        self._rows = neurons // lanes
-        self._lanes = lanes
-        self._spec = spec
-        super().__init__(delay_queue_signature(self._rows, lanes, spec))
 
     def elaborate(self, platform):
         spec, rows, lanes = self._spec, self._rows, self._lanes

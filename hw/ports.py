@@ -28,7 +28,7 @@ from delrec.arith import CoreSpec
 
 __all__ = ["WriteTarget", "ReadTarget", "ConfigRegister", "Counter", "CoreGeometry",
            "input_layout", "spike_layout", "write_layout", "read_layout", "read_data_layout",
-           "delay_queue_signature", "COUNTER_BITS"]
+           "delay_queue_signature", "DelayQueue", "COUNTER_BITS"]
 
 #: Width of the performance counters (cycles, synaptic events, steps).
 COUNTER_BITS = 32
@@ -260,3 +260,20 @@ def delay_queue_signature(rows: int, lanes: int, spec: CoreSpec) -> wiring.Signa
         "clear": In(1),
         "busy": Out(1),
     })
+
+
+class DelayQueue(wiring.Component):
+    """Base of the delay queues: checks the geometry and offers :func:`delay_queue_signature`.
+
+    Subclasses (:class:`~delrec.hw.ring.FutureInputRing`,
+    :class:`~delrec.hw.history.SpikeHistory`) find ``_rows`` (``B = N / P``),
+    ``_lanes`` and ``_spec`` set.
+    """
+
+    def __init__(self, neurons: int, lanes: int, spec: CoreSpec):
+        if neurons % lanes:
+            raise ValueError(f"Lane count must divide the neuron count, not {lanes!r}")
+        self._rows = neurons // lanes
+        self._lanes = lanes
+        self._spec = spec
+        super().__init__(delay_queue_signature(self._rows, lanes, spec))

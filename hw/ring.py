@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Module, Signal, signed, unsigned
-from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 
-from delrec.arith import CoreSpec
-
-from .ports import delay_queue_signature
+from .ports import DelayQueue
 
 __all__ = ["FutureInputRing"]
 
 
-class FutureInputRing(wiring.Component):
+class FutureInputRing(DelayQueue):
     """``D`` future steps of input current for every neuron.
 
     Per lane one ``acc_bits``-wide memory of ``B * D`` words (``B = N / P``
@@ -37,14 +34,6 @@ class FutureInputRing(wiring.Component):
         ``P``, divides ``N``.
     spec : CoreSpec
     """
-
-    def __init__(self, neurons: int, lanes: int, spec: CoreSpec):
-        if neurons % lanes:
-            raise ValueError(f"Lane count must divide the neuron count, not {lanes!r}")
-        self._rows = neurons // lanes
-        self._lanes = lanes
-        self._spec = spec
-        super().__init__(delay_queue_signature(self._rows, lanes, spec))
 
     def elaborate(self, platform):
         spec, rows, lanes = self._spec, self._rows, self._lanes
