@@ -162,6 +162,47 @@ def _eval(args) -> int:
     return 0
 
 
+def _add_spec_arguments(p) -> None:
+    """One option per field of the core's arithmetic (:class:`delrec.arith.CoreSpec`)."""
+    from dataclasses import fields
+
+    from delrec.arith import LEAK_MODES, CoreSpec
+
+    for f in fields(CoreSpec):
+        if f.name == "leak":
+            p.add_argument("--leak", choices=LEAK_MODES, default=f.default)
+        else:
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=f.default)
+
+
+def _spec_from(args):
+    from dataclasses import fields
+
+    from delrec.arith import CoreSpec
+
+    return CoreSpec(**{f.name: getattr(args, f.name) for f in fields(CoreSpec)})
+
+
+def _add_build_arguments(p) -> None:
+    """The hardware configuration of the core (:class:`delrec.firmware.compiler.CoreBuild`)."""
+    p.add_argument("--inputs", type=int, default=140, help="input channels C (default 140)")
+    p.add_argument("--neurons", type=int, default=256, help="recurrent neurons N (default 256)")
+    p.add_argument("--classes", type=int, default=20, help="readout classes K (default 20)")
+    p.add_argument("--lanes", type=int, default=1, help="parallel lanes P (default 1)")
+    p.add_argument("--queue", choices=("ring", "history"), default="history",
+                   help="delay queue (default: history, the small one)")
+    p.add_argument("--delay-kind", choices=("axonal", "synaptic"), default="axonal")
+    _add_spec_arguments(p)
+
+
+def _build_from(args):
+    from delrec.firmware.compiler import CoreBuild
+
+    return CoreBuild(inputs=args.inputs, neurons=args.neurons, classes=args.classes,
+                     spec=_spec_from(args), lanes=args.lanes, delay_kind=args.delay_kind,
+                     queue=args.queue)
+
+
 def _add_quantize(sub):
     p = sub.add_parser("quantize", help="quantize a checkpoint for the core and measure it",
                        description="Turn a one-hidden-layer float checkpoint into the core's "
@@ -172,23 +213,17 @@ def _add_quantize(sub):
     p.add_argument("--out", type=Path, default=None,
                    help="image file (default: fixed.npz next to the checkpoint)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    for name, default in (("weight-bits", 8), ("v-bits", 16), ("acc-bits", 16), ("delay-bits", 6),
-                          ("decay-bits", 8), ("readout-bits", 24)):
-        p.add_argument(f"--{name}", type=int, default=default)
-    p.add_argument("--leak", choices=("multiply", "shift"), default="multiply")
+    _add_spec_arguments(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_quantize)
 
 
 def _quantize(args) -> int:
-    from delrec.arith import CoreSpec
     from delrec.golden.fixed import evaluate_quantized, quantize
     from delrec.golden.tasks.base import load_task, make_loader
     from delrec.golden.training import build_model, load_checkpoint
 
-    spec = CoreSpec(weight_bits=args.weight_bits, v_bits=args.v_bits, acc_bits=args.acc_bits,
-                    delay_bits=args.delay_bits, decay_bits=args.decay_bits,
-                    readout_bits=args.readout_bits, leak=args.leak)
+    spec = _spec_from(args)
     state = load_checkpoint(args.checkpoint)
     model = build_model(state)
     train_config = state["train_config"]
@@ -324,17 +359,7 @@ def _add_synth(sub):
                                    "flip-flop, block RAM, SPRAM and DSP counts, utilisation, the "
                                    "achieved clock frequency and the critical path. Prints JSON "
                                    "and writes it (with every tool log) into --out.")
-    p.add_argument("--inputs", type=int, default=140, help="input channels C (default 140)")
-    p.add_argument("--neurons", type=int, default=256, help="recurrent neurons N (default 256)")
-    p.add_argument("--classes", type=int, default=20, help="readout classes K (default 20)")
-    p.add_argument("--lanes", type=int, default=1, help="parallel lanes P (default 1)")
-    p.add_argument("--queue", choices=("ring", "history"), default="history",
-                   help="delay queue (default: history, the small one)")
-    p.add_argument("--delay-kind", choices=("axonal", "synaptic"), default="axonal")
-    for name, default in (("weight-bits", 8), ("v-bits", 16), ("acc-bits", 16), ("delay-bits", 6),
-                          ("decay-bits", 8), ("readout-bits", 24), ("score-bits", 32)):
-        p.add_argument(f"--{name}", type=int, default=default)
-    p.add_argument("--leak", choices=("multiply", "shift"), default="multiply")
+    _add_build_arguments(p)
     p.add_argument("--device", choices=("up5k", "ecp5-25f", "ecp5-85f"), default="up5k")
     p.add_argument("--freq", type=float, default=None,
                    help="clock target of nextpnr in MHz (default: 24 for up5k, 100 for ECP5)")
@@ -345,15 +370,9 @@ def _add_synth(sub):
 
 
 def _synth(args) -> int:
-    from delrec.arith import CoreSpec
-    from delrec.firmware.compiler import CoreBuild
     from delrec.hw.synth import SynthesisError, synthesize
 
-    spec = CoreSpec(weight_bits=args.weight_bits, v_bits=args.v_bits, acc_bits=args.acc_bits,
-                    delay_bits=args.delay_bits, decay_bits=args.decay_bits,
-                    readout_bits=args.readout_bits, score_bits=args.score_bits, leak=args.leak)
-    build = CoreBuild(inputs=args.inputs, neurons=args.neurons, classes=args.classes, spec=spec,
-                      lanes=args.lanes, delay_kind=args.delay_kind, queue=args.queue)
+    build = _build_from(args)
     out = args.out or Path("build") / "synth" / (
         f"{args.device}-{args.queue}-n{args.neurons}c{args.inputs}k{args.classes}p{args.lanes}")
     try:
@@ -376,12 +395,7 @@ def _add_bitstream(sub):
                                    "counts, utilisation and fmax as JSON (also written to "
                                    "OUT/board.json).")
     p.add_argument("--board", choices=("icebreaker", "ulx3s-25f"), default="icebreaker")
-    p.add_argument("--inputs", type=int, default=140, help="input channels C (default 140)")
-    p.add_argument("--neurons", type=int, default=256, help="recurrent neurons N (default 256)")
-    p.add_argument("--classes", type=int, default=20, help="readout classes K (default 20)")
-    p.add_argument("--lanes", type=int, default=1, help="parallel lanes P (default 1)")
-    p.add_argument("--queue", choices=("ring", "history"), default="history")
-    p.add_argument("--delay-kind", choices=("axonal", "synaptic"), default="axonal")
+    _add_build_arguments(p)
     p.add_argument("--baudrate", type=float, default=115200)
     p.add_argument("--dsp", choices=("auto", "yes", "no"), default="auto",
                    help="map multipliers to DSP blocks (auto: not on iCE40, yes on ECP5)")
@@ -392,11 +406,9 @@ def _add_bitstream(sub):
 
 
 def _bitstream(args) -> int:
-    from delrec.firmware.compiler import CoreBuild
     from delrec.hw.boards import BoardError, build_bitstream
 
-    build = CoreBuild(inputs=args.inputs, neurons=args.neurons, classes=args.classes,
-                      lanes=args.lanes, delay_kind=args.delay_kind, queue=args.queue)
+    build = _build_from(args)
     out = args.out or Path("build") / "board" / (
         f"{args.board}-{args.queue}-n{args.neurons}c{args.inputs}k{args.classes}p{args.lanes}")
     try:
