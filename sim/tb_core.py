@@ -51,14 +51,22 @@ def to_signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
-class StreamSource:
-    """Drives a stream's ``valid``/``payload``; inserts idle cycles with probability ``idle``."""
+class _StreamEnd:
+    """The ``valid``/``ready``/``payload`` signals of one stream port of the DUT."""
 
-    def __init__(self, dut, name: str, clk, rng: random.Random, idle: float):
+    def __init__(self, dut, name: str, clk, rng: random.Random):
         self.valid = getattr(dut, f"{name}__valid")
         self.ready = getattr(dut, f"{name}__ready")
         self.payload = getattr(dut, f"{name}__payload")
-        self.clk, self.rng, self.idle = clk, rng, idle
+        self.clk, self.rng = clk, rng
+
+
+class StreamSource(_StreamEnd):
+    """Drives a stream's ``valid``/``payload``; inserts idle cycles with probability ``idle``."""
+
+    def __init__(self, dut, name: str, clk, rng: random.Random, idle: float):
+        super().__init__(dut, name, clk, rng)
+        self.idle = idle
         self.valid.value = 0
 
     async def send(self, word: int) -> None:
@@ -75,14 +83,12 @@ class StreamSource:
         self.valid.value = 0
 
 
-class StreamSink:
+class StreamSink(_StreamEnd):
     """Accepts a stream's beats; holds ``ready`` low with probability ``stall`` per cycle."""
 
     def __init__(self, dut, name: str, clk, rng: random.Random, stall: float):
-        self.valid = getattr(dut, f"{name}__valid")
-        self.ready = getattr(dut, f"{name}__ready")
-        self.payload = getattr(dut, f"{name}__payload")
-        self.clk, self.rng, self.stall = clk, rng, stall
+        super().__init__(dut, name, clk, rng)
+        self.stall = stall
         self.ready.value = 0
 
     async def recv(self, timeout: int = 1_000_000) -> int:
