@@ -181,7 +181,7 @@ RESET_MODES = ("hard", "soft")
 
 
 def decay(x: int, param: int, mode: str, frac_bits: int) -> int:
-    """The membrane leak of the core, floor rounding.
+    """The membrane leak of the core, floor rounding (also on int64 tensors: ``*``, ``>>``).
 
     ``mode="multiply"``: ``(x * param) >> frac_bits``, ``param`` in
     ``0..2^frac_bits`` (a Q0.frac_bits factor ``alpha``; ``2^frac_bits`` is no

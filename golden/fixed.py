@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from delrec.arith import CoreSpec, signed_range
+from delrec.arith import CoreSpec, decay, signed_range
 from delrec.image import FixedNetwork
 
 __all__ = ["FixedTrace", "run_fixed", "quantize", "evaluate_quantized"]
@@ -57,13 +57,6 @@ class FixedTrace:
     def predictions(self) -> np.ndarray:
         """Class per sample ``[B]``: the first index of the largest final score."""
         return self.scores[-1].argmax(-1)
-
-
-def _decay(x: torch.Tensor, param: int, spec: CoreSpec) -> torch.Tensor:
-    # delrec.arith.decay on tensors (>> is an arithmetic shift on int64)
-    if spec.leak == "multiply":
-        return (x * param) >> spec.decay_bits
-    return x - (x >> param)
 
 
 def _exact_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -129,14 +122,15 @@ def run_fixed(net: FixedNetwork, x) -> FixedTrace:
             else:
                 arrived = history[slot, :, neuron_index].t()  # [B, N]
                 current = current + _exact_matmul(arrived, w_rec)
-        h = torch.clamp(_decay(v, net.leak, spec) + current + bias, vlo, vhi)
+        h = torch.clamp(decay(v, net.leak, spec.leak, spec.decay_bits) + current + bias, vlo, vhi)
         s = (h >= net.theta).to(torch.int64)
         if net.reset == "soft":
             v = h - net.theta * s
         else:
             v = h * (1 - s)
         history[t % D] = s
-        readout = torch.clamp(_decay(readout, net.readout_leak, spec) + _exact_matmul(s, w_out)
+        readout = torch.clamp(decay(readout, net.readout_leak, spec.leak, spec.decay_bits)
+                              + _exact_matmul(s, w_out)
                               + bias_out, rlo, rhi)
         score = torch.clamp(score + readout, slo, shi)
         for key, value in (("spikes", s), ("h", h), ("v", v), ("readout", readout), ("scores", score)):
