@@ -235,7 +235,7 @@ class FixedNetwork:
         flat = delays.reshape(-1)
         if flat.size >= 2:
             flat[rng.choice(flat.size, 2, replace=False)] = [0, spec.depth - 1]
-        vlo, vhi = signed_range(spec.v_bits)
+        vhi = signed_range(spec.v_bits)[1]
         theta = int(rng.integers(max(1, top // 4), max(2, 2 * top) + 1))
         theta = min(theta, vhi)
         bias = rng.integers(-top // 2, top // 2 + 1, size=neurons)
