@@ -104,22 +104,30 @@ def test_trained_delrec_network_runs_bit_exact(tmp_path, build_root):
     assert len(result.cycles) == 4
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not SHARED.is_dir(), reason="needs the shared spoken digits")
-@pytest.mark.parametrize("queue", ["ring", "history"])
-def test_trained_spoken_digit_network_on_50_recordings(tmp_path, build_root, queue):
-    """Train a one-layer DelRec on spoken digits (mel), quantize to 8 bits, co-simulate 50 test samples."""
-    import torch
-
-    from delrec.golden.fixed import quantize
+@pytest.fixture(scope="module")
+def spoken_model(tmp_path_factory):
+    """A one-layer DelRec trained on spoken digits (mel), once for every test that needs it."""
     from delrec.golden.tasks.base import load_task
     from delrec.golden.training import build_model, load_checkpoint, make_configs, train
 
     options = dict(data=str(SHARED), steps=100)
     task = load_task("spoken-digits", **options)
     model_config, train_config = make_configs(task, dict(hidden=[128], epochs=8, task_options=options))
-    train(model_config, train_config, tmp_path, progress=False, task=task)
-    model = build_model(load_checkpoint(tmp_path / "checkpoint.pt"))
+    out = tmp_path_factory.mktemp("spoken")
+    train(model_config, train_config, out, progress=False, task=task)
+    return task, build_model(load_checkpoint(out / "checkpoint.pt"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs the shared spoken digits")
+@pytest.mark.parametrize("queue", ["ring", "history"])
+def test_trained_spoken_digit_network_on_50_recordings(spoken_model, build_root, queue):
+    """Train a one-layer DelRec on spoken digits (mel), quantize to 8 bits, co-simulate 50 test samples."""
+    import torch
+
+    from delrec.golden.fixed import quantize
+
+    task, model = spoken_model
     x = torch.stack([task.test[i][0] for i in range(50)]).to(torch.int64).numpy()
     labels = np.array([task.test[i][1] for i in range(50)])
     build = CoreBuild(inputs=task.inputs, neurons=128, classes=task.classes, lanes=4, queue=queue)
@@ -157,20 +165,14 @@ def test_host_driver_through_the_uart_top(build_root):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs the shared spoken digits")
-def test_spoken_digits_through_the_host_link(tmp_path, build_root):
+def test_spoken_digits_through_the_host_link(spoken_model, build_root):
     """Checkpoint -> quantize -> compile -> WRITE frames over UART -> real recordings -> predictions."""
     import torch
 
     from delrec.golden.fixed import quantize, run_fixed
-    from delrec.golden.tasks.base import load_task
-    from delrec.golden.training import build_model, load_checkpoint, make_configs, train
     from delrec.sim.host_cosim import cosimulate_host
 
-    options = dict(data=str(SHARED), steps=100)
-    task = load_task("spoken-digits", **options)
-    model_config, train_config = make_configs(task, dict(hidden=[128], epochs=8, task_options=options))
-    train(model_config, train_config, tmp_path, progress=False, task=task)
-    model = build_model(load_checkpoint(tmp_path / "checkpoint.pt"))
+    task, model = spoken_model
     x = torch.stack([task.test[i][0] for i in range(10)]).to(torch.int64).numpy()
     build = CoreBuild(inputs=task.inputs, neurons=128, classes=task.classes, lanes=4, queue="history")
     net = quantize(model, build.spec, max_input=int(x.max()))
