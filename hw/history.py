@@ -36,14 +36,7 @@ class SpikeHistory(DelayQueue):
     Timing: a delivered row costs one cycle (two-stage pipelined
     read-modify-write, transparent read); ``take`` reads a row and zeroes it
     on the next cycle; ``clear`` takes ``B`` cycles.
-
-    Parameters
-    ----------
-    neurons : int
-        ``N``.
-    lanes : int
-        ``P``, divides ``N``.
-    spec : CoreSpec
+    Constructor: :class:`~delrec.hw.ports.DelayQueue` ``(neurons, lanes, spec)``.
     """
 
     def elaborate(self, platform):

@@ -268,6 +268,14 @@ class DelayQueue(wiring.Component):
     Subclasses (:class:`~delrec.hw.ring.FutureInputRing`,
     :class:`~delrec.hw.history.SpikeHistory`) find ``_rows`` (``B = N / P``),
     ``_lanes`` and ``_spec`` set.
+
+    Parameters
+    ----------
+    neurons : int
+        ``N``.
+    lanes : int
+        ``P``, divides ``N``.
+    spec : CoreSpec
     """
 
     def __init__(self, neurons: int, lanes: int, spec: CoreSpec):

@@ -25,14 +25,7 @@ class FutureInputRing(DelayQueue):
     pipeline stages; the read port is transparent to the write port, so the
     same word may be hit on consecutive cycles); ``take`` reads a row and
     zeroes it on the next cycle; ``clear`` takes ``B * D`` cycles.
-
-    Parameters
-    ----------
-    neurons : int
-        ``N``.
-    lanes : int
-        ``P``, divides ``N``.
-    spec : CoreSpec
+    Constructor: :class:`~delrec.hw.ports.DelayQueue` ``(neurons, lanes, spec)``.
     """
 
     def elaborate(self, platform):
