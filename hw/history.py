@@ -36,6 +36,7 @@ class SpikeHistory(DelayQueue):
     Timing: a delivered row costs one cycle (two-stage pipelined
     read-modify-write, transparent read); ``take`` reads a row and zeroes it
     on the next cycle; ``clear`` takes ``B`` cycles.
+
     Constructor: :class:`~delrec.hw.ports.DelayQueue` ``(neurons, lanes, spec)``.
     """
 

@@ -25,6 +25,7 @@ class FutureInputRing(DelayQueue):
     pipeline stages; the read port is transparent to the write port, so the
     same word may be hit on consecutive cycles); ``take`` reads a row and
     zeroes it on the next cycle; ``clear`` takes ``B * D`` cycles.
+
     Constructor: :class:`~delrec.hw.ports.DelayQueue` ``(neurons, lanes, spec)``.
     """
 
