@@ -259,8 +259,11 @@ class FixedOnlineNetwork:
         ``signal_bits``) or is given as ``signal`` ``[T, B, N]`` / ``[B, N]``
         integers (a host stream), checked against ``signal_bits``.
         Returns ``outputs [T, B, K]`` (readout potentials), ``scores [B, K]``,
-        ``spikes``/``membrane`` with ``record``, and ``peaks`` (largest
-        accumulator magnitudes) when learning.
+        ``spikes``/``membrane`` (the charge ``h``) with ``record``, and
+        ``peaks`` (largest accumulator magnitudes) when learning. With
+        ``record`` and a per-sample signal, ``learning`` holds the state at
+        the end of the sample, before the update: ``traces``,
+        ``eligibility`` sums and the ``signal`` applied.
         """
         c, s = self.config, self.spec
         if x.dim() != 3 or x.shape[2] != c.inputs:
@@ -335,6 +338,10 @@ class FixedOnlineNetwork:
             if c.signal == "sample":
                 sig = signal if signal is not None else self.sample_signal(scores, labels)
                 self._sample_accumulate(acc, elig, sig, scores, labels, T - min(c.loss_start, T))
+                if record:  # the learning state the chip holds when the signal arrives
+                    result_learning = {"traces": {k: v.clone() for k, v in traces.items()},
+                                       "eligibility": {k: v.clone() for k, v in elig.items()},
+                                       "signal": sig.clone()}
             for n, a in acc.items():
                 peaks[n] = int(a.abs().max()) if a.numel() else 0
             self._apply(acc)
@@ -346,6 +353,8 @@ class FixedOnlineNetwork:
         if record:
             result["spikes"] = torch.stack(spikes_rec)
             result["membrane"] = torch.stack(mem_rec)
+            if learn and c.signal == "sample":
+                result["learning"] = result_learning
         return result
 
     # -- learning signal ---------------------------------------------------------------

@@ -1,0 +1,146 @@
+"""From a fixed-point online-learning network to the online core's writes and signal beats.
+
+The network is :class:`delrec.golden.online_fixed.FixedOnlineNetwork` (any
+object with its attributes: ``config``, ``spec``, ``w_in``, ``d_in``,
+``bias``, ``w_out``, ``b_out``, ``lut``); the core is
+:class:`delrec.hw.online_core.OnlineCore`. Everything here is plain numpy:
+the same writes go to the simulated core and to a board.
+
+What the core supports, checked by :func:`online_geometry` with a message
+naming the setting: one feedforward LIF layer with a soft reset, input
+delays (synaptic or axonal), a readout without leak, a per-sample learning
+signal, symmetric feedback when the core broadcasts the errors (random
+feedback is the host's: send per-neuron signals), round-half-up updates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from delrec.arith import signed_range
+from delrec.hw.online_ports import (OnlineConfigRegister, OnlineFlag, OnlineGeometry,
+                                    OnlineWriteTarget, SignalKind)
+
+__all__ = ["online_geometry", "parameter_writes", "rule_writes", "signal_beats", "check_supported"]
+
+
+def check_supported(config, spec) -> None:
+    """Raise ``ValueError`` naming the first setting the online core cannot run."""
+    problems = [
+        (config.recurrent, f"recurrent={config.recurrent!r} (the core is feedforward)"),
+        (config.reset != "soft", f"reset={config.reset!r} (the core resets softly)"),
+        (config.input_delays not in ("synaptic", "axonal"),
+         f"input_delays={config.input_delays!r} (the core needs synaptic or axonal input delays)"),
+        (config.signal != "sample", f"signal={config.signal!r} (the core learns from a per-sample signal)"),
+        (config.readout_decay != 0, f"readout_decay={config.readout_decay!r} (the readout has no leak)"),
+        (config.forward != "hard", f"forward={config.forward!r} (the core reads integer delays)"),
+        (spec.stochastic, "stochastic rounding (the core rounds half up)"),
+    ]
+    for bad, text in problems:
+        if bad:
+            raise ValueError(f"The online core cannot run this network: {text}")
+    if config.max_delay > spec.depth - 1:
+        raise ValueError(f"Maximum delay {config.max_delay} exceeds the core's D - 1 = {spec.depth - 1}")
+
+
+def online_geometry(net, max_steps: int = 255, count_bits: int = 4,
+                    max_reach: int | None = None) -> OnlineGeometry:
+    """The core geometry that runs ``net`` (its sizes, spec and delay kind)."""
+    c = net.config
+    check_supported(c, net.spec)
+    reach = (len(net.lut) - 1) // 2
+    if max_reach is None:
+        max_reach = reach
+    if reach > max_reach:
+        raise ValueError(f"LUT half-width {reach} exceeds the core's maximum reach {max_reach}")
+    return OnlineGeometry(c.inputs, c.hidden, c.classes, net.spec, c.input_delays, max_reach,
+                          max_steps, count_bits)
+
+
+def _array(value) -> np.ndarray:
+    return np.asarray(value.detach().cpu().numpy() if hasattr(value, "detach") else value,
+                      dtype=np.int64)
+
+
+def _checked(name: str, values: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    if values.size and (values.min() < lo or values.max() > hi):
+        bad = values[(values < lo) | (values > hi)][0]
+        raise ValueError(f"{name} value {int(bad)} outside the core's range {lo}..{hi}")
+    return values
+
+
+def parameter_writes(net, geometry: OnlineGeometry) -> np.ndarray:
+    """``[W, 3]`` (target, address, data) loading every parameter of ``net``."""
+    g, s, T = geometry, geometry.spec, OnlineWriteTarget
+    C, N, K = g.inputs, g.neurons, g.classes
+    w_in = _checked("Input weight", _array(net.w_in), *signed_range(g.weight_width))
+    w_out = _checked("Readout weight", _array(net.w_out), *signed_range(g.weight_width))
+    bias = _checked("Bias", _array(net.bias), *signed_range(g.bias_width))
+    b_out = _checked("Readout bias", _array(net.b_out), *signed_range(g.bias_width))
+    delays = _checked("Delay", _array(net.d_in), 0, s.delay_max)
+    want = {"w_in": (N, C), "w_out": (K, N), "bias": (N,), "b_out": (K,),
+            "d_in": (N, C) if g.delay_kind == "synaptic" else (C,)}
+    for name, array in (("w_in", w_in), ("w_out", w_out), ("bias", bias), ("b_out", b_out),
+                        ("d_in", delays)):
+        if array.shape != want[name]:
+            raise ValueError(f"{name} has shape {list(array.shape)}, the core expects {list(want[name])}")
+    rows = []
+    for target, values in ((T.W_IN, w_in), (T.DELAY, delays), (T.BIAS, bias), (T.W_OUT, w_out),
+                           (T.B_OUT, b_out)):
+        flat = values.reshape(-1)
+        rows.append(np.stack([np.full(flat.size, target.value), np.arange(flat.size), flat], 1))
+    return _masked(np.concatenate(rows), g.write_data_bits)
+
+
+def rule_writes(net, geometry: OnlineGeometry, learn: bool = True) -> np.ndarray:
+    """``[W, 3]``: the LUT, its reach and the rule's registers (flags, loss start, shifts)."""
+    g, s, T, R = geometry, net.spec, OnlineWriteTarget, OnlineConfigRegister
+    c = net.config
+    lut = _checked("LUT", _array(net.lut), *signed_range(s.lut_bits))
+    reach = (lut.size - 1) // 2
+    if reach > g.max_reach:
+        raise ValueError(f"LUT half-width {reach} exceeds the core's maximum reach {g.max_reach}")
+    flags = 0
+    if learn:
+        flags |= OnlineFlag.LEARN
+    if c.learn_weights:
+        flags |= OnlineFlag.LEARN_WEIGHTS
+    if c.learn_delays:
+        flags |= OnlineFlag.LEARN_DELAYS
+    if c.readout_bias:
+        flags |= OnlineFlag.READOUT_BIAS
+    shifts = {R.LR_WEIGHT_SHIFT: s.lr_weight_shift, R.LR_DELAY_SHIFT: s.lr_delay_shift,
+              R.LR_READOUT_SHIFT: s.lr_readout_shift}
+    for reg, value in shifts.items():
+        if not 0 <= value < (1 << g.shift_bits):
+            raise ValueError(f"{reg.name} {value} outside the core's range 0..{(1 << g.shift_bits) - 1}")
+    if c.loss_start > g.max_steps:
+        raise ValueError(f"loss_start {c.loss_start} exceeds the core's max_steps {g.max_steps}")
+    rows = [(T.CONFIG.value, R.FLAGS, int(flags)), (T.CONFIG.value, R.REACH, reach),
+            (T.CONFIG.value, R.LOSS_START, c.loss_start)]
+    rows += [(T.CONFIG.value, int(reg), int(value)) for reg, value in shifts.items()]
+    rows += [(T.LUT.value, n, int(v)) for n, v in enumerate(lut)]
+    return _masked(np.array(rows, dtype=np.int64), g.write_data_bits)
+
+
+def signal_beats(geometry: OnlineGeometry, values, kind: SignalKind) -> np.ndarray:
+    """``[B, 4]`` (kind, index, value, last) beats: every value, then the commit.
+
+    ``values`` are the readout errors ``[K]`` (``SignalKind.ERROR``) or the
+    learning signals ``[N]`` (``SignalKind.NEURON``), checked against the
+    ``signal_bits`` range.
+    """
+    s = geometry.spec
+    values = _checked("Learning signal", _array(values).reshape(-1), *signed_range(s.signal_bits))
+    want = geometry.classes if kind == SignalKind.ERROR else geometry.neurons
+    if values.size != want:
+        raise ValueError(f"A {kind.name} signal has {want} values, not {values.size}")
+    beats = [(kind.value, n, int(v) & ((1 << s.signal_bits) - 1), 0) for n, v in enumerate(values)]
+    beats.append((kind.value, 0, 0, 1))
+    return np.array(beats, dtype=np.int64)
+
+
+def _masked(rows: np.ndarray, bits: int) -> np.ndarray:
+    rows = rows.copy()
+    rows[:, 2] &= (1 << bits) - 1
+    return rows

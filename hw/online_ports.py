@@ -1,0 +1,328 @@
+"""Host-side contract of the online-learning core: enumerations, widths, stream layouts.
+
+Everything the firmware and the testbenches need to talk to
+:class:`delrec.hw.online_core.OnlineCore` lives here, so that neither has to
+elaborate the core to learn a field width. The widths follow
+:class:`delrec.arith.FixedSpec` (the spec the golden rule
+:mod:`delrec.golden.online_fixed` is written from) and the bounds of
+:class:`OnlineGeometry` that make every accumulator exact.
+
+Streams (all :mod:`amaranth.lib.stream`, payloads are :class:`~amaranth.lib.data.StructLayout`):
+
+``inputs``
+    ``channel``, ``last``: one input event, or (``last=1``) the end of a
+    step's input, which starts the step.
+``spikes``
+    ``neuron``, ``last``: the step's spikes in increasing order, then
+    ``last=1`` once the readout is updated.
+``signal``
+    ``kind`` (:class:`SignalKind`), ``index``, ``value`` (``signal_bits``
+    signed), ``last``: the third factor of one sample, then (``last=1``) the
+    commit that applies the update.
+``write``, ``read``, ``read_data``
+    ``target`` (:class:`OnlineWriteTarget` / :class:`OnlineReadTarget`),
+    ``addr``, ``data``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth.lib import data, enum
+
+from delrec.arith import FixedSpec
+
+__all__ = ["OnlineWriteTarget", "OnlineReadTarget", "OnlineConfigRegister", "OnlineCounter",
+           "OnlineFlag", "SignalKind", "OnlineGeometry", "DELAY_KINDS"]
+
+DELAY_KINDS = ("synaptic", "axonal")
+
+#: Width of the counters and of the configuration registers' data.
+COUNTER_BITS = 32
+
+
+class OnlineWriteTarget(enum.Enum, shape=3):
+    """What a ``write`` beat stores (``C`` inputs, ``N`` neurons, ``K`` classes).
+
+    ``W_IN``
+        ``i * C + c``: learning copy of the input weight of channel ``c`` to
+        neuron ``i`` (``weight_bits + weight_frac_bits`` signed; the forward
+        pass uses its top ``weight_bits``).
+    ``DELAY``
+        ``i * C + c`` (synaptic) or ``c`` (axonal): delay in units of
+        ``2^-delay_frac_bits`` steps, ``0..(D-1) 2^f``.
+    ``BIAS``
+        ``i``, ``v_bits + weight_frac_bits`` signed.
+    ``W_OUT``
+        ``k * N + i``: readout weight (learning copy, like ``W_IN``).
+    ``B_OUT``
+        ``k``: readout bias.
+    ``LUT``
+        ``x + R``: the Gaussian-derivative table
+        (:func:`delrec.arith.gaussian_derivative_lut`) for ``x = -R..R``,
+        ``R`` the ``REACH`` register.
+    ``CONFIG``
+        an :class:`OnlineConfigRegister`.
+    ``CLEAR``
+        any address: zero the sample's state (membranes, input history,
+        traces, eligibility sums, spike counts, outputs, scores, errors and
+        signals, the step count), keep parameters and configuration.
+    """
+
+    W_IN = 0
+    DELAY = 1
+    BIAS = 2
+    W_OUT = 3
+    B_OUT = 4
+    LUT = 5
+    CONFIG = 6
+    CLEAR = 7
+
+
+class OnlineReadTarget(enum.Enum, shape=5):
+    """What a ``read`` beat returns (addresses as for :class:`OnlineWriteTarget`)."""
+
+    W_IN = 0
+    DELAY = 1
+    BIAS = 2
+    W_OUT = 3
+    B_OUT = 4
+    MEMBRANE = 5     #: ``i``: ``v`` after the last step
+    TRACE_W = 6      #: weight trace, per synapse (synaptic) or per channel (axonal)
+    TRACE_D = 7      #: delay trace, same addressing
+    TRACE_B = 8      #: ``i``: bias trace
+    ELIG_W = 9       #: ``i * C + c``: eligibility sum of the weight
+    ELIG_D = 10      #: ``i * C + c``: eligibility sum of the delay
+    ELIG_B = 11      #: ``i``: eligibility sum of the bias
+    SPIKE_COUNT = 12  #: ``i``: spikes since ``loss_start``
+    OUTPUT = 13      #: ``k``: readout potential ``u_k`` of the last step
+    SCORE = 14       #: ``k``: ``sum_t u_k[t]`` from ``loss_start`` on
+    SIGNAL = 15      #: ``i``: learning signal ``L_i`` of the last update
+    COUNTER = 16     #: an :class:`OnlineCounter`
+    CONFIG = 17      #: an :class:`OnlineConfigRegister`
+
+
+class OnlineConfigRegister(enum.IntEnum):
+    """Addresses of the ``CONFIG`` registers."""
+
+    FLAGS = 0             #: :class:`OnlineFlag` bits
+    REACH = 1             #: ``R``: the LUT covers ``x = -R..R`` (``2^-f`` steps)
+    LOSS_START = 2        #: first step that counts in scores and eligibility sums
+    LR_WEIGHT_SHIFT = 3   #: ``k`` of the weight and bias updates
+    LR_DELAY_SHIFT = 4    #: ``k`` of the delay updates
+    LR_READOUT_SHIFT = 5  #: ``k`` of the readout updates
+
+
+class OnlineFlag(enum.IntFlag):
+    """Bits of the ``FLAGS`` register."""
+
+    LEARN = 1          #: keep traces and eligibility sums during steps (off: inference only)
+    LEARN_WEIGHTS = 2  #: input weights and biases learn
+    LEARN_DELAYS = 4   #: delays learn
+    READOUT_BIAS = 8   #: the readout bias learns
+
+
+class OnlineCounter(enum.IntEnum):
+    """Addresses of the ``COUNTER`` read target."""
+
+    STEP_CYCLES = 0     #: cycles of the last step (its ``last=1`` input beat to its last spike beat)
+    UPDATE_CYCLES = 1   #: cycles of the last update (commit beat to ready again)
+    STEPS = 2           #: steps since ``CLEAR``
+    DROPPED_EVENTS = 3  #: input events dropped: channel ``>= C`` or a count that would overflow
+    BAD_SIGNALS = 4     #: signal beats dropped: an index ``>= K`` (errors) or ``>= N`` (signals)
+    OVERRUNS = 5        #: steps refused because learning was on and ``max_steps`` were reached
+
+
+class SignalKind(enum.Enum, shape=1):
+    """What a ``signal`` beat carries.
+
+    ``ERROR``
+        ``index = k``: the readout error ``err_k`` (the host's
+        ``round((softmax - onehot) * top)``); a commit of this kind
+        broadcasts ``L = sat(round(W_out^T err >> (weight_bits - 1)))`` on
+        chip and also updates the readout.
+    ``NEURON``
+        ``index = i``: the learning signal ``L_i`` itself (any feedback the
+        host computes); a commit of this kind leaves the readout alone.
+    """
+
+    ERROR = 0
+    NEURON = 1
+
+
+def _bits(count: int) -> int:
+    """Bits to index ``count`` things (at least 1)."""
+    return max(1, math.ceil(math.log2(count))) if count > 1 else 1
+
+
+class OnlineGeometry:
+    """Sizes and widths of one online-learning core (see :class:`~delrec.hw.online_core.OnlineCore`).
+
+    Parameters
+    ----------
+    inputs, neurons, classes : int
+    spec : FixedSpec
+    delay_kind : {"synaptic", "axonal"}
+    max_reach : int
+        Largest LUT half-width ``R`` in ``2^-f`` steps (the table has
+        ``2 R + 1`` entries).
+    max_steps : int
+        Longest sample while learning; sizes the eligibility sums, spike
+        counts and scores so that they are exact.
+    count_bits : int
+        Width of one channel's event count in one step.
+    """
+
+    def __init__(self, inputs: int, neurons: int, classes: int, spec: FixedSpec,
+                 delay_kind: str, max_reach: int, max_steps: int, count_bits: int):
+        for name, value in (("Input count", inputs), ("Neuron count", neurons),
+                            ("Class count", classes), ("Maximum steps", max_steps),
+                            ("Count width", count_bits)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if not isinstance(spec, FixedSpec):
+            raise TypeError(f"Spec must be a delrec.arith.FixedSpec, not {spec!r}")
+        if delay_kind not in DELAY_KINDS:
+            raise ValueError(f"Delay kind must be one of {DELAY_KINDS}, not {delay_kind!r}")
+        if isinstance(max_reach, bool) or not isinstance(max_reach, int) or max_reach < 0:
+            raise ValueError(f"Maximum reach must be a non-negative integer, not {max_reach!r}")
+        if spec.stochastic:
+            raise ValueError("The learning unit rounds half up; stochastic rounding "
+                             "(FixedSpec.stochastic) is a golden-model option only")
+        self.inputs, self.neurons, self.classes = inputs, neurons, classes
+        self.spec, self.delay_kind = spec, delay_kind
+        self.max_reach, self.max_steps, self.count_bits = max_reach, max_steps, count_bits
+
+    # -- sizes -------------------------------------------------------------------------
+    @property
+    def synapses(self) -> int:
+        return self.inputs * self.neurons
+
+    @property
+    def delay_count(self) -> int:
+        """Delays (and traces): one per synapse or one per channel."""
+        return self.synapses if self.delay_kind == "synaptic" else self.inputs
+
+    @property
+    def channel_stride(self) -> int:
+        """Row stride of the input history: ``C`` rounded up to a power of two."""
+        return 1 << _bits(self.inputs)
+
+    @property
+    def history_rows(self) -> int:
+        """``H``: rows of the input history, a power of two above the longest lag read."""
+        s = self.spec
+        longest = s.depth - 1 + -(-self.max_reach >> s.delay_frac_bits) + 1
+        return 1 << _bits(longest + 1)
+
+    @property
+    def lut_depth(self) -> int:
+        return 2 * self.max_reach + 1
+
+    # -- widths ------------------------------------------------------------------------
+    @property
+    def weight_width(self) -> int:
+        return self.spec.weight_bits + self.spec.weight_frac_bits
+
+    @property
+    def bias_width(self) -> int:
+        return self.spec.v_bits + self.spec.weight_frac_bits
+
+    @property
+    def delay_width(self) -> int:
+        return self.spec.delay_int_bits + self.spec.delay_frac_bits
+
+    @property
+    def psi_width(self) -> int:
+        """``psi`` is ``0..2^psi_bits`` (unsigned)."""
+        return self.spec.psi_bits + 1
+
+    @property
+    def step_bits(self) -> int:
+        """Width of a step count ``0..max_steps``."""
+        return _bits(self.max_steps + 1)
+
+    @property
+    def eligibility_width(self) -> int:
+        """Signed width of ``sum_t psi eps`` over ``max_steps`` steps (exact)."""
+        return self.spec.psi_bits + self.spec.trace_bits + self.step_bits + 1
+
+    @property
+    def current_width(self) -> int:
+        """Signed width of the exact input current ``bias + sum_c w x``."""
+        s = self.spec
+        return max(s.v_bits, s.weight_bits + self.count_bits + _bits(self.inputs) + 1) + 2
+
+    @property
+    def output_width(self) -> int:
+        """Signed width of a readout potential ``b + sum_i w s`` (exact)."""
+        s = self.spec
+        return max(s.v_bits, s.weight_bits + _bits(self.neurons) + 1) + 2
+
+    @property
+    def score_width(self) -> int:
+        return self.output_width + self.step_bits + 1
+
+    @property
+    def derivative_width(self) -> int:
+        """Signed width of ``D = sum_m lut x`` over one LUT span (exact)."""
+        taps = 2 * (self.max_reach >> self.spec.delay_frac_bits) + 3
+        return self.spec.lut_bits + self.count_bits + _bits(taps) + 1
+
+    @property
+    def shift_bits(self) -> int:
+        """Width of the learning-rate shift registers (``0..63``)."""
+        return 6
+
+    # -- stream fields -----------------------------------------------------------------
+    @property
+    def channel_bits(self) -> int:
+        return _bits(self.inputs)
+
+    @property
+    def neuron_bits(self) -> int:
+        return _bits(self.neurons)
+
+    @property
+    def addr_bits(self) -> int:
+        return _bits(max(self.synapses, self.lut_depth, len(OnlineCounter), self.classes * self.neurons))
+
+    @property
+    def write_data_bits(self) -> int:
+        return max(self.weight_width, self.bias_width, self.delay_width, self.spec.lut_bits,
+                   self.shift_bits, _bits(self.lut_depth), self.step_bits, len(OnlineFlag))
+
+    @property
+    def read_data_bits(self) -> int:
+        return max(self.write_data_bits, self.eligibility_width, self.score_width, COUNTER_BITS,
+                   self.spec.trace_bits, self.spec.v_bits, self.output_width)
+
+    @property
+    def signal_index_bits(self) -> int:
+        return _bits(max(self.neurons, self.classes))
+
+    def input_layout(self) -> data.StructLayout:
+        return data.StructLayout({"channel": self.channel_bits, "last": 1})
+
+    def spike_layout(self) -> data.StructLayout:
+        return data.StructLayout({"neuron": self.neuron_bits, "last": 1})
+
+    def signal_layout(self) -> data.StructLayout:
+        return data.StructLayout({"kind": SignalKind, "index": self.signal_index_bits,
+                                  "value": self.spec.signal_bits, "last": 1})
+
+    def write_layout(self) -> data.StructLayout:
+        return data.StructLayout({"target": OnlineWriteTarget, "addr": self.addr_bits,
+                                  "data": self.write_data_bits})
+
+    def read_layout(self) -> data.StructLayout:
+        return data.StructLayout({"target": OnlineReadTarget, "addr": self.addr_bits})
+
+    def read_data_layout(self) -> data.StructLayout:
+        return data.StructLayout({"data": self.read_data_bits})
+
+    def to_dict(self) -> dict:
+        return {"inputs": self.inputs, "neurons": self.neurons, "classes": self.classes,
+                "spec": self.spec.to_dict(), "delay_kind": self.delay_kind,
+                "max_reach": self.max_reach, "max_steps": self.max_steps,
+                "count_bits": self.count_bits}

@@ -1,0 +1,230 @@
+"""Co-simulation of the online-learning core against the fixed-point three-factor rule.
+
+:func:`cosimulate_online` runs a sequence of samples through the golden
+rule (:class:`delrec.golden.online_fixed.FixedOnlineNetwork`, one sample per
+batch, as the chip learns) in this process, records every step's spikes,
+membranes and outputs, the learning state before each update and every
+parameter after it, writes them with the core's writes and signal beats
+(:mod:`delrec.firmware.online`) to one ``.npz``, builds the core once with
+Verilator and runs :mod:`delrec.sim.tb_online`, which compares them all. A
+difference raises :class:`~delrec.sim.runner.SimulationFailure` naming the
+sample, step, quantity, index and both values.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from delrec.firmware.online import online_geometry, parameter_writes, rule_writes, signal_beats
+from delrec.hw.online_ports import (OnlineCounter, OnlineGeometry, OnlineReadTarget,
+                                    OnlineWriteTarget, SignalKind)
+
+from .runner import SimulationFailure, build_component, default_build_root, run_cocotb
+
+__all__ = ["OnlineSample", "OnlineCosimResult", "cosimulate_online", "online_port_fields"]
+
+
+@dataclass
+class OnlineSample:
+    """One sample for the core.
+
+    Parameters
+    ----------
+    x : array ``[T, C]``
+        Input event counts per step and channel.
+    label : int or None
+        The class; with ``learn`` and no ``signal`` the host sends the
+        readout errors ``round((softmax(scores) - onehot) top)``.
+    learn : bool
+        Keep the learning state and apply an update at the end.
+    signal : array ``[N]`` or None
+        Per-neuron learning signals sent instead of the errors (the readout
+        then does not learn).
+    bad_beats : int
+        Signal beats with an index that does not exist, sent before the
+        commit: the core must drop and count them.
+    rule : (sigma, FixedSpec) or None
+        A new surrogate width and spec (learning-rate shifts) from this
+        sample on: the host reloads the LUT and the registers.
+    """
+
+    x: np.ndarray
+    label: int | None = None
+    learn: bool = True
+    signal: np.ndarray | None = None
+    bad_beats: int = 0
+    rule: tuple | None = None
+
+
+@dataclass
+class OnlineCosimResult:
+    """What the RTL reported per sample, bit-exact with the golden rule's values.
+
+    ``step_cycles[n]`` per step (the core's ``STEP_CYCLES``),
+    ``update_cycles[n]`` (``None`` for a sample that did not learn),
+    ``scores[n]``, ``predictions()``; ``golden`` is the golden network after
+    the last sample, ``labels`` the samples' labels.
+    """
+
+    geometry: OnlineGeometry
+    step_cycles: list
+    update_cycles: list
+    scores: list
+    labels: list
+    learned: list
+    golden: object
+    summary: list = field(default_factory=list)
+
+    def predictions(self) -> list[int]:
+        return [int(np.argmax(s)) for s in self.scores]
+
+
+def online_port_fields(geometry: OnlineGeometry) -> dict:
+    """``{stream: {field: [offset, width]}}`` of the online core's stream payloads."""
+    layouts = dict(inputs=geometry.input_layout(), spikes=geometry.spike_layout(),
+                   signal=geometry.signal_layout(), write=geometry.write_layout(),
+                   read=geometry.read_layout(), read_data=geometry.read_data_layout())
+    return {stream: {name: [f.offset, f.width] for name, f in layout}
+            for stream, layout in layouts.items()}
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.int64)
+
+
+def _events(x: np.ndarray) -> np.ndarray:
+    step, channel = np.nonzero(x)
+    return np.repeat(np.stack([step, channel], 1), x[step, channel], axis=0).astype(np.int64)
+
+
+def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed: int = 0,
+                      check_state: bool = True, max_steps: int = 255, count_bits: int = 4,
+                      max_reach: int | None = None, build_root: Path | None = None,
+                      work_dir: Path | None = None, progress: bool = False) -> OnlineCosimResult:
+    """Run ``samples`` on a copy of ``net`` in golden and on the core; compare everything.
+
+    ``net`` is a :class:`~delrec.golden.online_fixed.FixedOnlineNetwork`
+    (left unchanged; the learned golden copy is in the result).
+    ``max_reach`` defaults to the widest LUT any sample loads.
+    """
+    from delrec.hw.online_core import OnlineCore
+
+    golden = copy.deepcopy(net)
+    if max_reach is None:
+        reaches = [(len(golden.lut) - 1) // 2]
+        for sample in samples:
+            if sample.rule is not None:
+                probe = copy.deepcopy(golden)
+                probe.set_sigma(sample.rule[0])
+                reaches.append((len(probe.lut) - 1) // 2)
+        max_reach = max(reaches)
+    geometry = online_geometry(golden, max_steps=max_steps, count_bits=count_bits, max_reach=max_reach)
+    C, N, K = geometry.inputs, geometry.neurons, geometry.classes
+    s = geometry.spec
+    arrays = {"writes_init": np.concatenate([parameter_writes(golden, geometry),
+                                             rule_writes(golden, geometry, learn=True)])}
+    meta, labels, learned = [], [], []
+    current_learn = True
+    for n, sample in enumerate(tqdm(samples, desc="golden rule", unit="sample", disable=not progress)):
+        x = np.asarray(sample.x, dtype=np.int64)
+        if x.ndim != 2 or x.shape[1] != C:
+            raise ValueError(f"Sample {n} must have shape [T, {C}], not {list(x.shape)}")
+        if x.size and (x.min() < 0 or x.max() >= (1 << count_bits)):
+            raise ValueError(f"Sample {n} has an event count {int(x.max() if x.max() > 0 else x.min())} "
+                             f"outside the core's 0..{(1 << count_bits) - 1}")
+        if sample.learn and x.shape[0] > max_steps:
+            raise ValueError(f"Sample {n} has {x.shape[0]} steps, more than the core's "
+                             f"max_steps {max_steps} while learning")
+        rule = np.zeros((0, 3), np.int64)
+        if sample.rule is not None:
+            sigma, spec = sample.rule
+            golden.set_sigma(sigma)
+            golden.spec = spec
+        if sample.rule is not None or sample.learn != current_learn:
+            rule = rule_writes(golden, geometry, learn=sample.learn)
+            current_learn = sample.learn
+        xt = torch.from_numpy(x)[:, None, :]
+        label = None if sample.label is None else torch.tensor([int(sample.label)])
+        if sample.learn:
+            if sample.signal is None and label is None:
+                raise ValueError(f"Sample {n} learns but has neither a label nor a signal")
+            signal = None if sample.signal is None else \
+                torch.as_tensor(np.asarray(sample.signal, np.int64)).view(1, N)
+            r = golden.run(xt, None if signal is not None else label, learn=True, signal=signal,
+                           record=True)
+        else:
+            r = golden.run(xt, label, record=True)
+        h = _np(r["membrane"][:, 0])
+        spikes = _np(r["spikes"][:, 0])
+        v = h - s.theta * spikes  # soft reset (h - theta >= 0 when it spiked: no saturation)
+        arrays.update({f"rule{n}": rule, f"events{n}": _events(x), f"spikes{n}": spikes,
+                       f"v{n}": v, f"outputs{n}": _np(r["outputs"][:, 0]),
+                       f"scores{n}": _np(r["scores"][0])})
+        if sample.learn:
+            state = r["learning"]
+            for name, key in (("trace_w", "w_in"), ("trace_d", "d_in"), ("trace_b", "bias")):
+                if key in state["traces"]:
+                    arrays[f"{name}{n}"] = _np(state["traces"][key][0])
+            for name, key in (("elig_w", "w_in"), ("elig_d", "d_in"), ("elig_b", "bias"),
+                              ("count", "spikes")):
+                if key in state["eligibility"]:
+                    arrays[f"{name}{n}"] = _np(state["eligibility"][key][0])
+            arrays[f"signal{n}"] = _np(state["signal"][0])
+            if sample.signal is not None:
+                beats = signal_beats(geometry, sample.signal, SignalKind.NEURON)
+                limit = N
+            else:
+                err = golden.output_error(r["scores"], label)[0]
+                beats = signal_beats(geometry, _np(err), SignalKind.ERROR)
+                limit = K
+            bad = [(beats[0, 0], limit + b, 1, 0) for b in range(sample.bad_beats)]
+            if bad and limit + sample.bad_beats > (1 << geometry.signal_index_bits):
+                raise ValueError(f"Only {(1 << geometry.signal_index_bits) - limit} bad indexes fit "
+                                 f"the signal stream's index field, not {sample.bad_beats}")
+            arrays[f"beats{n}"] = np.concatenate([np.array(bad, np.int64).reshape(-1, 4), beats])
+            for name in ("w_in", "d_in", "bias", "w_out", "b_out"):
+                arrays[f"{name}{n}"] = _np(getattr(golden, name))
+        meta.append({"steps": int(x.shape[0]), "learn": bool(sample.learn)})
+        labels.append(sample.label)
+        learned.append(bool(sample.learn))
+    header = dict(seed=seed, stall=stall, check_state=check_state, neurons=N, classes=K,
+                  samples=meta, fields=online_port_fields(geometry),
+                  write_targets={t.name: t.value for t in OnlineWriteTarget},
+                  read_targets={t.name: t.value for t in OnlineReadTarget},
+                  counters={c.name: int(c) for c in OnlineCounter},
+                  widths=dict(v=s.v_bits, output=geometry.output_width, score=geometry.score_width,
+                              trace=s.trace_bits, elig=geometry.eligibility_width,
+                              signal=s.signal_bits, weight=geometry.weight_width,
+                              bias=geometry.bias_width))
+    core = OnlineCore(inputs=C, neurons=N, classes=K, spec=s,
+                      delay_kind=geometry.delay_kind, max_reach=geometry.max_reach,
+                      max_steps=max_steps, count_bits=count_bits)
+    name = f"online_{geometry.delay_kind}_c{C}_n{N}_k{K}_r{geometry.max_reach}"
+    sim = build_component(core, name, Path(build_root or default_build_root()))
+    digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:8]
+    work_dir = Path(work_dir or sim.build_dir / f"run-{seed}-{digest}").resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    data_path = work_dir / "online.npz"
+    np.savez(data_path, header=np.array(json.dumps(header)), **arrays)
+    summary_path = Path(str(data_path) + ".summary.json")
+    if summary_path.exists():
+        summary_path.unlink()
+    try:
+        run_cocotb(sim, "delrec.sim.tb_online", env={"DELREC_TB_DATA": data_path}, test_dir=work_dir,
+                   seed=seed)
+    except SimulationFailure as failure:
+        raise SimulationFailure(f"{failure}\ntestbench data: {data_path}") from None
+    summary = json.loads(summary_path.read_text())
+    return OnlineCosimResult(geometry=geometry, step_cycles=[r["step_cycles"] for r in summary],
+                             update_cycles=[r.get("update_cycles") for r in summary],
+                             scores=[r["scores"] for r in summary], labels=labels, learned=learned,
+                             golden=golden, summary=summary)
+
