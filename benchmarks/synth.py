@@ -22,50 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 from delrec.arith import CoreSpec
 from delrec.firmware.compiler import CoreBuild
-from delrec.hw.synth import DEVICES, SynthesisError, synthesize
+from delrec.hw.synth import DEVICES, synthesis_case
 
 SHD = dict(inputs=140, neurons=256, classes=20, lanes=1)
-SUMMARY_KEYS = ("lut", "ff", "bram", "spram", "dsp", "fmax_mhz", "freq_target_mhz", "timing_met",
-                "cells", "logic_cells", "memories_as_registers", "lut_ram_requested", "yosys_command",
-                "timing_notes", "yosys_seconds", "nextpnr_seconds")
-
-
-def _used(utilization: dict) -> dict:
-    return {bel: use for bel, use in utilization.items() if use["used"]}
-
-
 def run_case(device: str, queue: str, dsp: bool, work: Path, seed: int) -> dict:
     build = CoreBuild(spec=CoreSpec(), queue=queue, **SHD)
     name = f"{device}-{queue}" + ("" if dsp else "-nodsp")
     case = dict(name=name, device=device, queue=queue, dsp_blocks_allowed=dsp)
-    began = time.perf_counter()
-    try:
-        result = synthesize(build, device, work / name, seed=seed, dsp=dsp)
-    except SynthesisError as exc:
-        partial = exc.partial or {}
-        case.update(status="does_not_fit" if partial.get("over_capacity") else "error",
-                    error=partial.get("error", str(exc).splitlines()[0]),
-                    over_capacity=partial.get("over_capacity", {}),
-                    utilization=_used(partial.get("utilization", {})),
-                    **{k: partial[k] for k in SUMMARY_KEYS if k in partial})
-        if "memories" in partial:
-            case["memories"] = {n: f"{m['width']}x{m['depth']} -> {m['mapped_to']}"
-                                for n, m in partial["memories"].items()}
-    else:
-        case.update(status="placed_and_routed", **{k: result[k] for k in SUMMARY_KEYS},
-                    utilization=_used(result["utilization"]),
-                    critical_path=next((p for p in result["critical_paths"]
-                                        if p["from_clock"] == p["to_clock"]), None),
-                    memories={n: f"{m['width']}x{m['depth']} -> {m['mapped_to']}"
-                              for n, m in result["memories"].items()})
-    case["wall_seconds"] = round(time.perf_counter() - began, 1)
+    case.update(synthesis_case(build, device, work / name, seed=seed, dsp=dsp))
     return case
 
 

@@ -21,7 +21,8 @@ from delrec.arith import signed_range
 from delrec.hw.online_ports import (OnlineConfigRegister, OnlineFlag, OnlineGeometry,
                                     OnlineWriteTarget, SignalKind)
 
-__all__ = ["online_geometry", "parameter_writes", "rule_writes", "signal_beats", "check_supported"]
+__all__ = ["online_geometry", "parameter_writes", "rule_writes", "signal_beats", "check_supported",
+           "OnlineBuild"]
 
 
 def check_supported(config, spec) -> None:
@@ -144,3 +145,30 @@ def _masked(rows: np.ndarray, bits: int) -> np.ndarray:
     rows = rows.copy()
     rows[:, 2] &= (1 << bits) - 1
     return rows
+
+
+class OnlineBuild:
+    """One online-core configuration, for synthesis (:func:`delrec.hw.synth.synthesize`).
+
+    Parameters are those of :class:`~delrec.hw.online_core.OnlineCore`.
+    """
+
+    def __init__(self, inputs: int, neurons: int, classes: int, spec=None, delay_kind: str = "synaptic",
+                 max_reach: int = 768, max_steps: int = 255, count_bits: int = 4, learning: bool = True):
+        from delrec.arith import FixedSpec
+
+        self.spec = spec if spec is not None else FixedSpec()
+        self.geometry = OnlineGeometry(inputs, neurons, classes, self.spec, delay_kind, max_reach,
+                                       max_steps, count_bits)
+        self.learning = bool(learning)
+
+    def make_core(self):
+        from delrec.hw.online_core import OnlineCore
+
+        g = self.geometry
+        return OnlineCore(inputs=g.inputs, neurons=g.neurons, classes=g.classes, spec=g.spec,
+                          delay_kind=g.delay_kind, max_reach=g.max_reach, max_steps=g.max_steps,
+                          count_bits=g.count_bits, learning=self.learning)
+
+    def to_dict(self) -> dict:
+        return dict(self.geometry.to_dict(), learning=self.learning, core="online")

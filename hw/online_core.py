@@ -19,9 +19,14 @@ __all__ = ["OnlineCore"]
 
 
 def _rshift_round(value, shift):
-    """:func:`delrec.arith.rshift_round` with a run-time shift (``0`` is exact)."""
-    half = Const(1, 1) << (shift - 1)[:len(shift)]
-    return Mux(shift == 0, value, (value + half) >> shift)
+    """:func:`delrec.arith.rshift_round` with a run-time shift (``0`` is exact).
+
+    ``(x + 2^(k-1)) >> k`` equals ``((x >> (k-1)) + 1) >> 1`` for ``k >= 1``
+    (nested floors), which needs no ``2^(k-1)`` constant as wide as the
+    largest shift: one shifter of the value's width and an increment.
+    """
+    coarse = value >> (shift - 1)[:len(shift)]
+    return Mux(shift == 0, value, (coarse + 1) >> 1)
 
 
 def _leak(value, shift: int):
@@ -215,6 +220,7 @@ class OnlineCore(wiring.Component):
         learn_w, learn_d, readout_bias = flags[1], flags[2], flags[3]
 
         t = Signal(COUNTER_BITS)                 # steps since CLEAR
+        t_near = Signal(range(2 * H))            # min(t, 2H - 1): lags are compared with it
         counted = Signal(COUNTER_BITS)           # of which from loss_start on
         counting = Signal()                      # this step counts (t >= loss_start)
         step_cycles, last_step_cycles = Signal(COUNTER_BITS), Signal(COUNTER_BITS)
@@ -254,8 +260,8 @@ class OnlineCore(wiring.Component):
             elb_reg = Signal(signed(g.eligibility_width))
             cnt_reg = Signal(g.step_bits)
             dsum = Signal(signed(g.derivative_width))
-            tap_m = Signal(COUNTER_BITS)
-            tap_hi = Signal(COUNTER_BITS)
+            tap_m = Signal(range(2 * H))     # lags stay below H (OnlineGeometry.history_rows)
+            tap_hi = Signal(range(2 * H))
             tap_idx = Signal(range(g.lut_depth + (1 << f) + 1))
             has_taps = Signal()
             lo = Signal(signed(g.delay_width + 2))
@@ -263,7 +269,7 @@ class OnlineCore(wiring.Component):
             m_lo_raw = (lo + ((1 << f) - 1)) >> f
             m_lo = Mux(m_lo_raw < 0, 0, m_lo_raw)
             m_hi_raw = (d_now + reach) >> f
-            m_hi = Mux(m_hi_raw > t, t, m_hi_raw)
+            m_hi = Mux(m_hi_raw > t_near, t_near, m_hi_raw)
             acc = Signal(signed(s.signal_bits + g.eligibility_width + wb + g.neuron_bits + 2))
             bc_acc = Signal(signed(s.signal_bits + wb + g.signal_index_bits + 2))
             err_reg = Signal(signed(s.signal_bits))
@@ -298,7 +304,7 @@ class OnlineCore(wiring.Component):
             returns nothing; it is called in the last state of the item.
             """
             with m.State(f"{prefix}_LAG"):
-                m.d.sync += [w_reg.eq(w_in.data), lag_ok.eq(lag <= t)]
+                m.d.sync += [w_reg.eq(w_in.data), lag_ok.eq(lag <= t_near)]
                 hist.read(m, hist_addr(t - lag, j))
                 if learning:
                     m.d.sync += [trw_reg.eq(tr_w.data), trd_reg.eq(tr_d.data),
@@ -406,7 +412,7 @@ class OnlineCore(wiring.Component):
                         mem.write(m, clear_addr, 0)
                 m.d.sync += clear_addr.eq(clear_addr + 1)
                 with m.If(clear_addr == max(mem.depth for mem in state_mems) - 1):
-                    m.d.sync += [t.eq(0), counted.eq(0)]
+                    m.d.sync += [t.eq(0), t_near.eq(0), counted.eq(0)]
                     m.next = "IDLE"
 
             # -- reads ---------------------------------------------------------------------
@@ -611,6 +617,8 @@ class OnlineCore(wiring.Component):
             with m.State("STEP_END"):
                 m.d.comb += [self.spikes.valid.eq(1), self.spikes.payload.last.eq(1)]
                 with m.If(self.spikes.ready):
+                    with m.If(t_near != 2 * H - 1):
+                        m.d.sync += t_near.eq(t_near + 1)
                     m.d.sync += [t.eq(t + 1), counted.eq(counted + counting), in_step.eq(0),
                                  last_step_cycles.eq(step_cycles)]
                     m.next = "IDLE"
@@ -685,6 +693,25 @@ class OnlineCore(wiring.Component):
         i, j, k, a, ka = e.i, e.j, e.k, e.a, e.ka
         learn_w, learn_d = e.learn_w, e.learn_d
 
+        # Two shared multiply-and-round lanes (one variable shifter each): ``step_a`` for
+        # weights, biases and the readout, ``step_d`` for delays; each state drives their inputs.
+        a_factor = Signal(signed(s.signal_bits))
+        a_value = Signal(signed(max(g.eligibility_width, COUNTER_BITS + 1)))
+        a_shift = Signal(g.shift_bits)
+        step_a = _rshift_round(a_factor * a_value, a_shift)
+        d_value = Signal(signed(len(e.acc)))
+        step_d = _rshift_round(d_value, e.k_d)
+        d_new = _clamp(e.delay.data - step_d, 0, s.delay_max)
+
+        # ... and one subtract-and-saturate for lane A's parameters (weights: 16 bits, biases: 24)
+        a_param = Signal(signed(max(g.weight_width, g.bias_width)))
+        a_new = a_param - step_a
+        a_weight = saturate(a_new, g.weight_width)
+        a_bias = saturate(a_new, g.bias_width)
+
+        def lane_a(factor, value, shift, param):
+            m.d.comb += [a_factor.eq(factor), a_value.eq(value), a_shift.eq(shift), a_param.eq(param)]
+
         # L_i = sat(round(sum_k err_k w_out[k, i] >> (wb - 1)))
         with m.State("BC_MAC"):
             total = e.bc_acc + e.err.data * _top(e.w_out.data, wfrac)
@@ -708,8 +735,8 @@ class OnlineCore(wiring.Component):
 
         # W_out[k, i] -= round(err_k count_i >> k_out), address k * N + i
         with m.State("READOUT_UPD"):
-            step = _rshift_round(e.err.data * e.cnt.data, e.k_out)
-            e.w_out.write(m, ka, saturate(e.w_out.data - step, g.weight_width))
+            lane_a(e.err.data, e.cnt.data, e.k_out, e.w_out.data)
+            e.w_out.write(m, ka, a_weight)
             last_i = i == N - 1
             next_i = Mux(last_i, 0, i + 1)
             next_k = Mux(last_i, k + 1, k)
@@ -725,9 +752,9 @@ class OnlineCore(wiring.Component):
                 e.w_out.read(m, ka + 1)
 
         with m.State("BIAS_OUT_UPD"):
-            step = _rshift_round(e.err.data * e.counted, e.k_out)
+            lane_a(e.err.data, e.counted, e.k_out, e.b_out.data)
             with m.If(e.readout_bias):
-                e.b_out.write(m, k, saturate(e.b_out.data - step, g.bias_width))
+                e.b_out.write(m, k, a_bias)
             with m.If(k == K - 1):
                 m.next = "SYN_UPD_START"
             with m.Else():
@@ -753,13 +780,13 @@ class OnlineCore(wiring.Component):
         # synapse (i, j) at a = i * C + j, channel-major so that an axonal delay sums its column
         with m.State("SYN_UPD"):
             L = e.sig.data
-            w_step = _rshift_round(L * e.el_w.data, e.k_w)
+            lane_a(L, e.el_w.data, e.k_w, e.w_in.data)
             with m.If(learn_w):
-                e.w_in.write(m, a, saturate(e.w_in.data - w_step, g.weight_width))
+                e.w_in.write(m, a, a_weight)
             if synaptic:
-                d_step = _rshift_round(L * e.el_d.data, e.k_d)
+                m.d.comb += d_value.eq(L * e.el_d.data)
                 with m.If(learn_d):
-                    e.delay.write(m, a, _clamp(e.delay.data - d_step, 0, s.delay_max))
+                    e.delay.write(m, a, d_new)
             else:
                 m.d.sync += e.acc.eq(e.acc + L * _top(e.w_in.data, wfrac) * e.el_d.data)
             with m.If(i == N - 1):
@@ -782,9 +809,9 @@ class OnlineCore(wiring.Component):
 
         if not synaptic:
             with m.State("DELAY_UPD"):
-                d_step = _rshift_round(e.acc, e.k_d)
+                m.d.comb += d_value.eq(e.acc)
                 with m.If(learn_d):
-                    e.delay.write(m, j, _clamp(e.delay.data - d_step, 0, s.delay_max))
+                    e.delay.write(m, j, d_new)
                 m.d.sync += [e.acc.eq(0), i.eq(0)]
                 with m.If(j == C - 1):
                     e.el_b.read(m, 0)
@@ -797,9 +824,9 @@ class OnlineCore(wiring.Component):
                     m.next = "SYN_UPD"
 
         with m.State("BIAS_UPD"):
-            step = _rshift_round(e.sig.data * e.el_b.data, e.k_w)
+            lane_a(e.sig.data, e.el_b.data, e.k_w, e.bias.data)
             with m.If(learn_w):
-                e.bias.write(m, i, saturate(e.bias.data - step, g.bias_width))
+                e.bias.write(m, i, a_bias)
             with m.If(i == N - 1):
                 m.next = "UPD_DONE"
             with m.Else():

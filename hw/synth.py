@@ -48,7 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["DEVICES", "Device", "SynthesisError", "synthesize", "strip_zero_memory_init",
-           "mark_lut_ram", "memory_sizes", "summarize_critical_path", "TOP_NAME"]
+           "mark_lut_ram", "memory_sizes", "summarize_critical_path", "TOP_NAME",
+           "synthesis_case", "SUMMARY_KEYS"]
 
 #: Module name of the synthesised top level.
 TOP_NAME = "delrec_top"
@@ -398,7 +399,9 @@ def _elaborate(build) -> str:
 
     from .synth_top import SynthesisTop
 
-    top = SynthesisTop(**build.core_kwargs())
+    # a build that makes its own core (the online core's) or the inference core's arguments
+    top = SynthesisTop(build.make_core()) if hasattr(build, "make_core") else \
+        SynthesisTop(**build.core_kwargs())
     return rtlil.convert(top, name=TOP_NAME)
 
 
@@ -530,3 +533,46 @@ def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, se
     if "synth.json" not in result["files"]:
         result["files"].append("synth.json")
     return result
+
+
+#: The numbers of a :func:`synthesize` result a benchmark keeps.
+SUMMARY_KEYS = ("lut", "ff", "bram", "spram", "dsp", "fmax_mhz", "freq_target_mhz", "timing_met",
+                "cells", "logic_cells", "memories_as_registers", "lut_ram_requested", "yosys_command",
+                "timing_notes", "yosys_seconds", "nextpnr_seconds")
+
+
+def synthesis_case(build, device: str, out_dir, *, seed: int = 1, dsp: bool = True) -> dict:
+    """:func:`synthesize` as a benchmark record: never raises for a design that does not fit.
+
+    Returns ``status`` (``placed_and_routed``, ``does_not_fit`` or
+    ``error``), the :data:`SUMMARY_KEYS` measured, the used resources
+    (``utilization``), the critical path, each memory's mapping and
+    ``wall_seconds``; for a failure also ``error`` and ``over_capacity``.
+    """
+    def used(utilization: dict) -> dict:
+        return {bel: use for bel, use in utilization.items() if use["used"]}
+
+    def mapping(memories: dict) -> dict:
+        return {n: f"{m['width']}x{m['depth']} -> {m['mapped_to']}" for n, m in memories.items()}
+
+    case = {}
+    began = time.perf_counter()
+    try:
+        result = synthesize(build, device, out_dir, seed=seed, dsp=dsp)
+    except SynthesisError as exc:
+        partial = exc.partial or {}
+        case.update(status="does_not_fit" if partial.get("over_capacity") else "error",
+                    error=partial.get("error", str(exc).splitlines()[0]),
+                    over_capacity=partial.get("over_capacity", {}),
+                    utilization=used(partial.get("utilization", {})),
+                    **{k: partial[k] for k in SUMMARY_KEYS if k in partial})
+        if "memories" in partial:
+            case["memories"] = mapping(partial["memories"])
+    else:
+        case.update(status="placed_and_routed", **{k: result[k] for k in SUMMARY_KEYS},
+                    utilization=used(result["utilization"]),
+                    critical_path=next((p for p in result["critical_paths"]
+                                        if p["from_clock"] == p["to_clock"]), None),
+                    memories=mapping(result["memories"]))
+    case["wall_seconds"] = round(time.perf_counter() - began, 1)
+    return case

@@ -1,6 +1,7 @@
 """A pin-frugal top level for placing the inference core on a small FPGA.
 
-:class:`SynthesisTop` puts an :class:`~delrec.hw.core.InferenceCore` behind a
+:class:`SynthesisTop` puts an :class:`~delrec.hw.core.InferenceCore` (or the
+:class:`~delrec.hw.online_core.OnlineCore`) behind a
 serial host link of seven pins (plus ``clk`` and ``rst``), so that the core
 can be synthesised, placed and routed on a package with few IOs (the iCE40
 UP5K in its SG48 package) while every one of its streams stays in use: the
@@ -35,10 +36,11 @@ input pin takes effect two clock edges later):
 ``command_pending``, ``busy``
     A committed beat waits for the core; the core's ``busy`` (one cycle late).
 
-Command word (:attr:`command_bits` bits): bits ``[0:2]`` the
-:class:`Opcode`, then the raw bits of the stream's payload
+Command word (:attr:`command_bits` bits): bits ``[0:opcode_bits]`` the
+:class:`Opcode` (2 bits; 3 for a core with a ``signal`` stream, such as the
+online-learning core), then the raw bits of the stream's payload
 (:func:`~delrec.hw.ports.input_layout`, :func:`~delrec.hw.ports.write_layout`,
-:func:`~delrec.hw.ports.read_layout`), zero-padded. Response word
+:func:`~delrec.hw.ports.read_layout`, or the online core's layouts), zero-padded. Response word
 (:attr:`response_bits` bits): bit 0 is 1 for a ``read_data`` beat (then the
 payload's ``data``) and 0 for a ``spikes`` beat (then ``neuron``, ``last``).
 :func:`encode_command` and :func:`decode_response` build and read these words.
@@ -57,7 +59,6 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .core import InferenceCore
-from .ports import input_layout, read_data_layout, read_layout, spike_layout, write_layout
 
 __all__ = ["SynthesisTop", "Opcode", "encode_command", "decode_response", "pack_payload"]
 
@@ -71,6 +72,7 @@ class Opcode(enum.IntEnum):
     WRITE = 1   #: one beat of the ``write`` stream
     READ = 2    #: one beat of the ``read`` request stream
     TAKE = 3    #: free the response register for the next beat
+    SIGNAL = 4  #: one beat of the ``signal`` stream (a core with one; the opcode is then 3 bits)
 
 
 def pack_payload(layout: data.StructLayout, **fields: int) -> int:
@@ -94,9 +96,13 @@ def pack_payload(layout: data.StructLayout, **fields: int) -> int:
     return value
 
 
-def encode_command(opcode: Opcode, payload: int = 0) -> int:
-    """The command word of ``opcode`` with a payload's raw bits (see :func:`pack_payload`)."""
-    return int(Opcode(opcode)) | (int(payload) << OPCODE_BITS)
+def encode_command(opcode: Opcode, payload: int = 0, opcode_bits: int = OPCODE_BITS) -> int:
+    """The command word of ``opcode`` with a payload's raw bits (see :func:`pack_payload`).
+
+    ``opcode_bits`` is the top's :attr:`SynthesisTop.opcode_bits` (3 for a
+    core with a ``signal`` stream).
+    """
+    return int(Opcode(opcode)) | (int(payload) << opcode_bits)
 
 
 def decode_response(word: int, top: "SynthesisTop") -> dict:
@@ -109,10 +115,10 @@ def decode_response(word: int, top: "SynthesisTop") -> dict:
     """
     body = word >> 1
     if word & 1:
-        layout = read_data_layout(top.core.geometry)
+        layout = _payload_layout(top.core, "read_data")
         kind = "read_data"
     else:
-        layout = spike_layout(top.core.geometry)
+        layout = _payload_layout(top.core, "spikes")
         kind = "spike"
     out = {"kind": kind}
     for name, field in layout:
@@ -120,20 +126,32 @@ def decode_response(word: int, top: "SynthesisTop") -> dict:
     return out
 
 
+def _payload_layout(core, name: str) -> data.StructLayout:
+    """The payload layout of the stream port ``name`` of ``core`` (from its signature)."""
+    return core.signature.members[name].signature.members["payload"].shape
+
+
 class SynthesisTop(wiring.Component):
-    """An :class:`~delrec.hw.core.InferenceCore` behind a seven-pin serial host link.
+    """A core behind a seven-pin serial host link.
 
     See the module documentation for the protocol.
 
     Parameters
     ----------
+    core : wiring.Component, optional
+        A core with the streams ``inputs``, ``write``, ``read`` (and
+        optionally ``signal``) in and ``spikes``, ``read_data`` out, and a
+        ``busy`` output: the :class:`~delrec.hw.online_core.OnlineCore`, say.
     **core_kwargs
-        Keyword arguments of :class:`~delrec.hw.core.InferenceCore` (for a
+        Without ``core``: keyword arguments of
+        :class:`~delrec.hw.core.InferenceCore` (for a
         :class:`~delrec.firmware.compiler.CoreBuild`: ``build.core_kwargs()``).
 
     Attributes
     ----------
-    core : InferenceCore
+    core : wiring.Component
+    opcode_bits : int
+        2, or 3 for a core with a ``signal`` stream (:attr:`Opcode.SIGNAL`).
     command_bits : int
         Width of the command register.
     response_bits : int
@@ -142,16 +160,20 @@ class SynthesisTop(wiring.Component):
     sdo, response_valid, command_pending, busy : Out(1)
     """
 
-    def __init__(self, **core_kwargs):
-        self.core = InferenceCore(**core_kwargs)
-        g = self.core.geometry
-        self._payload_layouts = {
-            Opcode.INPUT: input_layout(g),
-            Opcode.WRITE: write_layout(g),
-            Opcode.READ: read_layout(g),
-        }
-        self.command_bits = OPCODE_BITS + max(layout.size for layout in self._payload_layouts.values())
-        self.response_bits = 1 + max(spike_layout(g).size, read_data_layout(g).size)
+    def __init__(self, core=None, **core_kwargs):
+        if core is not None and core_kwargs:
+            raise TypeError(f"Give a core or the inference core's arguments, not both "
+                            f"({sorted(core_kwargs)})")
+        self.core = core if core is not None else InferenceCore(**core_kwargs)
+        names = {Opcode.INPUT: "inputs", Opcode.WRITE: "write", Opcode.READ: "read"}
+        if "signal" in self.core.signature.members:
+            names[Opcode.SIGNAL] = "signal"
+        self._stream_names = names
+        self.opcode_bits = OPCODE_BITS if len(names) == 3 else OPCODE_BITS + 1
+        self._payload_layouts = {code: _payload_layout(self.core, name) for code, name in names.items()}
+        self.command_bits = self.opcode_bits + max(layout.size for layout in self._payload_layouts.values())
+        self.response_bits = 1 + max(_payload_layout(self.core, "spikes").size,
+                                     _payload_layout(self.core, "read_data").size)
         super().__init__({
             "sdi": In(1),
             "shift": In(1),
@@ -176,9 +198,9 @@ class SynthesisTop(wiring.Component):
         pending = Signal()
         with m.If(shift):
             m.d.sync += shifter.eq(Cat(shifter[1:], sdi))
-        opcode = command[:OPCODE_BITS]
-        body = command[OPCODE_BITS:]
-        streams = {Opcode.INPUT: core.inputs, Opcode.WRITE: core.write, Opcode.READ: core.read}
+        opcode = command[:self.opcode_bits]
+        body = command[self.opcode_bits:]
+        streams = {code: getattr(core, name) for code, name in self._stream_names.items()}
         accepted = Signal()
         for code, stream in streams.items():
             m.d.comb += [
@@ -191,7 +213,7 @@ class SynthesisTop(wiring.Component):
         with m.If(accepted):
             m.d.sync += pending.eq(0)
         with m.If(commit & ~pending):
-            with m.If(shifter[:OPCODE_BITS] == Opcode.TAKE):
+            with m.If(shifter[:self.opcode_bits] == Opcode.TAKE):
                 m.d.comb += take.eq(1)
             with m.Else():
                 m.d.sync += [command.eq(shifter), pending.eq(1)]

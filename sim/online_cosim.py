@@ -29,7 +29,8 @@ from delrec.hw.online_ports import (OnlineCounter, OnlineGeometry, OnlineReadTar
 
 from .runner import SimulationFailure, build_component, default_build_root, run_cocotb
 
-__all__ = ["OnlineSample", "OnlineCosimResult", "cosimulate_online", "online_port_fields"]
+__all__ = ["OnlineSample", "OnlineCosimResult", "cosimulate_online", "online_port_fields",
+           "random_online_case"]
 
 
 @dataclass
@@ -223,8 +224,55 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
     except SimulationFailure as failure:
         raise SimulationFailure(f"{failure}\ntestbench data: {data_path}") from None
     summary = json.loads(summary_path.read_text())
+    bad = sum(sample.bad_beats for sample in samples if sample.learn)
+    final = summary[-1]
+    if (final["bad_signals"], final["dropped_events"], final["overruns"]) != (bad, 0, 0):
+        raise SimulationFailure(f"The core counted {final['bad_signals']} bad signal beats (sent "
+                                f"{bad}), {final['dropped_events']} dropped events and "
+                                f"{final['overruns']} overruns (expected none)\ntestbench data: {data_path}")
     return OnlineCosimResult(geometry=geometry, step_cycles=[r["step_cycles"] for r in summary],
                              update_cycles=[r.get("update_cycles") for r in summary],
                              scores=[r["scores"] for r in summary], labels=labels, learned=learned,
                              golden=golden, summary=summary)
 
+
+
+def random_online_case(kind: str, rng: np.random.Generator, inputs: int = 6, neurons: int = 5,
+                       classes: int = 3, samples: int = 3, steps=(10, 30), max_sigma: float = 1.3):
+    """A random network for a fixed core size and ``samples`` random samples to learn from.
+
+    Everything the core takes at run time varies: what learns (weights,
+    delays, readout bias), ``loss_start``, the surrogate width (a LUT of up
+    to ``max_sigma``), the learning-rate shifts, the weights' scale (some
+    saturate), the input rate and counts (1..3 events per channel and
+    step). The last sample learns from random per-neuron signals spanning
+    the whole signed range; the others from readout errors; every learning
+    sample also sends one bad signal beat.
+    """
+    from delrec.arith import FixedSpec
+    from delrec.golden.online import OnlineConfig
+    from delrec.golden.online_fixed import FixedOnlineNetwork
+
+    learn_w, learn_d = [(True, True), (False, True), (True, False)][int(rng.integers(0, 3))]
+    config = OnlineConfig(inputs=inputs, hidden=neurons, classes=classes, input_delays=kind,
+                          signal="sample", sigma=float(rng.uniform(0.4, max_sigma)), radius=3.0,
+                          delay_init=(0.0, float(rng.uniform(2, 40))), learn_weights=learn_w,
+                          learn_delays=learn_d, readout_bias=bool(rng.integers(0, 2)),
+                          loss_start=int(rng.integers(0, 6)), input_gain=float(rng.uniform(1, 10)),
+                          readout_gain=float(rng.uniform(0.2, 3)))
+    spec = FixedSpec(lr_weight_shift=int(rng.integers(6, 16)), lr_delay_shift=int(rng.integers(8, 18)),
+                     lr_readout_shift=int(rng.integers(1, 8)))
+    net = FixedOnlineNetwork(config, spec, seed=int(rng.integers(0, 1 << 16)))
+    out = []
+    for n in range(samples):
+        T = int(rng.integers(steps[0], steps[1] + 1))
+        rate = float(rng.uniform(0.05, 0.5))
+        x = rng.integers(1, 4, size=(T, inputs)) * (rng.random((T, inputs)) < rate)
+        signal = None
+        if n == samples - 1:
+            lo, hi = -(1 << (spec.signal_bits - 1)), (1 << (spec.signal_bits - 1)) - 1
+            signal = rng.integers(lo, hi + 1, size=neurons)
+            signal[0], signal[-1] = lo, hi
+        out.append(OnlineSample(x=x.astype(np.int64), label=int(rng.integers(0, classes)),
+                                signal=signal, bad_beats=1))
+    return net, out

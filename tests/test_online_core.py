@@ -1,0 +1,202 @@
+"""The online-learning core (RTL) against the fixed-point three-factor rule, bit for bit."""
+
+import numpy as np
+import pytest
+import torch
+
+from delrec.arith import FixedSpec
+from delrec.firmware.online import check_supported, parameter_writes, signal_beats
+from delrec.golden.online import OnlineConfig
+from delrec.golden.online_fixed import FixedOnlineNetwork
+from delrec.hw.online_core import OnlineCore
+from delrec.hw.online_ports import OnlineGeometry, SignalKind
+from delrec.sim.online_cosim import OnlineSample, cosimulate_online, random_online_case
+
+MAX_REACH = 256  # LUTs up to sigma = 1.33 (radius 3, 6 fractional delay bits)
+
+
+@pytest.mark.parametrize("kind", ["synaptic", "axonal"])
+def test_random_networks_learn_bit_exact(kind, tmp_path):
+    """Every spike, membrane, output, score, trace, eligibility sum, signal, weight and delay."""
+    rng = np.random.default_rng(7 if kind == "synaptic" else 8)
+    net, samples = random_online_case(kind, rng)
+    before = {n: p.clone() for n, p in net.parameters().items()}
+    result = cosimulate_online(net, samples, stall=0.3, seed=3, max_reach=MAX_REACH,
+                               work_dir=tmp_path)
+    changed = [n for n, p in result.golden.parameters().items() if not torch.equal(p, before[n])]
+    assert changed, "the samples must change some parameter for the comparison to mean anything"
+    assert all(c is not None and c > 0 for c in result.update_cycles)
+    assert len(result.step_cycles) == len(samples)
+
+
+def test_delays_learn_from_errors_and_inference_matches(tmp_path):
+    """Delays only (axonal factorisation off: synaptic), then inference with learning off."""
+    config = OnlineConfig(inputs=4, hidden=3, classes=2, input_delays="synaptic", signal="sample",
+                          sigma=1.0, delay_init=(0.0, 12.0), learn_weights=False, input_gain=8.0)
+    net = FixedOnlineNetwork(config, FixedSpec(lr_delay_shift=10, lr_readout_shift=3), seed=2)
+    rng = np.random.default_rng(1)
+    xs = [(rng.random((16, 4)) < 0.4).astype(np.int64) for _ in range(4)]
+    samples = [OnlineSample(x=xs[0], label=0), OnlineSample(x=xs[1], label=1),
+               OnlineSample(x=xs[2], label=1, learn=False), OnlineSample(x=xs[3], label=0)]
+    result = cosimulate_online(net, samples, stall=0.1, seed=5, max_reach=MAX_REACH,
+                               work_dir=tmp_path)
+    assert not torch.equal(result.golden.d_in, net.d_in)
+    assert torch.equal(result.golden.w_in, net.w_in)  # weights do not learn
+    assert result.update_cycles[2] is None
+    # learning off costs no learning cycles: the inference-only step is the shorter one
+    assert np.mean(result.step_cycles[2]) < np.mean(result.step_cycles[1])
+
+
+def test_unsupported_networks_are_named():
+    spec = FixedSpec()
+    with pytest.raises(ValueError, match="recurrent=True"):
+        check_supported(OnlineConfig(recurrent=True), spec)
+    with pytest.raises(ValueError, match="reset='hard'"):
+        check_supported(OnlineConfig(reset="hard"), spec)
+    with pytest.raises(ValueError, match="signal='step'"):
+        check_supported(OnlineConfig(signal="step"), spec)
+    with pytest.raises(ValueError, match="stochastic"):
+        check_supported(OnlineConfig(signal="sample"), FixedSpec(stochastic=True))
+    with pytest.raises(ValueError, match="stochastic"):
+        OnlineGeometry(4, 4, 2, FixedSpec(stochastic=True), "synaptic", 64, 100, 4)
+    with pytest.raises(ValueError, match="Delay kind"):
+        OnlineGeometry(4, 4, 2, spec, "dendritic", 64, 100, 4)
+    with pytest.raises(ValueError, match="Maximum steps must be a positive integer, not 0"):
+        OnlineGeometry(4, 4, 2, spec, "synaptic", 64, 0, 4)
+
+
+def test_bad_host_input_is_rejected_with_its_value_and_limit():
+    config = OnlineConfig(inputs=4, hidden=3, classes=2, signal="sample", sigma=1.0)
+    net = FixedOnlineNetwork(config, FixedSpec(), seed=0)
+    from delrec.firmware.online import online_geometry
+
+    g = online_geometry(net, max_reach=MAX_REACH)
+    with pytest.raises(ValueError, match="Learning signal value 200 outside the core's range -128..127"):
+        signal_beats(g, [0, 200], SignalKind.ERROR)
+    with pytest.raises(ValueError, match="A NEURON signal has 3 values, not 2"):
+        signal_beats(g, [0, 1], SignalKind.NEURON)
+    net.d_in[0, 0] = g.spec.delay_max + 1
+    with pytest.raises(ValueError, match=f"Delay value {g.spec.delay_max + 1} outside the core's range"):
+        parameter_writes(net, g)
+    net.d_in[0, 0] = 0
+    x = np.zeros((10, 4), np.int64)
+    x[3, 1] = 16
+    with pytest.raises(ValueError, match="event count 16 outside the core's 0..15"):
+        cosimulate_online(net, [OnlineSample(x=x, label=0)], max_reach=MAX_REACH)
+    with pytest.raises(ValueError, match="300 steps, more than the core's max_steps 255"):
+        cosimulate_online(net, [OnlineSample(x=np.zeros((300, 4), np.int64), label=0)],
+                          max_reach=MAX_REACH)
+    with pytest.raises(ValueError, match="neither a label nor a signal"):
+        cosimulate_online(net, [OnlineSample(x=np.zeros((5, 4), np.int64))], max_reach=MAX_REACH)
+
+
+def test_guards_drop_and_count_bad_beats_without_touching_state():
+    """Events on missing channels or past the count width, signal beats for missing neurons or
+    classes, steps past ``max_steps`` while learning, writes outside a target: all dropped,
+    counted, and the state is what it would be without them."""
+    from amaranth.sim import Simulator
+
+    from delrec.hw.online_ports import (OnlineConfigRegister as R, OnlineCounter, OnlineFlag,
+                                        OnlineReadTarget as RT, OnlineWriteTarget as WT)
+
+    core = OnlineCore(inputs=3, neurons=3, classes=2, max_reach=64, max_steps=2, count_bits=4)
+    g = core.geometry
+    seen = {}
+
+    async def put(ctx, stream, **fields):
+        for name, value in fields.items():
+            ctx.set(getattr(stream.payload, name), value)
+        ctx.set(stream.valid, 1)
+        await ctx.tick().until(stream.ready)
+        ctx.set(stream.valid, 0)
+
+    async def get(ctx, stream, *names):
+        ctx.set(stream.ready, 1)
+        while True:
+            _, _, valid, *values = await ctx.tick().sample(
+                stream.valid, *(getattr(stream.payload, n) for n in names))
+            if valid:
+                ctx.set(stream.ready, 0)
+                return values
+
+    async def write(ctx, target, addr, data):
+        await put(ctx, core.write, target=target, addr=addr, data=data & ((1 << g.write_data_bits) - 1))
+
+    async def read(ctx, target, addr, bits=None):
+        await put(ctx, core.read, target=target, addr=addr)
+        value, = await get(ctx, core.read_data, "data")
+        value = int(value)
+        return value - (1 << bits) if bits and value >> (bits - 1) else value
+
+    async def step(ctx, channels):
+        for c in channels:
+            await put(ctx, core.inputs, channel=c, last=0)
+        await put(ctx, core.inputs, channel=0, last=1)
+        spikes = []
+        while True:
+            neuron, last = await get(ctx, core.spikes, "neuron", "last")
+            if last:
+                return spikes
+            spikes.append(int(neuron))
+
+    async def testbench(ctx):
+        await write(ctx, WT.W_IN, 0, 1 << 8)          # neuron 0 <- channel 0, forward weight 1
+        await write(ctx, WT.W_OUT, g.classes * g.neurons, 99)  # outside W_OUT: dropped
+        await write(ctx, WT.CONFIG, R.FLAGS, OnlineFlag.LEARN)
+        seen["flags"] = await read(ctx, RT.CONFIG, R.FLAGS)
+        await write(ctx, WT.CLEAR, 0, 0)
+        await step(ctx, [0] * 16 + [3])                 # 16th event overflows; channel 3 missing
+        seen["membrane"] = await read(ctx, RT.MEMBRANE, 0, g.spec.v_bits)
+        seen["dropped"] = await read(ctx, RT.COUNTER, OnlineCounter.DROPPED_EVENTS)
+        await put(ctx, core.signal, kind=SignalKind.ERROR, index=2, value=5, last=0)
+        await put(ctx, core.signal, kind=SignalKind.NEURON, index=3, value=5, last=0)
+        seen["bad"] = await read(ctx, RT.COUNTER, OnlineCounter.BAD_SIGNALS)
+        seen["signals"] = [await read(ctx, RT.SIGNAL, i) for i in range(3)]
+        seen["outside"] = await read(ctx, RT.W_OUT, g.classes * g.neurons)
+        await step(ctx, [])
+        seen["refused"] = await step(ctx, [0])          # the third step while learning
+        seen["steps"] = await read(ctx, RT.COUNTER, OnlineCounter.STEPS)
+        seen["overruns"] = await read(ctx, RT.COUNTER, OnlineCounter.OVERRUNS)
+        seen["membrane_after"] = await read(ctx, RT.MEMBRANE, 0, g.spec.v_bits)
+
+    sim = Simulator(core)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+    assert seen["flags"] == OnlineFlag.LEARN
+    assert seen["membrane"] == 15        # fifteen events counted, leak of zero
+    assert seen["dropped"] == 2
+    assert seen["bad"] == 2 and seen["signals"] == [0, 0, 0]
+    assert seen["outside"] == 0
+    assert seen["refused"] == [] and seen["steps"] == 2 and seen["overruns"] == 1
+    assert seen["membrane_after"] == 15 - (15 >> 1)  # one silent step of leak, the refused one none
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["synaptic", "axonal"])
+def test_many_random_networks_learn_bit_exact(kind, tmp_path):
+    """Eight random networks per delay kind, four learning samples each, under stalls."""
+    rng = np.random.default_rng(100 if kind == "synaptic" else 200)
+    for n in range(8):
+        net, samples = random_online_case(kind, rng, samples=4)
+        cosimulate_online(net, samples, stall=0.25, seed=n, max_reach=MAX_REACH,
+                          work_dir=tmp_path / str(n))
+
+
+@pytest.mark.slow
+def test_core_learns_delayed_xor_as_the_golden_rule_does(tmp_path):
+    """The acceptance run: the RTL learns the on-chip delayed-xor from untrained delays; its
+    accuracies are those of ``delrec train --learning three-factor`` in fixed point with the
+    same seed and a batch of one, epoch by epoch."""
+    from delrec.golden.online_training import train_online
+    from delrec.golden.tasks.base import load_task
+    from delrec.sim.online_learning import ONCHIP_TASK_OPTIONS, learn_on_core, onchip_configs
+
+    task = load_task("delayed-xor", **ONCHIP_TASK_OPTIONS)
+    config, train = onchip_configs(task, {"seed": 0, "task_options": ONCHIP_TASK_OPTIONS})
+    onchip = learn_on_core(task, config, train, out_dir=tmp_path / "core", progress=False)
+    golden = train_online(config, train, tmp_path / "golden", progress=False, task=task)
+    assert onchip["eval_accuracy"] == [h["val_accuracy"] for h in golden["history"]]
+    assert onchip["test_accuracy"] == golden["test_accuracy"]
+    assert onchip["eval_accuracy"][-1] >= onchip["untrained_accuracy"] + 0.2
+    assert onchip["delay_mean_learned"] != onchip["delay_mean_initial"]
