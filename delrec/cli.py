@@ -5,6 +5,7 @@
 ``delrec learn-on-core`` the RTL core learns a task online in co-simulation (bit-exact)
 ``delrec bench``   benchmarks (``delrec bench golden``, ``delrec bench accuracy``)
 ``delrec synth``   synthesise, place and route the core for an FPGA (YoWASP tools)
+``delrec sweep``   design-space sweep: area, fmax and cycles per step over N, D, P, widths, queues
 ``delrec bitstream`` a board bitstream: the core behind the board's UART (YoWASP tools)
 
 With no options, ``delrec train`` runs the embedded default: DelRec on the
@@ -386,6 +387,46 @@ def _synth(args) -> int:
     return 0
 
 
+def _add_sweep(sub):
+    p = sub.add_parser("sweep", help="design-space sweep of the inference core: area and fmax "
+                                     "(YoWASP) and cycles per step (Verilator) over a grid",
+                       description="For every build of the grid (neurons x lanes x queues x "
+                                   "delay bits x weight bits), co-simulate a random network to "
+                                   "measure cycles per step and synthesise it for every device; "
+                                   "write sweep.json, sweep.md and sweep.png (area against "
+                                   "latency) into --out. Points are cached there; jobs run in "
+                                   "parallel.")
+    p.add_argument("--inputs", type=int, default=140)
+    p.add_argument("--classes", type=int, default=20)
+    p.add_argument("--neurons", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--lanes", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--queues", nargs="+", choices=("ring", "history"), default=["history", "ring"])
+    p.add_argument("--delay-bits", type=int, nargs="+", default=[6])
+    p.add_argument("--weight-bits", type=int, nargs="+", default=[8])
+    p.add_argument("--devices", nargs="+", choices=("up5k", "ecp5-25f", "ecp5-85f"), default=["up5k"])
+    p.add_argument("--steps", type=int, default=20, help="steps of the workload sample")
+    p.add_argument("--rate", type=float, default=0.05, help="input events per channel and step")
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
+    p.add_argument("--out", type=Path, default=Path("runs") / "sweep")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_sweep)
+
+
+def _sweep(args) -> int:
+    from delrec.sim.sweep import Workload, run_sweep, sweep_builds, write_sweep_report
+
+    builds = sweep_builds(args.inputs, args.classes, args.neurons, args.lanes, args.queues,
+                          args.delay_bits, args.weight_bits)
+    workload = Workload(steps=args.steps, rate=args.rate)
+    points = run_sweep(builds, args.devices, args.out, workload, jobs=args.jobs, seed=args.seed,
+                       progress=not args.no_progress)
+    files = write_sweep_report(points, args.out, workload)
+    print((Path(files["markdown"])).read_text())
+    print(f"written: {files['json']}, {files['plot']}", file=sys.stderr)
+    return 0
+
+
 def _add_bitstream(sub):
     p = sub.add_parser("bitstream", help="build an FPGA bitstream of the core behind a UART for a "
                                          "board (YoWASP tools, JSON report)",
@@ -495,6 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_learn_on_core(sub)
     _add_bench(sub)
     _add_synth(sub)
+    _add_sweep(sub)
     _add_bitstream(sub)
     return parser
 

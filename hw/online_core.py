@@ -94,24 +94,21 @@ class OnlineCore(wiring.Component):
     synchronous read port and one write port (block RAM); every sum is
     exact by the widths of :class:`~delrec.hw.online_ports.OnlineGeometry`.
 
-    Cycles (one memory access per array per cycle, simple FSM control):
+    Cycles (one memory access per array per cycle, simple FSM control; the
+    exact counts are :func:`~delrec.hw.online_ports.step_cycles` and
+    :func:`~delrec.hw.online_ports.update_cycles`, checked against the
+    counters in every co-simulation without stalls):
 
     * input: 2 per event;
     * step (its ``last=1`` input beat to its ``last=1`` spike beat, the
-      ``STEP_CYCLES`` counter), with ``T_s`` the taps of synapse (or
-      channel) ``s`` -- the integers ``m`` in ``[0, t]`` with
-      ``|m 2^f - d| <= R``:
-
-      - inference (``LEARN`` off): ``K + 1`` (output init) ``+ N (2 + 2C + 1)``
-        (synaptic; axonal: ``3C`` channel reads ``+ N (2 + C + 1)``)
-        ``+ K + 1`` per spike ``+ K + 1`` (scores) ``+ C'`` (history row
-        clear, ``C'`` = ``C`` rounded up to a power of two) ``+ 1``;
-      - learning adds ``sum_s (T_s + 1) + N C`` (synaptic) or ``sum_c
-        (T_c + 1)`` (axonal), and ``C`` per neuron with ``psi > 0`` (its
-        eligibility sums);
-
-    * update: ``N (K + 1)`` (broadcast) ``+ K N`` (readout) ``+ K`` (readout
-      bias) ``+ C N`` (``+ 2 C`` axonal) ``+ N`` (biases) ``+ a few``;
+      ``STEP_CYCLES`` counter): inference ``2K + 1 + C' + N (5 + 2C)``
+      (synaptic; axonal ``2K + 1 + C' + 2C + N (5 + C)``) ``+ K + 1`` per
+      spike, ``C'`` the history's row stride; learning adds, per synapse
+      (axonal: per channel), one trace write and the LUT taps -- the
+      integers ``m`` in ``[0, t]`` with ``|m 2^f - d| <= R`` -- and ``C``
+      per neuron with ``psi > 0`` (its eligibility sums);
+    * update: ``2 + 2 N K + K`` (errors: broadcast and readout) ``+ N C + N``
+      (``+ C`` axonal) when weights or delays learn;
     * ``CLEAR``: ``max(N C, H C')`` (every state memory zeroed in parallel).
 
     Parameters
@@ -221,7 +218,8 @@ class OnlineCore(wiring.Component):
 
         t = Signal(COUNTER_BITS)                 # steps since CLEAR
         t_near = Signal(range(2 * H))            # min(t, 2H - 1): lags are compared with it
-        counted = Signal(COUNTER_BITS)           # of which from loss_start on
+        counted = Signal(g.step_bits)            # of which from loss_start on (saturating:
+                                                 # only learning samples, <= max_steps, use it)
         counting = Signal()                      # this step counts (t >= loss_start)
         step_cycles, last_step_cycles = Signal(COUNTER_BITS), Signal(COUNTER_BITS)
         update_cycles, last_update_cycles = Signal(COUNTER_BITS), Signal(COUNTER_BITS)
@@ -619,7 +617,9 @@ class OnlineCore(wiring.Component):
                 with m.If(self.spikes.ready):
                     with m.If(t_near != 2 * H - 1):
                         m.d.sync += t_near.eq(t_near + 1)
-                    m.d.sync += [t.eq(t + 1), counted.eq(counted + counting), in_step.eq(0),
+                    with m.If(counting & (counted != (1 << g.step_bits) - 1)):
+                        m.d.sync += counted.eq(counted + 1)
+                    m.d.sync += [t.eq(t + 1), in_step.eq(0),
                                  last_step_cycles.eq(step_cycles)]
                     m.next = "IDLE"
 
@@ -696,7 +696,7 @@ class OnlineCore(wiring.Component):
         # Two shared multiply-and-round lanes (one variable shifter each): ``step_a`` for
         # weights, biases and the readout, ``step_d`` for delays; each state drives their inputs.
         a_factor = Signal(signed(s.signal_bits))
-        a_value = Signal(signed(max(g.eligibility_width, COUNTER_BITS + 1)))
+        a_value = Signal(signed(max(g.eligibility_width, g.step_bits + 1)))
         a_shift = Signal(g.shift_bits)
         step_a = _rshift_round(a_factor * a_value, a_shift)
         d_value = Signal(signed(len(e.acc)))

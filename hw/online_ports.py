@@ -326,3 +326,48 @@ class OnlineGeometry:
                 "spec": self.spec.to_dict(), "delay_kind": self.delay_kind,
                 "max_reach": self.max_reach, "max_steps": self.max_steps,
                 "count_bits": self.count_bits}
+
+
+def step_cycles(geometry: OnlineGeometry, *, spikes: int, taps: int = 0, eligibility_passes: int = 0,
+                learn: bool = False) -> int:
+    """Cycles of one step of :class:`~delrec.hw.online_core.OnlineCore` (its ``STEP_CYCLES``).
+
+    With a spike consumer that never stalls. ``spikes``: neurons that fire
+    this step; with ``learn`` (the ``LEARN`` flag), ``taps``: the sum over
+    synapses (synaptic) or channels (axonal) of the LUT taps read, the
+    integers ``m`` in ``[0, t]`` with ``|m 2^f - d| <= R`` (0 when delays do
+    not learn); ``eligibility_passes``: neurons with ``psi > 0`` in a step
+    that counts (``t >= loss_start``) while weights or delays learn.
+
+    Inference: ``2K + 1 + C' + N (5 + 2C)`` (synaptic; axonal
+    ``2K + 1 + C' + 2C + N (5 + C)``) ``+ (K + 1)`` per spike, ``C'`` the
+    history's row stride (``C`` rounded up to a power of two). Learning adds
+    one trace write per synapse (channel) plus its taps, and ``C`` per
+    eligibility pass.
+    """
+    g = geometry
+    C, N, K = g.inputs, g.neurons, g.classes
+    per_item = 2 * C if g.delay_kind == "synaptic" else C
+    cycles = 2 * K + 1 + g.channel_stride + N * (5 + per_item) + spikes * (K + 1)
+    if g.delay_kind == "axonal":
+        cycles += 2 * C
+    if learn:
+        cycles += g.delay_count + taps + C * eligibility_passes
+    return cycles
+
+
+def update_cycles(geometry: OnlineGeometry, *, errors: bool, learn_synapses: bool) -> int:
+    """Cycles of one update (commit beat to ready again; the ``UPDATE_CYCLES`` counter).
+
+    ``errors``: a commit of readout errors (broadcast ``N K``, readout
+    ``K N + K``); ``learn_synapses``: weights or delays learn (``N C``, plus
+    ``C`` axonal, plus ``N`` biases).
+    """
+    g = geometry
+    C, N, K = g.inputs, g.neurons, g.classes
+    cycles = 2
+    if errors:
+        cycles += 2 * N * K + K
+    if learn_synapses:
+        cycles += N * C + N + (C if g.delay_kind == "axonal" else 0)
+    return cycles

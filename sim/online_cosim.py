@@ -106,6 +106,29 @@ def _events(x: np.ndarray) -> np.ndarray:
     return np.repeat(np.stack([step, channel], 1), x[step, channel], axis=0).astype(np.int64)
 
 
+def _expected_cycles(geometry: OnlineGeometry, net, sample: OnlineSample, delays: np.ndarray,
+                     charge: np.ndarray, spikes: np.ndarray):
+    """The documented cycles of each step and of the update of one sample (no stalls)."""
+    from delrec.hw.online_ports import step_cycles, update_cycles
+
+    c, s = net.config, net.spec
+    f, reach = s.delay_frac_bits, (len(net.lut) - 1) // 2
+    learn_synapses = sample.learn and (c.learn_weights or c.learn_delays)
+    lo = np.maximum(0, -((reach - delays) >> f))        # ceil((d - R) / 2^f), at least 0
+    hi = (delays + reach) >> f
+    near = np.abs(charge - s.theta) < (1 << s.psi_bits)  # psi > 0
+    steps = []
+    for t in range(spikes.shape[0]):
+        taps = int(np.clip(np.minimum(hi, t) - lo + 1, 0, None).sum()) if sample.learn and \
+            c.learn_delays else 0
+        passes = int(near[t].sum()) if learn_synapses and t >= c.loss_start else 0
+        steps.append(step_cycles(geometry, spikes=int(spikes[t].sum()), taps=taps,
+                                 eligibility_passes=passes, learn=sample.learn))
+    update = update_cycles(geometry, errors=sample.signal is None, learn_synapses=bool(
+        c.learn_weights or c.learn_delays)) if sample.learn else None
+    return steps, update
+
+
 def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed: int = 0,
                       check_state: bool = True, max_steps: int = 255, count_bits: int = 4,
                       max_reach: int | None = None, build_root: Path | None = None,
@@ -132,7 +155,7 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
     s = geometry.spec
     arrays = {"writes_init": np.concatenate([parameter_writes(golden, geometry),
                                              rule_writes(golden, geometry, learn=True)])}
-    meta, labels, learned = [], [], []
+    meta, labels, learned, expected_cycles = [], [], [], []
     current_learn = True
     for n, sample in enumerate(tqdm(samples, desc="golden rule", unit="sample", disable=not progress)):
         x = np.asarray(sample.x, dtype=np.int64)
@@ -152,6 +175,7 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
         if sample.rule is not None or sample.learn != current_learn:
             rule = rule_writes(golden, geometry, learn=sample.learn)
             current_learn = sample.learn
+        d_during = _np(golden.d_in)  # the delays this sample runs with (updates come at its end)
         xt = torch.from_numpy(x)[:, None, :]
         label = None if sample.label is None else torch.tensor([int(sample.label)])
         if sample.learn:
@@ -193,6 +217,7 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
             arrays[f"beats{n}"] = np.concatenate([np.array(bad, np.int64).reshape(-1, 4), beats])
             for name in ("w_in", "d_in", "bias", "w_out", "b_out"):
                 arrays[f"{name}{n}"] = _np(getattr(golden, name))
+        expected_cycles.append(_expected_cycles(geometry, golden, sample, d_during, h, spikes))
         meta.append({"steps": int(x.shape[0]), "learn": bool(sample.learn)})
         labels.append(sample.label)
         learned.append(bool(sample.learn))
@@ -230,6 +255,16 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
         raise SimulationFailure(f"The core counted {final['bad_signals']} bad signal beats (sent "
                                 f"{bad}), {final['dropped_events']} dropped events and "
                                 f"{final['overruns']} overruns (expected none)\ntestbench data: {data_path}")
+    if stall == 0:  # the documented cycle counts (hw.online_ports.step_cycles / update_cycles)
+        for n, (record, (steps_want, update_want)) in enumerate(zip(summary, expected_cycles)):
+            got = record["step_cycles"]
+            if got != steps_want:
+                t = next(t for t, (a, b) in enumerate(zip(got, steps_want)) if a != b)
+                raise SimulationFailure(f"sample {n}, step {t}: the core took {got[t]} cycles, the "
+                                        f"documented count is {steps_want[t]}")
+            if update_want is not None and record.get("update_cycles") != update_want:
+                raise SimulationFailure(f"sample {n}: the update took {record.get('update_cycles')} "
+                                        f"cycles, the documented count is {update_want}")
     return OnlineCosimResult(geometry=geometry, step_cycles=[r["step_cycles"] for r in summary],
                              update_cycles=[r.get("update_cycles") for r in summary],
                              scores=[r["scores"] for r in summary], labels=labels, learned=learned,

@@ -25,7 +25,8 @@ import numpy as np
 
 from .online_cosim import OnlineSample, cosimulate_online
 
-__all__ = ["ONCHIP_DEFAULTS", "ONCHIP_TASK_OPTIONS", "learn_on_core", "onchip_configs"]
+__all__ = ["ONCHIP_DEFAULTS", "ONCHIP_TASK_OPTIONS", "learn_on_core", "onchip_configs",
+           "plot_onchip_learning"]
 
 #: The task of the on-chip demonstration: two cue patterns 16-20 steps apart on
 #: 16 channels, 40 steps per sample (XOR of the cues' identities).
@@ -123,6 +124,8 @@ def learn_on_core(task, config, train, out_dir=None, eval_split: str = "val", de
         samples_simulated=len(samples), steps_simulated=int(sum(len(c) for c in result.step_cycles)),
         delay_mean_initial=float(initial_delays.double().mean() / (1 << f)),
         delay_mean_learned=float(learned.d_in.double().mean() / (1 << f)),
+        delays_moved_one_step_or_more=int(((learned.d_in - initial_delays).abs() >= (1 << f)).sum()),
+        delays=int(learned.d_in.numel()),
         wall_seconds=time.perf_counter() - started, history=history,
         online_config=config.to_dict(),
     )
@@ -130,12 +133,15 @@ def learn_on_core(task, config, train, out_dir=None, eval_split: str = "val", de
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        _plot(metrics, initial_delays.double().numpy() / (1 << f),
-              learned.d_in.double().numpy() / (1 << f), out / "learning.png")
+        initial_steps = initial_delays.double().numpy() / (1 << f)
+        learned_steps = learned.d_in.double().numpy() / (1 << f)
+        np.savez(out / "delays.npz", initial=initial_steps, learned=learned_steps)
+        plot_onchip_learning(metrics, initial_steps, learned_steps, out / "learning.png")
     return metrics
 
 
-def _plot(metrics: dict, initial: np.ndarray, learned: np.ndarray, path: Path) -> None:
+def plot_onchip_learning(metrics: dict, initial: np.ndarray, learned: np.ndarray, path: Path) -> None:
+    """Accuracy per epoch (RTL) and how far each delay moved while learning on chip."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,10 +157,11 @@ def _plot(metrics: dict, initial: np.ndarray, learned: np.ndarray, path: Path) -
            title="on-chip learning (co-simulation)")
     ax.legend(fontsize="small")
     ax = axes[1]
-    ax.hist(initial.ravel(), bins=32, alpha=0.5, label="initial")
-    ax.hist(learned.ravel(), bins=32, alpha=0.6, label="learned on chip")
-    ax.set(xlabel="delay (steps)", ylabel="synapses", title="input delays")
-    ax.legend(fontsize="small")
+    moved = (learned - initial).ravel()
+    ax.hist(moved, bins=41, color="tab:green")
+    ax.axvline(0, color="gray", lw=0.8)
+    ax.set(xlabel="learned - initial delay (steps)", ylabel="delays",
+           title=f"input delays: {int((np.abs(moved) >= 1).sum())} of {moved.size} moved >= 1 step")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
