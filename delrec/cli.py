@@ -5,6 +5,7 @@
 ``delrec learn-on-core`` the RTL core learns a task online in co-simulation (bit-exact)
 ``delrec bench``   benchmarks (``delrec bench golden``, ``delrec bench accuracy``)
 ``delrec synth``   synthesise, place and route the core for an FPGA (YoWASP tools)
+``delrec nir``     export a core network to NIR / import a NIR graph (``nir export|import``)
 ``delrec sweep``   design-space sweep: area, fmax and cycles per step over N, D, P, widths, queues
 ``delrec bitstream`` a board bitstream: the core behind the board's UART (YoWASP tools)
 
@@ -333,6 +334,8 @@ def _add_demo(sub):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--no-synth", action="store_true", help="skip FPGA synthesis")
+    p.add_argument("--onchip-samples", type=int, default=16,
+                   help="samples the RTL learning core learns online (0: skip that stage)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_demo)
 
@@ -345,9 +348,11 @@ def _demo(args) -> int:
         options["data"] = str(args.data)
     config = DemoConfig(task=args.task, task_options=options, hidden=args.hidden, epochs=args.epochs,
                         seed=args.seed, cosim_samples=args.samples, lanes=args.lanes, queue=args.queue,
-                        devices=() if args.no_synth else DemoConfig.devices, out=args.out)
+                        devices=() if args.no_synth else DemoConfig.devices, out=args.out,
+                        onchip_samples=args.onchip_samples)
     summary = run_demo(config, progress=not args.no_progress)
-    print(json.dumps({k: summary[k] for k in ("train", "quantized", "cosim", "stage_seconds")}, indent=2))
+    print(json.dumps({k: summary[k] for k in ("train", "quantized", "cosim", "onchip", "stage_seconds")},
+                     indent=2))
     print(f"report: {args.out / 'report.html'}", file=sys.stderr)
     return 0
 
@@ -424,6 +429,35 @@ def _sweep(args) -> int:
     files = write_sweep_report(points, args.out, workload)
     print((Path(files["markdown"])).read_text())
     print(f"written: {files['json']}, {files['plot']}", file=sys.stderr)
+    return 0
+
+
+def _add_nir(sub):
+    p = sub.add_parser("nir", help="NIR interchange: export a quantized network with its delays, "
+                                   "or import a NIR graph of a LIF network with delays",
+                       description="export IMAGE OUT: write a fixed-network .npz (delrec quantize) "
+                                   "as a NIR file (nir.Delay holds the axonal delays). import NIR "
+                                   "OUT: read a NIR graph into a fixed-network .npz that delrec "
+                                   "cosim and the model compiler take. The round trip is exact.")
+    p.add_argument("action", choices=("export", "import"))
+    p.add_argument("source", type=Path)
+    p.add_argument("target", type=Path)
+    p.set_defaults(handler=_nir)
+
+
+def _nir(args) -> int:
+    from delrec.golden.nir_io import read_nir, write_nir
+    from delrec.image import FixedNetwork
+
+    if args.action == "export":
+        net = FixedNetwork.load(args.source)
+        write_nir(net, args.target)
+    else:
+        net = read_nir(args.source)
+        net.save(args.target)
+    print(json.dumps(dict(action=args.action, source=str(args.source), target=str(args.target),
+                          inputs=net.inputs, neurons=net.neurons, classes=net.classes,
+                          delay_kind=net.delay_kind)))
     return 0
 
 
@@ -537,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench(sub)
     _add_synth(sub)
     _add_sweep(sub)
+    _add_nir(sub)
     _add_bitstream(sub)
     return parser
 

@@ -11,10 +11,14 @@ Stages (each writes into the report folder, each is timed):
    scores give its accuracy;
 4. **synthesize** the core for iCE40 UP5K and ECP5 25F (YoWASP yosys and
    nextpnr) when the synthesis flow is installed;
-5. **report**: ``report.html`` and ``report.md`` with accuracy float /
+5. **learn on chip**: the online-learning core learns delays (and weights)
+   of a small delayed-xor for a few samples in RTL, every update compared
+   with the fixed-point three-factor rule;
+6. **report**: ``report.html`` and ``report.md`` with accuracy float /
    fixed / RTL, the bit-exact verdict, the learned delay histogram, spike
    rasters of golden and RTL side by side, cycles per step and latency per
-   sample, area and fmax; every figure also as PNG.
+   sample, area and fmax, the area-latency plot and the on-chip learning
+   result; every figure also as PNG.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class DemoConfig:
     seed: int = 0
     cosim_samples: int = 32
     state_samples: int = 4
+    onchip_samples: int = 16
     lanes: int = 2
     queue: str = "history"
     devices: tuple = ("up5k", "ecp5-25f")
@@ -135,16 +140,69 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
             synth[device] = stages.run(f"synthesize {device}", synthesize, build, device,
                                        out / "synth" / device)
 
-    # 5. report
+    # 5. learn delays online on the RTL learning core, a few samples, bit-exact
+    onchip = stages.run("learn on chip", _learn_on_chip, config, out) if config.onchip_samples else None
+
+    # 6. report
     figures = _figures(out, model, net, metrics, quant, cosim_summary, run, xs[0])
+    if synth:
+        figures.append(_area_latency(out, synth, cosim_summary, steps_per_sample))
     summary = dict(config={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
                    train={k: metrics[k] for k in ("parameters", "test_accuracy", "best_test_accuracy",
                                                   "spikes_per_neuron_per_step")},
-                   quantized=quant, cosim=cosim_summary, synth=synth, stage_seconds=stages.times,
+                   quantized=quant, cosim=cosim_summary, synth=synth, onchip=onchip,
+                   stage_seconds=stages.times,
                    figures=[str(f.name) for f in figures], torch=torch.__version__)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _write_reports(out, summary, figures)
     return summary
+
+
+def _learn_on_chip(config: DemoConfig, out: Path) -> dict:
+    """The online core learns the on-chip delayed-xor for a few samples, checked bit for bit."""
+    from delrec.golden.online_fixed import FixedOnlineNetwork
+    from delrec.golden.online_training import make_spec, rates_at
+    from delrec.golden.tasks.base import load_task
+    from delrec.sim.online_cosim import OnlineSample, cosimulate_online
+    from delrec.sim.online_learning import ONCHIP_TASK_OPTIONS, onchip_configs
+
+    task = load_task("delayed-xor", **ONCHIP_TASK_OPTIONS)
+    online, train = onchip_configs(task, {"seed": config.seed})
+    net = FixedOnlineNetwork(online, make_spec(online, train), seed=config.seed)
+    first = rates_at(online, train, 0)
+    samples = [OnlineSample(x=np.asarray(task.train[n][0], np.int64), label=int(task.train[n][1]))
+               for n in range(config.onchip_samples)]
+    samples[0].rule = (first.sigma, make_spec(first, train))
+    result = cosimulate_online(net, samples, stall=0.0, check_state=False,
+                               build_root=out / "sim", work_dir=out / "sim" / "onchip")
+    f = net.spec.delay_frac_bits
+    moved = (result.golden.d_in - net.d_in).abs()
+    cycles = [c for run in result.step_cycles for c in run]
+    return dict(samples=len(samples), bit_exact=True, task_options=ONCHIP_TASK_OPTIONS,
+                geometry=result.geometry.to_dict(), delays=int(moved.numel()),
+                delays_changed=int((moved > 0).sum()),
+                mean_delay_change_steps=float(moved.double().mean() / (1 << f)),
+                largest_delay_change_steps=float(moved.max() / (1 << f)),
+                cycles_per_step_mean=float(np.mean(cycles)),
+                update_cycles=int(result.update_cycles[0]),
+                train_accuracy_while_learning=float(np.mean(
+                    [p == y for p, y in zip(result.predictions(), result.labels)])))
+
+
+def _area_latency(out: Path, synth: dict, cosim: dict, steps: int) -> Path:
+    """The synthesised builds on the area-latency plane (the sweep's plot)."""
+    from delrec.sim.sweep import Workload, plot_area_latency
+
+    build = cosim["build"]
+    points = []
+    for device, r in synth.items():
+        if r.get("fmax_mhz") and r.get("lut"):
+            points.append(dict(device=device, queue=build["queue"], neurons=build["neurons"],
+                               lanes=build["lanes"], synthesis=r,
+                               sample_latency_ms=cosim["cycles_per_sample"] / r["fmax_mhz"] / 1e3))
+    path = out / "area_latency.png"
+    plot_area_latency(points, path, Workload(steps=steps))
+    return path
 
 
 def _figures(out: Path, model, net, metrics, quant, cosim, run, x0) -> list[Path]:
@@ -213,6 +271,20 @@ def _rows(summary: dict) -> tuple[list, list]:
     return accuracy, area
 
 
+def _onchip_text(o: dict | None) -> str:
+    if not o:
+        return ""
+    g = o["geometry"]
+    return (f"The online-learning core ({g['inputs']} inputs, {g['neurons']} neurons, "
+            f"{g['delay_kind']} delays, {g['classes']} classes) learned {o['samples']} samples of "
+            f"a small delayed-xor online in RTL, bit-exact with the fixed-point three-factor rule "
+            f"(every spike, score, learning signal, weight and delay after every update): "
+            f"{o['delays_changed']} of {o['delays']} delays changed (mean {o['mean_delay_change_steps']:.3f}, "
+            f"largest {o['largest_delay_change_steps']:.2f} steps); {o['cycles_per_step_mean']:.0f} "
+            f"cycles per learning step, {o['update_cycles']} cycles per update. The full run "
+            f"(accuracy per epoch) is `delrec learn-on-core`.")
+
+
 def _write_reports(out: Path, summary: dict, figures: list[Path]) -> None:
     c = summary["cosim"]
     accuracy, area = _rows(summary)
@@ -234,6 +306,9 @@ def _write_reports(out: Path, summary: dict, figures: list[Path]) -> None:
                "latency per sample at fmax (us) |", "|---|---|---|---|---|---|---|---|"]
         md += ["| " + " | ".join(str(v) for v in row) + " |" for row in area]
         md += [""]
+    onchip = _onchip_text(summary.get("onchip"))
+    if onchip:
+        md += ["## On-chip delay learning", "", onchip, ""]
     md += ["## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figures]
     md += ["", "Stage times: " + ", ".join(f"{k} {v:.0f} s" for k, v in summary["stage_seconds"].items())]
     (out / "report.md").write_text("\n".join(md) + "\n")
@@ -253,11 +328,17 @@ def _write_reports(out: Path, summary: dict, figures: list[Path]) -> None:
         parts += ["<h2>Area and fmax</h2>",
                   table(["device", "LUT", "FF", "block RAM", "SPRAM", "DSP", "fmax (MHz)",
                          "latency per sample at fmax (us)"], area)]
+    if onchip:
+        parts += ["<h2>On-chip delay learning</h2>", f"<p>{html.escape(onchip)}</p>"]
     parts += ["<h2>Figures</h2>"] + [f'<figure><img src="{f.name}" alt="{f.stem}"><figcaption>'
                                      f"{f.stem}</figcaption></figure>" for f in figures]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px}"
              "img{max-width:100%}figure{display:inline-block;margin:0 1em 1em 0}")
+    # once loaded, the page records how many of its figures decoded (read by the browser test)
+    script = ("<script>window.addEventListener('load',function(){var i=document.images,n=0;"
+              "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0)n++;}"
+              "document.body.setAttribute('data-images-loaded',n+'/'+i.length);});</script>")
     page = (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>delrec demo report"
-            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+            f"</title><style>{style}</style></head><body>{''.join(parts)}{script}</body></html>\n")
     (out / "report.html").write_text(page)

@@ -10,7 +10,7 @@ def test_demo_writes_a_report(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--epochs", "1", "--hidden", "8", "--samples", "3", "--no-synth",
                  "--no-progress", "--task-option", "train_size=32", "--task-option", "val_size=16",
-                 "--task-option", "test_size=16", "--out", str(out)]) == 0
+                 "--task-option", "test_size=16", "--onchip-samples", "2", "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     cosim = summary["cosim"]
     assert cosim["bit_exact"] and cosim["samples"] == 3
@@ -22,3 +22,7 @@ def test_demo_writes_a_report(tmp_path, capsys):
     for name in images:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "bit-exact" in (out / "report.md").read_text()
+    onchip = summary["onchip"]
+    assert onchip["bit_exact"] and onchip["samples"] == 2 and onchip["update_cycles"] > 0
+    assert onchip["delays_changed"] > 0  # two updates moved some delay
+    assert "On-chip delay learning" in page
