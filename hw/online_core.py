@@ -661,7 +661,6 @@ class OnlineCore(wiring.Component):
                 m.next = "CLEAR"
 
     def _read_sources(self, env) -> dict:
-        g = self.geometry
         T = OnlineReadTarget
         out = {T.W_IN: env["w_in"], T.DELAY: env["delay"], T.BIAS: env["bias"],
                T.W_OUT: env["w_out"], T.B_OUT: env["b_out"], T.MEMBRANE: env["v_mem"],

@@ -106,7 +106,7 @@ class OnlineConfigRegister(enum.IntEnum):
     """Addresses of the ``CONFIG`` registers."""
 
     FLAGS = 0             #: :class:`OnlineFlag` bits
-    REACH = 1             #: ``R``: the LUT covers ``x = -R..R`` (``2^-f`` steps)
+    REACH = 1             #: ``R``: the LUT covers ``x = -R..R`` (``2^-f`` steps); at most ``max_reach``
     LOSS_START = 2        #: first step that counts in scores and eligibility sums
     LR_WEIGHT_SHIFT = 3   #: ``k`` of the weight and bias updates
     LR_DELAY_SHIFT = 4    #: ``k`` of the delay updates
