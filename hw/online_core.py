@@ -9,7 +9,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from delrec.arith import FixedSpec
+from delrec.arith import FixedSpec, leak, rshift_round
 
 from .fixed import saturate
 from .online_ports import (COUNTER_BITS, OnlineConfigRegister, OnlineCounter, OnlineFlag,
@@ -27,11 +27,6 @@ def _rshift_round(value, shift):
     """
     coarse = value >> (shift - 1)[:len(shift)]
     return Mux(shift == 0, value, (coarse + 1) >> 1)
-
-
-def _leak(value, shift: int):
-    """:func:`delrec.arith.leak`: ``x - (x >> shift)`` (floor), same width as ``x``."""
-    return value - (value >> shift)
 
 
 def _top(value, frac: int):
@@ -335,8 +330,8 @@ class OnlineCore(wiring.Component):
                         hist.read(m, hist_addr(t - tap_m - 1, j))
                         lut.read(m, tap_idx + (1 << f))
                 with m.State(f"{prefix}_WRITE"):
-                    new_w = saturate(_leak(trw_reg, s.leak_shift) + (pre_reg << tf), s.trace_bits)
-                    new_d = saturate(_leak(trd_reg, s.leak_shift) + delay_value, s.trace_bits)
+                    new_w = saturate(leak(trw_reg, s.leak_shift) + (pre_reg << tf), s.trace_bits)
+                    new_d = saturate(leak(trd_reg, s.leak_shift) + delay_value, s.trace_bits)
                     tr_w.write(m, trace_addr, Mux(learn_w, new_w, trw_reg))
                     tr_d.write(m, trace_addr, Mux(learn_d, new_d, trd_reg))
                     next_item()
@@ -511,7 +506,7 @@ class OnlineCore(wiring.Component):
 
                 delay_value = None
                 if learning:
-                    delay_value = _rshift_round_const(_top(w_reg, wfrac) * dsum, wb - 1)
+                    delay_value = rshift_round(_top(w_reg, wfrac) * dsum, wb - 1)
                 delay_read_states("SYN", a, synapse_pre, delay_value, next_synapse)
             else:
                 with m.State("SYN_MAC"):
@@ -520,7 +515,7 @@ class OnlineCore(wiring.Component):
 
             with m.State("NEURON_UPDATE"):
                 h = Signal(signed(s.v_bits))
-                m.d.comb += h.eq(saturate(_leak(v_reg, s.leak_shift) + cur, s.v_bits))
+                m.d.comb += h.eq(saturate(leak(v_reg, s.leak_shift) + cur, s.v_bits))
                 fired = h >= s.theta
                 dist = Signal(s.v_bits + 1)
                 m.d.comb += dist.eq(Mux(h >= s.theta, h - s.theta, s.theta - h))
@@ -528,7 +523,7 @@ class OnlineCore(wiring.Component):
                 v_mem.write(m, i, Mux(fired, saturate(h - s.theta, s.v_bits), h))
                 m.d.sync += [psi.eq(psi_now), spike.eq(fired)]
                 if learning:
-                    new_trb = Mux(learn_w, saturate(_leak(trb_reg, s.leak_shift) + (1 << tf),
+                    new_trb = Mux(learn_w, saturate(leak(trb_reg, s.leak_shift) + (1 << tf),
                                                     s.trace_bits), trb_reg)
                     with m.If(learn):
                         tr_b.write(m, i, new_trb)
@@ -715,7 +710,7 @@ class OnlineCore(wiring.Component):
         with m.State("BC_MAC"):
             total = e.bc_acc + e.err.data * _top(e.w_out.data, wfrac)
             with m.If(k == K - 1):
-                e.sig.write(m, i, saturate(_rshift_round_const(total, wb - 1), s.signal_bits))
+                e.sig.write(m, i, saturate(rshift_round(total, wb - 1), s.signal_bits))
                 m.d.sync += [e.bc_acc.eq(0), k.eq(0)]
                 with m.If(i == N - 1):
                     m.d.sync += [k.eq(0), i.eq(0), ka.eq(0)]
@@ -836,11 +831,6 @@ class OnlineCore(wiring.Component):
         with m.State("UPD_DONE"):
             m.d.sync += [e.in_update.eq(0), e.last_update_cycles.eq(e.update_cycles)]
             m.next = "IDLE"
-
-
-def _rshift_round_const(value, shift: int):
-    """:func:`delrec.arith.rshift_round` with a constant shift."""
-    return value if shift == 0 else (value + (1 << (shift - 1))) >> shift
 
 
 def _select(index, values):

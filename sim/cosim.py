@@ -24,7 +24,7 @@ from delrec.image import FixedNetwork
 
 from .runner import SimulationFailure, build_component, default_build_root, run_cocotb
 
-__all__ = ["CosimResult", "cosimulate", "port_fields", "SimulationFailure"]
+__all__ = ["CosimResult", "cosimulate", "port_fields", "SimulationFailure", "input_events"]
 
 
 def port_fields(build: CoreBuild) -> dict:
@@ -102,9 +102,7 @@ def cosimulate(build: CoreBuild, networks: list[FixedNetwork], inputs: list[np.n
         x_padded[:, :net.inputs] = x
         trace = run_fixed(image.network, x_padded[:, None, :])
         goldens.append(trace)
-        step_index, channel = np.nonzero(x_padded)
-        counts = x_padded[step_index, channel]
-        events = np.repeat(np.stack([step_index, channel], 1), counts, axis=0)
+        events = input_events(x_padded)
         same = n > 0 and net is networks[n - 1]  # loaded already: CLEAR keeps the parameters
         writes = image.writes[:0] if same else image.writes
         arrays.update({f"writes{n}": writes, f"events{n}": events,
@@ -144,6 +142,12 @@ def cosimulate(build: CoreBuild, networks: list[FixedNetwork], inputs: list[np.n
                        step_cycles=[s["step_cycles"] for s in summary],
                        events=[s["events"] for s in summary], spikes=spikes,
                        scores=[s["scores"] for s in summary], golden=goldens)
+
+
+def input_events(x: np.ndarray) -> np.ndarray:
+    """``[E, 2]`` rows ``(step, channel)``, one per event of the counts ``x [T, C]``, in step order."""
+    step, channel = np.nonzero(x)
+    return np.repeat(np.stack([step, channel], 1), x[step, channel], axis=0).astype(np.int64)
 
 
 def random_cases(build: CoreBuild, count: int, rng: np.random.Generator, steps=(20, 40)):

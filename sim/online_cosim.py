@@ -27,6 +27,7 @@ from delrec.firmware.online import online_geometry, parameter_writes, rule_write
 from delrec.hw.online_ports import (OnlineCounter, OnlineGeometry, OnlineReadTarget,
                                     OnlineWriteTarget, SignalKind)
 
+from .cosim import input_events
 from .runner import SimulationFailure, build_component, default_build_root, run_cocotb
 
 __all__ = ["OnlineSample", "OnlineCosimResult", "cosimulate_online", "online_port_fields",
@@ -99,11 +100,6 @@ def online_port_fields(geometry: OnlineGeometry) -> dict:
 
 def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.int64)
-
-
-def _events(x: np.ndarray) -> np.ndarray:
-    step, channel = np.nonzero(x)
-    return np.repeat(np.stack([step, channel], 1), x[step, channel], axis=0).astype(np.int64)
 
 
 def _expected_cycles(geometry: OnlineGeometry, net, sample: OnlineSample, delays: np.ndarray,
@@ -190,7 +186,7 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
         h = _np(r["membrane"][:, 0])
         spikes = _np(r["spikes"][:, 0])
         v = h - s.theta * spikes  # soft reset (h - theta >= 0 when it spiked: no saturation)
-        arrays.update({f"rule{n}": rule, f"events{n}": _events(x), f"spikes{n}": spikes,
+        arrays.update({f"rule{n}": rule, f"events{n}": input_events(x), f"spikes{n}": spikes,
                        f"v{n}": v, f"outputs{n}": _np(r["outputs"][:, 0]),
                        f"scores{n}": _np(r["scores"][0])})
         if sample.learn:
