@@ -22,14 +22,15 @@ import numpy as np
 
 from .arith import RESET_MODES, CoreSpec, signed_range
 
-__all__ = ["FixedNetwork", "DELAY_KINDS"]
+__all__ = ["FixedNetwork", "DELAY_KINDS", "check_range"]
 
 DELAY_KINDS = ("axonal", "synaptic")
 IMAGE_FORMAT = "delrec-fixed-network-v1"
 _ARRAYS = ("w_in", "w_rec", "delays", "bias", "w_out", "bias_out")
 
 
-def _check_range(name: str, values: np.ndarray, lo: int, hi: int, what: str) -> None:
+def check_range(name: str, values: np.ndarray, lo: int, hi: int, what: str) -> None:
+    """Raise ``ValueError`` naming the first of ``values`` outside ``[lo, hi]``, its index and ``what``."""
     if values.size == 0:
         return
     bad = np.argwhere((values < lo) | (values > hi))
@@ -133,10 +134,10 @@ class FixedNetwork:
             raise ValueError(f"Need at least one input, neuron and class, not C={C}, N={N}, K={K}")
         lo, hi = signed_range(spec.weight_bits)
         for name in ("w_in", "w_rec", "w_out"):
-            _check_range(name, getattr(self, name), lo, hi, f"the {spec.weight_bits}-bit weight range")
-        _check_range("delays", self.delays, 0, spec.depth - 1, f"the delay range of D = {spec.depth}")
-        _check_range("bias", self.bias, *signed_range(spec.v_bits), f"the {spec.v_bits}-bit bias range")
-        _check_range("bias_out", self.bias_out, *signed_range(spec.readout_bits),
+            check_range(name, getattr(self, name), lo, hi, f"the {spec.weight_bits}-bit weight range")
+        check_range("delays", self.delays, 0, spec.depth - 1, f"the delay range of D = {spec.depth}")
+        check_range("bias", self.bias, *signed_range(spec.v_bits), f"the {spec.v_bits}-bit bias range")
+        check_range("bias_out", self.bias_out, *signed_range(spec.readout_bits),
                      f"the {spec.readout_bits}-bit readout bias range")
         vmax = signed_range(spec.v_bits)[1]
         if not 1 <= self.theta <= vmax:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from delrec.arith import signed_range
+from delrec.image import check_range
 from delrec.hw.online_ports import (OnlineConfigRegister, OnlineFlag, OnlineGeometry,
                                     OnlineWriteTarget, SignalKind)
 
@@ -64,9 +65,7 @@ def _array(value) -> np.ndarray:
 
 
 def _checked(name: str, values: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    if values.size and (values.min() < lo or values.max() > hi):
-        bad = values[(values < lo) | (values > hi)][0]
-        raise ValueError(f"{name} value {int(bad)} outside the core's range {lo}..{hi}")
+    check_range(name, values, lo, hi, "the core's range")
     return values
 
 

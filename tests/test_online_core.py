@@ -71,12 +71,12 @@ def test_bad_host_input_is_rejected_with_its_value_and_limit():
     from delrec.firmware.online import online_geometry
 
     g = online_geometry(net, max_reach=MAX_REACH)
-    with pytest.raises(ValueError, match="Learning signal value 200 outside the core's range -128..127"):
+    with pytest.raises(ValueError, match=r"Learning signal\[1\] = 200 is outside the core's range \[-128, 127\]"):
         signal_beats(g, [0, 200], SignalKind.ERROR)
     with pytest.raises(ValueError, match="A NEURON signal has 3 values, not 2"):
         signal_beats(g, [0, 1], SignalKind.NEURON)
     net.d_in[0, 0] = g.spec.delay_max + 1
-    with pytest.raises(ValueError, match=f"Delay value {g.spec.delay_max + 1} outside the core's range"):
+    with pytest.raises(ValueError, match=rf"Delay\[0, 0\] = {g.spec.delay_max + 1} is outside the core's range \[0, {g.spec.delay_max}\]"):
         parameter_writes(net, g)
     net.d_in[0, 0] = 0
     x = np.zeros((10, 4), np.int64)
