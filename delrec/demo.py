@@ -130,15 +130,12 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
         clock_mhz=config.clock_mhz, build=build.to_dict())
 
     # 4. synthesize
+    from delrec.hw.synth import synthesis_case  # records a design that does not fit, never raises
+
     synth = {}
-    try:
-        from delrec.hw.synth import synthesize
-    except ImportError:
-        synthesize = None
-    if synthesize is not None:
-        for device in config.devices:
-            synth[device] = stages.run(f"synthesize {device}", synthesize, build, device,
-                                       out / "synth" / device)
+    for device in config.devices:
+        synth[device] = stages.run(f"synthesize {device}", synthesis_case, build, device,
+                                   out / "synth" / device)
 
     # 5. learn delays online on the RTL learning core, a few samples, bit-exact
     onchip = stages.run("learn on chip", _learn_on_chip, config, out) if config.onchip_samples else None
@@ -266,8 +263,12 @@ def _rows(summary: dict) -> tuple[list, list]:
     for device, r in summary["synth"].items():
         fmax = r.get("fmax_mhz")
         latency = f"{c['cycles_per_sample'] / fmax:.0f}" if fmax else "?"
-        area.append((device, r.get("lut", "?"), r.get("ff", "?"), r.get("bram", "?"), r.get("spram", "?"),
-                     r.get("dsp", "?"), fmax if fmax else "?", latency))
+        status = r.get("status", "?").replace("_", " ")
+        if r.get("over_capacity"):
+            status += " (" + ", ".join(f"{bel} {use['used']} of {use['available']}"
+                                       for bel, use in r["over_capacity"].items()) + ")"
+        area.append((device, status, r.get("lut", "?"), r.get("ff", "?"), r.get("bram", "?"),
+                     r.get("spram", "?"), r.get("dsp", "?"), fmax if fmax else "-", latency if fmax else "-"))
     return accuracy, area
 
 
@@ -302,8 +303,8 @@ def _write_reports(out: Path, summary: dict, figures: list[Path]) -> None:
     md += [f"| {a} | {b} | {n} |" for a, b, n in accuracy]
     md += ["", f"**Verdict:** {verdict}.", "", f"**Latency:** {latency}.", ""]
     if area:
-        md += ["## Area and fmax", "", "| device | LUT | FF | block RAM | SPRAM | DSP | fmax (MHz) | "
-               "latency per sample at fmax (us) |", "|---|---|---|---|---|---|---|---|"]
+        md += ["## Area and fmax", "", "| device | status | LUT | FF | block RAM | SPRAM | DSP | fmax (MHz) | "
+               "latency per sample at fmax (us) |", "|---|---|---|---|---|---|---|---|---|"]
         md += ["| " + " | ".join(str(v) for v in row) + " |" for row in area]
         md += [""]
     onchip = _onchip_text(summary.get("onchip"))
@@ -326,7 +327,7 @@ def _write_reports(out: Path, summary: dict, figures: list[Path]) -> None:
              f"<p><b>Latency:</b> {html.escape(latency)}.</p>"]
     if area:
         parts += ["<h2>Area and fmax</h2>",
-                  table(["device", "LUT", "FF", "block RAM", "SPRAM", "DSP", "fmax (MHz)",
+                  table(["device", "status", "LUT", "FF", "block RAM", "SPRAM", "DSP", "fmax (MHz)",
                          "latency per sample at fmax (us)"], area)]
     if onchip:
         parts += ["<h2>On-chip delay learning</h2>", f"<p>{html.escape(onchip)}</p>"]
