@@ -12,7 +12,6 @@ network, step, neuron and both values; ``waves=True`` dumps a VCD.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from delrec.firmware.compiler import CoreBuild, compile_network
 from delrec.golden.fixed import run_fixed
 from delrec.image import FixedNetwork
 
-from .runner import SimulationFailure, build_component, default_build_root, run_cocotb
+from .runner import SimulationFailure, build_component, default_build_root, run_testbench
 
 __all__ = ["CosimResult", "cosimulate", "port_fields", "SimulationFailure", "input_events"]
 
@@ -117,21 +116,11 @@ def cosimulate(build: CoreBuild, networks: list[FixedNetwork], inputs: list[np.n
                   counters={"cycles": int(Counter.CYCLES), "events": int(Counter.SYNAPTIC_EVENTS)})
     name = _module_name(build)
     sim = build_component(InferenceCore(**build.core_kwargs()), name, build_root, waves=waves)
-    work_dir = Path(work_dir or sim.build_dir / f"run-{seed}").resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    data_path = work_dir / "cosim.npz"
-    np.savez(data_path, header=np.array(json.dumps(header)), **arrays)
-    summary_path = Path(str(data_path) + ".summary.json")
-    if summary_path.exists():
-        summary_path.unlink()
-    try:
-        run_cocotb(sim, "delrec.sim.tb_core", env={"DELREC_TB_DATA": data_path}, test_dir=work_dir,
-                   seed=seed, waves=waves)
-    except SimulationFailure as failure:
-        hint = (f"waveform: {work_dir / 'dump.vcd'}" if waves else
-                "rerun with waves=True (delrec cosim --waves) for a VCD")
-        raise SimulationFailure(f"{failure}\ntestbench data: {data_path}; {hint}") from None
-    summary = json.loads(summary_path.read_text())
+    work_dir = Path(work_dir or sim.build_dir / f"run-{seed}")
+    hint = (f"waveform: {Path(work_dir).resolve() / 'dump.vcd'}" if waves else
+            "rerun with waves=True (delrec cosim --waves) for a VCD")
+    summary = run_testbench(sim, "delrec.sim.tb_core", header, arrays, work_dir, "cosim.npz", seed=seed,
+                            waves=waves, hint=hint)
     spikes = []
     for s, steps_n in zip(summary, steps):
         raster = np.zeros((steps_n, build.neurons), np.int64)

@@ -28,7 +28,7 @@ from delrec.hw.online_ports import (OnlineCounter, OnlineGeometry, OnlineReadTar
                                     OnlineWriteTarget, SignalKind)
 
 from .cosim import input_events
-from .runner import SimulationFailure, build_component, default_build_root, run_cocotb
+from .runner import SimulationFailure, build_component, default_build_root, run_testbench
 
 __all__ = ["OnlineSample", "OnlineCosimResult", "cosimulate_online", "online_port_fields",
            "random_online_case"]
@@ -232,19 +232,9 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
     name = f"online_{geometry.delay_kind}_c{C}_n{N}_k{K}_r{geometry.max_reach}"
     sim = build_component(core, name, Path(build_root or default_build_root()))
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:8]
-    work_dir = Path(work_dir or sim.build_dir / f"run-{seed}-{digest}").resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
-    data_path = work_dir / "online.npz"
-    np.savez(data_path, header=np.array(json.dumps(header)), **arrays)
-    summary_path = Path(str(data_path) + ".summary.json")
-    if summary_path.exists():
-        summary_path.unlink()
-    try:
-        run_cocotb(sim, "delrec.sim.tb_online", env={"DELREC_TB_DATA": data_path}, test_dir=work_dir,
-                   seed=seed)
-    except SimulationFailure as failure:
-        raise SimulationFailure(f"{failure}\ntestbench data: {data_path}") from None
-    summary = json.loads(summary_path.read_text())
+    work_dir = Path(work_dir or sim.build_dir / f"run-{seed}-{digest}")
+    summary = run_testbench(sim, "delrec.sim.tb_online", header, arrays, work_dir, "online.npz", seed=seed)
+    data_path = Path(work_dir).resolve() / "online.npz"
     bad = sum(sample.bad_beats for sample in samples if sample.learn)
     final = summary[-1]
     if (final["bad_signals"], final["dropped_events"], final["overruns"]) != (bad, 0, 0):

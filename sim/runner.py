@@ -22,7 +22,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["VerilatorBuild", "SimulationFailure", "build_component", "run_cocotb", "default_build_root"]
+__all__ = ["VerilatorBuild", "SimulationFailure", "build_component", "run_cocotb", "default_build_root",
+           "run_testbench"]
 
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O2"]
 
@@ -156,3 +157,33 @@ def run_cocotb(build: VerilatorBuild, test_module: str, testcase: str | None = N
         raise SimulationFailure(f"{len(failed)} of {total} cocotb test(s) failed on {build.top}:\n"
                                 + "\n".join(failed))
     return results
+
+
+def run_testbench(build: VerilatorBuild, test_module: str, header: dict, arrays: dict, work_dir: Path,
+                  data_name: str, seed: int = 1, waves: bool = False, hint: str = "") -> list:
+    """Write a testbench's data file, run it, return the summary list it wrote next to the data.
+
+    The data file ``work_dir/data_name`` holds ``header`` (JSON) and
+    ``arrays``; the testbench reads its path from ``$DELREC_TB_DATA`` and
+    writes ``<data>.summary.json``. A failure is re-raised with the data
+    file's path (and ``hint``).
+    """
+    import json
+
+    import numpy as np
+
+    work_dir = Path(work_dir).resolve()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    data_path = work_dir / data_name
+    np.savez(data_path, header=np.array(json.dumps(header)), **arrays)
+    summary_path = Path(str(data_path) + ".summary.json")
+    if summary_path.exists():
+        summary_path.unlink()
+    try:
+        run_cocotb(build, test_module, env={"DELREC_TB_DATA": data_path}, test_dir=work_dir, seed=seed,
+                   waves=waves)
+    except SimulationFailure as failure:
+        raise SimulationFailure(f"{failure}\ntestbench data: {data_path}" + (f"; {hint}" if hint else "")) \
+            from None
+    return json.loads(summary_path.read_text())
+

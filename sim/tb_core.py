@@ -133,7 +133,7 @@ class CoreTB:
         self.spikes = StreamSink(dut, "spikes", self.clk, self.rng, stall)
         self.read_data = StreamSink(dut, "read_data", self.clk, self.rng, stall)
         self.fields = cfg["fields"]
-        self.targets = cfg["targets"]
+        self.targets = cfg.get("targets", {})
 
     async def reset(self) -> None:
         cocotb.start_soon(Clock(self.clk, CLOCK_NS, unit="ns").start())

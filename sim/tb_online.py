@@ -19,45 +19,20 @@ from __future__ import annotations
 
 import json
 import os
-import random
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge
 
-from .tb_core import CLOCK_NS, StreamSink, StreamSource, pack, to_signed, unpack
+from .tb_core import CoreTB, StreamSource, pack, to_signed, unpack
 
 
-class OnlineTB:
-    """Drives one online-core build; ``cfg`` is the JSON header of the data file."""
+class OnlineTB(CoreTB):
+    """Drives one online-core build: the inference core's testbench plus the ``signal`` stream."""
 
     def __init__(self, dut, cfg: dict):
-        self.dut, self.cfg = dut, cfg
-        self.rng = random.Random(cfg["seed"])
-        stall = cfg["stall"]
-        self.clk = dut.clk
-        self.inputs = StreamSource(dut, "inputs", self.clk, self.rng, stall)
-        self.write = StreamSource(dut, "write", self.clk, self.rng, stall)
-        self.read = StreamSource(dut, "read", self.clk, self.rng, stall)
-        self.signal = StreamSource(dut, "signal", self.clk, self.rng, stall)
-        self.spikes = StreamSink(dut, "spikes", self.clk, self.rng, stall)
-        self.read_data = StreamSink(dut, "read_data", self.clk, self.rng, stall)
-        self.fields = cfg["fields"]
+        super().__init__(dut, cfg)
+        self.signal = StreamSource(dut, "signal", self.clk, self.rng, cfg["stall"])
         self.write_targets, self.read_targets = cfg["write_targets"], cfg["read_targets"]
-
-    async def reset(self) -> None:
-        cocotb.start_soon(Clock(self.clk, CLOCK_NS, unit="ns").start())
-        self.dut.rst.value = 1
-        for _ in range(3):
-            await RisingEdge(self.clk)
-        self.dut.rst.value = 0
-        await RisingEdge(self.clk)
-
-    async def load(self, writes: np.ndarray) -> None:
-        f = self.fields["write"]
-        for target, addr, data in writes.tolist():
-            await self.write.send(pack(f, target=target, addr=addr, data=data))
 
     async def clear(self) -> None:
         await self.write.send(pack(self.fields["write"], target=self.write_targets["CLEAR"],
@@ -75,24 +50,6 @@ class OnlineTB:
         await self.read.send(pack(self.fields["read"], target=self.read_targets["COUNTER"],
                                   addr=self.cfg["counters"][name]))
         return unpack(self.fields["read_data"], await self.read_data.recv())["data"]
-
-    async def step(self, events: list[int]) -> list[int]:
-        f = self.fields["inputs"]
-
-        async def send():
-            for channel in events:
-                await self.inputs.send(pack(f, channel=channel, last=0))
-            await self.inputs.send(pack(f, channel=0, last=1))
-
-        sender = cocotb.start_soon(send())
-        fired = []
-        while True:
-            beat = unpack(self.fields["spikes"], await self.spikes.recv())
-            if beat["last"]:
-                break
-            fired.append(beat["neuron"])
-        await sender
-        return fired
 
     async def send_signal(self, beats: np.ndarray) -> None:
         f = self.fields["signal"]
