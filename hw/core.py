@@ -85,24 +85,28 @@ class InferenceCore(wiring.Component):
     (:class:`~delrec.hw.readout.Readout`).
 
     Cycles (simple FSM control; the read-modify-writes are pipelined, one
-    row of ``P`` neurons per cycle):
+    row of ``P`` neurons per cycle; the spike scans read rows one ahead of
+    the row being handled):
 
     * input, before the step: ``B + 1`` per event (one row per cycle);
     * the step, from the ``last=1`` input beat to the ``last=1`` spike beat
-      (the ``CYCLES`` counter), with a spike consumer that never stalls:
+      (the ``CYCLES`` counter), with a spike consumer that never stalls.
+      A silent step costs exactly:
 
-      - history queue only, recurrent scan: ``B`` (one row of ``P`` spike
-        bits per cycle) ``+ (B + 1)`` per arriving presynaptic spike
-        (``+ 1`` when the last one sits in the last row);
-      - neuron update: ``B + 2``;
-      - spike scan: ``B + 1``, ``+ max(B + 1, K + 2)`` per spike with the
-        ring (the recurrent fan-out into the future slots and the ``K``
-        readout accumulations run side by side) or ``K + 2`` with the
-        history (``+ 1`` when the last spike sits in the last row);
-      - readout update and end-of-step beat: ``K + 2``.
+      - history queue only, recurrent scan: ``B + 1`` (one row of ``P``
+        spike bits per cycle);
+      - neuron update: ``B + 4`` (``B + 2 +``
+        :attr:`~delrec.hw.neuron.NeuronDatapath.LATENCY`);
+      - spike scan: ``B + 2``;
+      - readout update and end-of-step beat: ``K + 4``;
 
-      That is ``2B + K + 5`` for a silent step with the ring, ``3B + K + 5``
-      with the history.
+      that is ``2B + K + 10`` with the ring, ``3B + K + 11`` with the
+      history. Each spike adds at least one cycle and at most ``B + 1`` per
+      arriving presynaptic spike (history: its recurrent fan-out) and
+      ``max(B + 1, K + 2)`` (ring: the fan-out into the future slots and the
+      ``K`` readout accumulations side by side) or ``K + 2`` (history) per
+      emitted spike, ``+ 1`` once for a fan-out that must drain: less when
+      the rows after a spike are scanned while its fan-out runs.
 
     Parameters
     ----------
@@ -361,47 +365,70 @@ class InferenceCore(wiring.Component):
                 m.d.comb += queue.deliver_offset[lane].eq(Mux(deliver_recurrent, fan_offset, 0))
 
         # -- row scanner: one row of P spike bits per cycle, then one spike at a time ----------
-        scan_row = Signal(range(B))
-        scan_taken = Signal(P)                      # spikes of the held row already handled
+        # Rows are read one ahead: the queue's probe port (and, for axonal delays, the delay
+        # memory's read port) holds row `port_row` while the spikes of `held_row` are handled
+        # from a register, so that no path runs from a memory's output into the control.
+        port_valid = Signal()                       # a row read is on the probe port, not yet held
+        port_row = Signal(range(B))
+        held_pending = Signal(P)                    # spikes of `held_row` not handled yet
+        held_row = Signal(range(B))
+        held_delays = [Signal(spec.delay_bits, name=f"held_delay_{lane}") for lane in range(P)]
         scan_load = Signal()                        # read row `scan_load_row` this cycle
-        scan_load_row = Signal.like(scan_row)
-        scan_pending = Signal(P)
+        scan_load_row = Signal.like(port_row)
+        scan_capture = Signal()                     # the probe port's row becomes the held one
+        scan_done = Signal()                        # every row read and every spike handled
         pick_lane = Signal(range(P))
         pick_neuron = Signal(range(N))
         pick_delay = Signal(spec.delay_bits)        # axonal delay of the picked neuron
+        pick = Signal()                             # the control takes the picked spike
         m.d.comb += [
             queue.probe_en.eq(scan_load),
             queue.probe_row.eq(scan_load_row),
-            scan_pending.eq(queue.probe_spikes & ~scan_taken),
+            scan_capture.eq(port_valid & (held_pending == 0)),
+            scan_done.eq(~port_valid & (held_pending == 0)),
         ]
         for lane in reversed(range(P)):  # the lowest pending lane wins
-            with m.If(scan_pending[lane]):
-                m.d.comb += pick_lane.eq(lane)
-        m.d.comb += pick_neuron.eq(Cat(pick_lane[:lane_bits], scan_row) if lane_bits else scan_row)
+            with m.If(held_pending[lane]):
+                m.d.comb += [pick_lane.eq(lane), pick_delay.eq(held_delays[lane])]
+        m.d.comb += pick_neuron.eq(Cat(pick_lane[:lane_bits], held_row) if lane_bits else held_row)
+        with m.If(pick):
+            m.d.sync += held_pending.eq(held_pending & ~(Const(1, 1) << pick_lane)[:P])
+        with m.If(scan_capture):
+            m.d.sync += [held_pending.eq(queue.probe_spikes), held_row.eq(port_row)]
+            if not synaptic:
+                m.d.sync += [held.eq(delays[lane][1].data) for lane, held in enumerate(held_delays)]
+            with m.If(port_row != B - 1):
+                m.d.comb += [scan_load.eq(1), scan_load_row.eq(port_row + 1)]
+                m.d.sync += port_row.eq(port_row + 1)
+            with m.Else():
+                m.d.sync += port_valid.eq(0)
         if not synaptic:
             for lane in range(P):
                 m.d.comb += [delays[lane][1].en.eq(scan_load), delays[lane][1].addr.eq(scan_load_row)]
-                with m.If(pick_lane == lane):
-                    m.d.comb += pick_delay.eq(delays[lane][1].data)
 
         def scan_begin():
             m.d.comb += [scan_load.eq(1), scan_load_row.eq(0)]
-            m.d.sync += [scan_row.eq(0), scan_taken.eq(0)]
-
-        def scan_next_row():
-            m.d.comb += [scan_load.eq(1), scan_load_row.eq(scan_row + 1)]
-            m.d.sync += [scan_row.eq(scan_row + 1), scan_taken.eq(0)]
-
-        def scan_take():
-            m.d.sync += scan_taken.eq(scan_taken | (Const(1, 1) << pick_lane)[:P])
+            m.d.sync += [port_valid.eq(1), port_row.eq(0)]
 
         # -- neuron update pipeline ------------------------------------------------------------
+        # stage 0 issues the reads of row `update_row`; the datapath takes the read data in
+        # stage 1 and gives the row's spikes and membranes LATENCY cycles later, when they are
+        # written; the queue is told which row one cycle before its spikes arrive.
+        latency = NeuronDatapath.LATENCY
         update_row = Signal(range(B + 1))           # stage 0: reads issued for this row
-        updating = Signal()                         # stage 1: datapath and writes
-        updated_row = Signal(range(B))
-        m.d.sync += updating.eq(0)
-        m.d.comb += [queue.take_row.eq(update_row), queue.record_row.eq(updated_row),
-                     queue.record_en.eq(updating)]
+        in_flight = [Signal(name=f"update_valid_{n}") for n in range(1, latency + 2)]
+        flight_rows = [Signal(range(B), name=f"update_row_{n}") for n in range(1, latency + 2)]
+        updating = Signal()                         # any row in stages 1 ..
+        updated_row = flight_rows[-1]               # the row written this cycle
+        for n in range(1, latency + 1):
+            m.d.sync += [in_flight[n].eq(in_flight[n - 1]), flight_rows[n].eq(flight_rows[n - 1])]
+        m.d.sync += in_flight[0].eq(0)
+        m.d.comb += [
+            updating.eq(Cat(*in_flight).any()),
+            queue.take_row.eq(update_row),
+            queue.record_en.eq(in_flight[-2]),
+            queue.record_row.eq(flight_rows[-2]),
+        ]
         spike_bits = []
         for lane in range(P):
             datapath = NeuronDatapath(spec, g.leak_bits)
@@ -417,7 +444,7 @@ class InferenceCore(wiring.Component):
                 datapath.leak.eq(leak),
                 datapath.soft_reset.eq(soft_reset),
             ]
-            with m.If(updating):
+            with m.If(in_flight[-1]):
                 m.d.comb += [membrane_write.en.eq(1), membrane_write.addr.eq(updated_row),
                              membrane_write.data.eq(datapath.membrane_next)]
             spike_bits.append(datapath.spike)
@@ -528,16 +555,11 @@ class InferenceCore(wiring.Component):
 
             # history queue: deliver the recurrent spikes due now (age 1 + d_j) into the currents
             with m.State("SCAN_PICK"):
-                for lane in range(P):
-                    m.d.comb += queue.probe_age[lane].eq((1 + delays[lane][1].data)[:spec.delay_bits])
-                with m.If(scan_pending != 0):
+                with m.If(held_pending != 0):
                     m.d.comb += [fan_start.eq(1), fan_start_base.eq(pick_neuron * B),
-                                 fan_start_recurrent.eq(1)]
-                    scan_take()
+                                 fan_start_recurrent.eq(1), pick.eq(1)]
                     m.next = "SCAN_FANOUT"
-                with m.Elif(scan_row != B - 1):
-                    scan_next_row()
-                with m.Elif(fan_done):
+                with m.Elif(scan_done & fan_done):
                     m.next = "UPDATE"
 
             with m.State("SCAN_FANOUT"):
@@ -547,27 +569,25 @@ class InferenceCore(wiring.Component):
             with m.State("UPDATE"):
                 with m.If(update_row != B):
                     m.d.comb += queue.take_en.eq(1)
-                    m.d.sync += [update_row.eq(update_row + 1), updating.eq(1),
-                                 updated_row.eq(update_row)]
+                    m.d.sync += [update_row.eq(update_row + 1), in_flight[0].eq(1),
+                                 flight_rows[0].eq(update_row)]
                 with m.Elif(~updating):
                     scan_begin()
                     m.next = "EMIT_PICK"
 
             # every spike of the step, in order: output beat, readout, ring fan-out
             with m.State("EMIT_PICK"):
-                with m.If(scan_pending != 0):
+                with m.If(held_pending != 0):
                     with m.If(spike_slot_free & readout.ready):
                         m.d.sync += [spike_valid.eq(1), spike_neuron.eq(pick_neuron), spike_last.eq(0)]
-                        m.d.comb += [readout.accumulate.eq(1), readout.neuron.eq(pick_neuron)]
+                        m.d.comb += [readout.accumulate.eq(1), readout.neuron.eq(pick_neuron),
+                                     pick.eq(1)]
                         if not history:
                             m.d.comb += [fan_start.eq(1), fan_start_base.eq(pick_neuron * B),
                                          fan_start_recurrent.eq(1),
                                          fan_start_offset.eq((1 + pick_delay)[:spec.delay_bits])]
-                        scan_take()
                         m.next = "EMIT_WAIT"
-                with m.Elif(scan_row != B - 1):
-                    scan_next_row()
-                with m.Elif(fan_done & readout.ready):
+                with m.Elif(scan_done & fan_done & readout.ready):
                     m.d.comb += readout.update.eq(1)
                     m.next = "READOUT"
 
@@ -588,5 +608,9 @@ class InferenceCore(wiring.Component):
                     ]
                     m.next = "IDLE"
 
+        if history:   # the recurrent scan probes age 1 + d_j; the emit scan age 0 (the step's spikes)
+            with m.If(control.ongoing("SCAN_PICK") | control.ongoing("SCAN_FANOUT")):
+                for lane in range(P):
+                    m.d.comb += queue.probe_age[lane].eq((1 + delays[lane][1].data)[:spec.delay_bits])
         m.d.comb += self.busy.eq(~control.ongoing("IDLE") | step_open)
         return m

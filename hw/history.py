@@ -20,11 +20,11 @@ class SpikeHistory(DelayQueue):
 
     A spike bit is recorded by a read-modify-write of its whole row, not by a
     one-bit write enable (block RAMs without bit enables, the ECP5's
-    ``DP16KD``, would otherwise need one block per bit column): ``take``
-    reads the row from the history too, and ``record`` one cycle later
-    writes it back with bit ``t mod D`` replaced. The history's read port is
-    therefore busy during ``take``; ``probe_spikes`` is valid from the cycle
-    after ``probe_en`` until the next ``take`` or ``probe_en``.
+    ``DP16KD``, would otherwise need one block per bit column): ``record_en``
+    reads the row, and the next cycle writes it back with bit ``t mod D``
+    replaced by ``record_spikes``. The history's read port is therefore busy
+    during ``record_en``; ``probe_spikes`` is valid from the cycle after
+    ``probe_en`` until the next ``record_en`` or ``probe_en``.
 
     The core turns delays into deliveries itself: before the update of step
     ``t`` it probes, for every ``j``, bit ``(t - 1 - d_j) mod D`` (age
@@ -57,7 +57,10 @@ class SpikeHistory(DelayQueue):
 
         delivering_1 = Signal()
         taking_1 = Signal()
-        m.d.sync += [delivering_1.eq(self.deliver_en), taking_1.eq(self.take_en)]
+        recording_1 = Signal()
+        record_row_1 = Signal.like(self.record_row)
+        m.d.sync += [delivering_1.eq(self.deliver_en), taking_1.eq(self.take_en),
+                     recording_1.eq(self.record_en), record_row_1.eq(self.record_row)]
         slot_select = (Const(1, 1) << self.slot)[:depth]
 
         for lane in range(lanes):
@@ -68,15 +71,15 @@ class SpikeHistory(DelayQueue):
             with m.If(clearing):
                 m.d.comb += [history_write.en.eq(1), history_write.addr.eq(clear_row),
                              history_write.data.eq(0)]
-            with m.Elif(self.record_en):  # the row read by `take` the cycle before, one bit replaced
-                m.d.comb += [history_write.en.eq(1), history_write.addr.eq(self.record_row),
+            with m.Elif(recording_1):  # the row read the cycle before, one bit replaced
+                m.d.comb += [history_write.en.eq(1), history_write.addr.eq(record_row_1),
                              history_write.data.eq(Mux(self.record_spikes[lane],
                                                        history_read.data | slot_select,
                                                        history_read.data & ~slot_select))]
             age_slot = (self.slot - self.probe_age[lane])[:spec.delay_bits]
             m.d.comb += [
-                history_read.en.eq(self.probe_en | self.take_en),
-                history_read.addr.eq(Mux(self.take_en, self.take_row, self.probe_row)),
+                history_read.en.eq(self.probe_en | self.record_en),
+                history_read.addr.eq(Mux(self.record_en, self.record_row, self.probe_row)),
                 self.probe_spikes[lane].eq(history_read.data.bit_select(age_slot, 1)),
             ]
 

@@ -1,8 +1,8 @@
-"""One lane of the LIF neuron update: :func:`delrec.arith.neuron_update` in logic."""
+"""One lane of the LIF neuron update: :func:`delrec.arith.neuron_update` in pipelined logic."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,13 +14,23 @@ __all__ = ["NeuronDatapath"]
 
 
 class NeuronDatapath(wiring.Component):
-    """Combinational LIF update of one neuron (no state).
+    """LIF update of one neuron, a pipeline of :attr:`LATENCY` register stages (no other state).
 
     ``h = sat_v(decay(membrane) + current + bias)``, ``spike = h >= theta``,
     ``membrane_next = (h - theta if soft else 0) if spike else h``: bit-exact
     with :func:`delrec.arith.neuron_update`. One multiplier of
     ``v_bits x (decay_bits + 1)`` in ``multiply`` leak mode, a barrel shifter
     in ``shift`` mode.
+
+    The inputs ``membrane``, ``current`` and ``bias`` of cycle ``c`` (the
+    read data of the core's memories) give ``charge``, ``spike`` and
+    ``membrane_next`` on cycle ``c + LATENCY``; a new neuron may enter every
+    cycle. Stage 1 registers the leaked membrane (the multiplier alone) and
+    ``current + bias``; stage 2 their saturated sum ``h``; the threshold
+    compare and the reset follow ``h`` combinationally. ``theta``, ``leak``
+    and ``soft_reset`` are configuration and must be steady while neurons are
+    in flight. Three short paths instead of one long one: what lets the core
+    reach 100 MHz on an ECP5.
 
     Parameters
     ----------
@@ -48,6 +58,9 @@ class NeuronDatapath(wiring.Component):
     membrane_next : Out(signed(v_bits))
     """
 
+    #: Cycles from the inputs to the outputs.
+    LATENCY = 2
+
     def __init__(self, spec: CoreSpec, leak_bits: int):
         self._spec = spec
         super().__init__({
@@ -65,11 +78,14 @@ class NeuronDatapath(wiring.Component):
     def elaborate(self, platform):
         spec = self._spec
         m = Module()
-        leaked = decay(self.membrane, self.leak, spec.leak, spec.decay_bits)
-        m.d.comb += [
-            self.charge.eq(saturate(leaked + self.current + self.bias, spec.v_bits)),
-            self.spike.eq(self.charge >= self.theta),
+        leaked = Signal(signed(spec.v_bits))
+        base = Signal(signed(max(spec.acc_bits, spec.v_bits) + 1))
+        m.d.sync += [
+            leaked.eq(decay(self.membrane, self.leak, spec.leak, spec.decay_bits)),
+            base.eq(self.current + self.bias),
+            self.charge.eq(saturate(leaked + base, spec.v_bits)),
         ]
+        m.d.comb += self.spike.eq(self.charge >= self.theta)
         after_spike = Mux(self.soft_reset, (self.charge - self.theta)[:spec.v_bits].as_signed(), 0)
         m.d.comb += self.membrane_next.eq(Mux(self.spike, after_spike, self.charge))
         return m

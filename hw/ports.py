@@ -229,11 +229,13 @@ def delay_queue_signature(rows: int, lanes: int, spec: CoreSpec) -> wiring.Signa
         ``take_current[l]`` (next cycle) is the step's total input of neuron
         ``row*P + l``; the queue zeroes it behind the read.
     ``record_*``
-        the step's spikes of row ``row``.
+        the step's spikes of row ``record_row``: ``record_en`` with the row,
+        ``record_spikes`` on the next cycle.
     ``probe_*``
         ``probe_spikes[l]`` (from the cycle after ``probe_en``, held while it is
-        low until the next ``take``: the spike history reads its rows through
-        the same port for a read-modify-write record) tells whether neuron ``row*P + l`` spiked ``probe_age[l]`` steps ago
+        low until the next ``record_en``: the spike history reads its rows
+        through the same port for a read-modify-write record) tells whether
+        neuron ``row*P + l`` spiked ``probe_age[l]`` steps ago
         (applied combinationally to the held row); the ring keeps only the
         current step (age 0).
     ``clear``, ``busy``

@@ -29,17 +29,23 @@ class Readout(wiring.Component):
 
     Commands (one-cycle strobes, taken only while ``ready`` is high; ``ready``
     rises again while the last pipeline stage of an accumulation still
-    writes, ``busy`` stays high until everything is written):
+    writes, but only once an update has written everything; ``busy`` stays
+    high until everything is written):
 
     ``accumulate`` with ``neuron = j``
-        ``R_k += w_out[k, j]`` for every ``k``: ``K + 1`` cycles, a two-stage
-        pipelined read-modify-write (``currents`` reads are transparent to its
-        writes, so back-to-back commands are safe).
+        ``R_k += w_out[k, j]`` for every ``k``: ``K + 2`` cycles, a
+        three-stage pipeline (the weight's read; its registered value and the
+        read of ``R_k``; the sum written back; ``currents`` reads are
+        transparent to its writes, so back-to-back commands are safe).
     ``update``
         :func:`delrec.arith.readout_update` for every ``k``, then ``R_k = 0``:
-        ``K + 1`` cycles.
+        ``K + 3`` cycles, a pipeline of four stages (reads; the leaked value
+        and ``R_k + b_k``; the saturated value; the saturated score and the
+        writes), so that no path holds more than one adder or the multiplier;
+        ``ready`` stays low for all of them.
     ``clear``
-        ``R = V = score = 0``: ``K`` cycles.
+        ``R = V = score = 0``: ``K`` cycles (one more when an accumulation
+        still writes).
 
     Host access: weight and bias writes at any time the unit is idle;
     ``read_en`` with ``read_addr = k`` returns ``V_k`` (``read_score = 0``) or
@@ -110,16 +116,24 @@ class Readout(wiring.Component):
         ]
 
         unit = Signal(range(K + 1))          # stage 0: the unit whose reads are issued
-        weight_base = Signal(range(N * K + 1))
+        weight_addr = Signal(range(N * K))   # w_out[unit, j] of the accumulation: a counter, so
+                                             # that the block RAM's address comes from a register
         accumulating = Signal()              # stage 1 flags and unit
         updating = Signal()
         unit_1 = Signal.like(unit)
         read_score_1 = Signal()
+        updating_2, updating_3 = Signal(), Signal()   # the later stages of an update
+        unit_2, unit_3 = Signal.like(unit), Signal.like(unit)
 
-        m.d.sync += [accumulating.eq(0), updating.eq(0)]
+        accumulating_2 = Signal()
+        weight_2 = Signal(signed(spec.weight_bits))  # the weight, registered out of block RAM
+        m.d.sync += [accumulating_2.eq(accumulating), weight_2.eq(weight_r.data)]
+        m.d.sync += [accumulating.eq(0), updating.eq(0),
+                     updating_2.eq(updating), updating_3.eq(updating_2),
+                     unit_2.eq(unit_1), unit_3.eq(unit_2)]
         m.d.comb += [
-            weight_r.addr.eq(weight_base + unit),
-            current_r.addr.eq(unit),
+            weight_r.addr.eq(weight_addr),
+            current_r.addr.eq(Mux(accumulating, unit_1, unit)),
             bias_r.addr.eq(unit),
             value_r.addr.eq(unit),
             score_r.addr.eq(unit),
@@ -132,14 +146,15 @@ class Readout(wiring.Component):
                     m.d.comb += [value_r.addr.eq(self.read_addr), score_r.addr.eq(self.read_addr)]
                     m.d.sync += read_score_1.eq(self.read_score)
                 with m.If(self.accumulate):
-                    m.d.sync += weight_base.eq(self.neuron * K)
+                    m.d.sync += weight_addr.eq(self.neuron * K)
                     m.next = "ACCUMULATE"
                 with m.Elif(self.update):
                     m.next = "UPDATE"
                 with m.Elif(self.clear):
                     m.next = "CLEAR"
             with m.State("ACCUMULATE"):
-                m.d.sync += [accumulating.eq(1), unit_1.eq(unit), unit.eq(unit + 1)]
+                m.d.sync += [accumulating.eq(1), unit_1.eq(unit), unit.eq(unit + 1),
+                             weight_addr.eq(weight_addr + 1)]
                 with m.If(unit == K - 1):
                     m.next = "IDLE"
             with m.State("UPDATE"):
@@ -147,36 +162,49 @@ class Readout(wiring.Component):
                 with m.If(unit == K - 1):
                     m.next = "IDLE"
             with m.State("CLEAR"):
-                m.d.comb += [
-                    current_w.en.eq(1), current_w.addr.eq(unit), current_w.data.eq(0),
-                    value_w.en.eq(1), value_w.addr.eq(unit), value_w.data.eq(0),
-                    score_w.en.eq(1), score_w.addr.eq(unit), score_w.data.eq(0),
-                ]
-                m.d.sync += unit.eq(unit + 1)
-                with m.If(unit == K - 1):
-                    m.next = "IDLE"
+                with m.If(~accumulating_2):   # an accumulation's last write goes first
+                    m.d.comb += [
+                        current_w.en.eq(1), current_w.addr.eq(unit), current_w.data.eq(0),
+                        value_w.en.eq(1), value_w.addr.eq(unit), value_w.data.eq(0),
+                        score_w.en.eq(1), score_w.addr.eq(unit), score_w.data.eq(0),
+                    ]
+                    m.d.sync += unit.eq(unit + 1)
+                    with m.If(unit == K - 1):
+                        m.next = "IDLE"
 
-        # Stage 1 of an accumulation: R_k += w_out[k, j] (wrapping, exact by the compiler's checks).
-        with m.If(accumulating):
+        # Stage 2 of an accumulation: R_k += w_out[k, j] (wrapping, exact by the compiler's checks).
+        with m.If(accumulating_2):
             m.d.comb += [
                 current_w.en.eq(1),
-                current_w.addr.eq(unit_1),
-                current_w.data.eq((current_r.data + weight_r.data)[:spec.acc_bits]),
+                current_w.addr.eq(unit_2),
+                current_w.data.eq((current_r.data + weight_2)[:spec.acc_bits]),
             ]
-        # Stage 1 of an update: V_k, score_k from R_k, then R_k = 0.
-        value_next = saturate(decay(value_r.data, self.leak, spec.leak, spec.decay_bits)
-                              + current_r.data + bias_r.data, spec.readout_bits)
-        score_next = saturate(score_r.data + value_next, spec.score_bits)
-        with m.If(updating):
+        # An update: stage 1 leaks V_k and adds R_k + b_k, stage 2 saturates V_k,
+        # stage 3 the score; then V_k and score_k are written and R_k = 0.
+        leaked = Signal(signed(spec.readout_bits))
+        base = Signal(signed(max(spec.acc_bits, spec.readout_bits) + 1))
+        score_2 = Signal(signed(spec.score_bits))
+        value_3 = Signal(signed(spec.readout_bits))
+        score_3 = Signal(signed(spec.score_bits))
+        m.d.sync += [
+            leaked.eq(decay(value_r.data, self.leak, spec.leak, spec.decay_bits)),
+            base.eq(current_r.data + bias_r.data),
+            score_2.eq(score_r.data),
+            value_3.eq(saturate(leaked + base, spec.readout_bits)),
+            score_3.eq(score_2),
+        ]
+        with m.If(updating_3):
             m.d.comb += [
-                current_w.en.eq(1), current_w.addr.eq(unit_1), current_w.data.eq(0),
-                value_w.en.eq(1), value_w.addr.eq(unit_1), value_w.data.eq(value_next),
-                score_w.en.eq(1), score_w.addr.eq(unit_1), score_w.data.eq(score_next),
+                current_w.en.eq(1), current_w.addr.eq(unit_3), current_w.data.eq(0),
+                value_w.en.eq(1), value_w.addr.eq(unit_3), value_w.data.eq(value_3),
+                score_w.en.eq(1), score_w.addr.eq(unit_3),
+                score_w.data.eq(saturate(score_3 + value_3, spec.score_bits)),
             ]
 
         m.d.comb += [
-            self.ready.eq(fsm.ongoing("IDLE")),
-            self.busy.eq(~fsm.ongoing("IDLE") | accumulating | updating),
+            self.ready.eq(fsm.ongoing("IDLE") & ~updating & ~updating_2 & ~updating_3),
+            self.busy.eq(~fsm.ongoing("IDLE") | accumulating | accumulating_2
+                         | updating | updating_2 | updating_3),
             self.read_data.eq(Mux(read_score_1, score_r.data.as_unsigned(),
                                   value_r.data.as_unsigned())),
         ]

@@ -76,9 +76,12 @@ class FutureInputRing(DelayQueue):
         m.submodules.spiked = spiked = Memory(shape=unsigned(lanes), depth=rows, init=[])
         spiked_write = spiked.write_port()
         spiked_read = spiked.read_port()
+        recording_1 = Signal()
+        record_row_1 = Signal.like(self.record_row)
+        m.d.sync += [recording_1.eq(self.record_en), record_row_1.eq(self.record_row)]
         m.d.comb += [
-            spiked_write.en.eq(self.record_en),
-            spiked_write.addr.eq(self.record_row),
+            spiked_write.en.eq(recording_1),
+            spiked_write.addr.eq(record_row_1),
             spiked_write.data.eq(self.record_spikes),
             spiked_read.en.eq(self.probe_en),
             spiked_read.addr.eq(self.probe_row),

@@ -2,10 +2,10 @@
 
 Every component is simulated on its own, outside :class:`~delrec.hw.core.InferenceCore`:
 
-* :mod:`delrec.hw.fixed` (``saturate``, ``decay``, ``sign_extend``) and
-  :class:`~delrec.hw.neuron.NeuronDatapath`: combinational, evaluated on corner
-  and random vectors and compared bit for bit with ``sat``, ``decay`` and
-  ``neuron_update``;
+* :mod:`delrec.hw.fixed` (``saturate``, ``decay``, ``sign_extend``):
+  combinational, and :class:`~delrec.hw.neuron.NeuronDatapath`: pipelined,
+  evaluated on corner and random vectors and compared bit for bit with
+  ``sat``, ``decay`` and ``neuron_update``;
 * :class:`~delrec.hw.readout.Readout`: ``accumulate`` / ``update`` / ``clear``
   commands against a per-unit loop over ``readout_update`` (saturation of the
   value and of the score included), and the cycle counts its docstring gives;
@@ -238,9 +238,10 @@ def test_neuron_datapath_matches_neuron_update(spec):
             ctx.set(dut.theta, case["theta"])
             ctx.set(dut.leak, case["leak"])
             ctx.set(dut.soft_reset, case["reset"] == "soft")
+            await ctx.tick().repeat(NeuronDatapath.LATENCY)
             got.append((ctx.get(dut.charge), ctx.get(dut.spike), ctx.get(dut.membrane_next)))
 
-    run_sim(dut, testbench, clock=False)
+    run_sim(dut, testbench)
     want = [neuron_update(c["v"], c["current"], c["bias"], c["theta"], c["leak"], c["reset"], spec)
             for c in cases]
     check_all(f"NeuronDatapath({spec.leak}, v{spec.v_bits}, acc{spec.acc_bits})",
@@ -385,7 +386,7 @@ def test_readout_matches_readout_update(spec, neurons, classes):
 
 @pytest.mark.parametrize("classes", [1, 3])
 def test_readout_command_cycles(classes):
-    """``accumulate`` and ``update`` keep ``busy`` K + 1 cycles (``ready`` low K), ``clear`` K."""
+    """``accumulate`` keeps ``busy`` K + 2 cycles (``ready`` low K), ``update`` K + 3 (``ready`` low as long), ``clear`` K."""
     K = classes
     spec = CoreSpec()
     dut = Readout(2, K, spec, leak_bits(spec))
@@ -407,7 +408,7 @@ def test_readout_command_cycles(classes):
             counts[name] = (busy, not_ready)
 
     run_sim(dut, testbench)
-    want = {"accumulate": (K + 1, K), "update": (K + 1, K), "clear": (K, K)}
+    want = {"accumulate": (K + 2, K), "update": (K + 3, K + 3), "clear": (K, K)}
     for name in want:
         assert counts[name] == want[name], \
             f"{name} (K={K}): (busy, not ready) cycles hw {counts[name]}, docstring {want[name]}"
@@ -444,11 +445,15 @@ class QueueBench:
         return [ctx.get(self.dut.take_current[lane]) for lane in range(self.lanes)]
 
     async def record(self, ctx, row: int, spikes: list[int]):
+        """Announce the row, then give its spikes on the next cycle (as the core's pipeline does)."""
         ctx.set(self.dut.record_en, 1)
         ctx.set(self.dut.record_row, row)
-        ctx.set(self.dut.record_spikes, sum(bit << lane for lane, bit in enumerate(spikes)))
         await ctx.tick()
         ctx.set(self.dut.record_en, 0)
+        ctx.set(self.dut.record_row, 0 if row else self.rows - 1)   # the row moves on
+        ctx.set(self.dut.record_spikes, sum(bit << lane for lane, bit in enumerate(spikes)))
+        await ctx.tick()
+        ctx.set(self.dut.record_spikes, 0)
 
     async def probe(self, ctx, row: int):
         """Probe one row; like the core, ``probe_row`` moves on while the result is used."""
@@ -658,7 +663,7 @@ def test_history_spike_arrives_one_plus_delay_steps_later(neurons, lanes, delay_
                     await bench.idle(ctx)
             for row in range(B):
                 spikes[t, row * P:(row + 1) * P] = rng.integers(0, 2, P)
-                await bench.take(ctx, row)  # a record writes back the row its take read
+                await bench.take(ctx, row)
                 await bench.record(ctx, row, [int(b) for b in spikes[t, row * P:(row + 1) * P]])
             row = int(rng.integers(0, B))
             await bench.probe(ctx, row)
