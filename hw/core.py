@@ -13,8 +13,9 @@ from delrec.arith import CoreSpec
 
 from .history import SpikeHistory
 from .neuron import NeuronDatapath
-from .ports import (COUNTER_BITS, ConfigRegister, CoreGeometry, Counter, ReadTarget, WriteTarget,
-                    input_layout, read_data_layout, read_layout, spike_layout, write_layout)
+from .ports import (COUNTER_BITS, PROBE_LATENCY, ConfigRegister, CoreGeometry, Counter, ReadTarget,
+                    WriteTarget, input_layout, read_data_layout, read_layout, spike_layout,
+                    write_layout)
 from .readout import Readout
 from .ring import FutureInputRing
 
@@ -85,28 +86,30 @@ class InferenceCore(wiring.Component):
     (:class:`~delrec.hw.readout.Readout`).
 
     Cycles (simple FSM control; the read-modify-writes are pipelined, one
-    row of ``P`` neurons per cycle; the spike scans read rows one ahead of
-    the row being handled):
+    row of ``P`` neurons per cycle; the spike scans read rows ahead of the
+    row being handled, :data:`~delrec.hw.ports.PROBE_LATENCY` cycles):
 
     * input, before the step: ``B + 1`` per event (one row per cycle);
     * the step, from the ``last=1`` input beat to the ``last=1`` spike beat
       (the ``CYCLES`` counter), with a spike consumer that never stalls.
       A silent step costs exactly:
 
-      - history queue only, recurrent scan: ``B + 1`` (one row of ``P``
-        spike bits per cycle);
+      - history queue only, recurrent scan: ``B + 2`` (one row of ``P``
+        spike bits per cycle, ``B + PROBE_LATENCY``);
       - neuron update: ``B + 4`` (``B + 2 +``
         :attr:`~delrec.hw.neuron.NeuronDatapath.LATENCY`);
-      - spike scan: ``B + 2``;
+      - spike scan: ``B + 3``;
       - readout update and end-of-step beat: ``K + 4``;
 
-      that is ``2B + K + 10`` with the ring, ``3B + K + 11`` with the
-      history. Each spike adds at least one cycle and at most ``B + 1`` per
-      arriving presynaptic spike (history: its recurrent fan-out) and
-      ``max(B + 1, K + 2)`` (ring: the fan-out into the future slots and the
-      ``K`` readout accumulations side by side) or ``K + 2`` (history) per
-      emitted spike, ``+ 1`` once for a fan-out that must drain: less when
-      the rows after a spike are scanned while its fan-out runs.
+      that is ``2B + K + 11`` with the ring, ``3B + K + 13`` with the
+      history. Each spike adds at least one cycle and at most ``B + 2`` per
+      arriving presynaptic spike (history: its recurrent fan-out, whose
+      weights are registered out of block RAM) and ``max(B + 2, K + 2)``
+      (ring: the fan-out into the future slots and the ``K`` readout
+      accumulations side by side) or ``K + 2`` (history) per emitted spike,
+      ``+ 2`` once for a fan-out that must drain (the ring also waits for
+      the last input event's): less when the rows after a spike are scanned
+      while its fan-out runs.
 
     Parameters
     ----------
@@ -224,9 +227,12 @@ class InferenceCore(wiring.Component):
             """Per lane: ``count`` weights, ``pack`` per word; one address for reads and writes.
 
             Returns one :class:`_WeightLane` per lane: drive ``write_*`` to store
-            weight ``write_index``; otherwise weight
-            ``read_index`` is read and appears on ``weight`` the next cycle (held
-            while a write is under way).
+            weight ``write_index`` (written one cycle later, from registers);
+            otherwise weight ``read_index`` is read and appears on ``weight`` two
+            cycles later (the word read is registered before anything looks at
+            it: a block RAM's output is slow). Every address and enable of the
+            memory comes straight from a register, since the memory spans many
+            block RAMs.
             """
             lanes = []
             for lane in range(P):
@@ -240,24 +246,31 @@ class InferenceCore(wiring.Component):
                 write_data = Signal(spec.weight_bits, name=f"{name}_{lane}_write_data")
                 read_index = Signal(range(count), name=f"{name}_{lane}_read_index")
                 weight = Signal(signed(spec.weight_bits), name=f"{name}_{lane}_weight")
+                writing = Signal(name=f"{name}_{lane}_writing")        # the write, registered
+                writing_index = Signal.like(write_index, name=f"{name}_{lane}_writing_index")
+                writing_data = Signal.like(write_data, name=f"{name}_{lane}_writing_data")
+                m.d.sync += [writing.eq(write_en), writing_index.eq(write_index),
+                             writing_data.eq(write_data)]
                 word = Signal.like(write.addr, name=f"{name}_{lane}_word")  # the shared address
                 m.d.comb += [
-                    word.eq(Mux(write_en, write_index >> pack_bits, read_index >> pack_bits)),
+                    word.eq(Mux(writing, writing_index >> pack_bits, read_index >> pack_bits)),
                     write.addr.eq(word),
                     read.addr.eq(word),
-                    read.en.eq(~write_en),
-                    write.data.eq(Cat(*[write_data] * pack)),
+                    read.en.eq(~writing),
+                    write.data.eq(Cat(*[writing_data] * pack)),
                 ]
+                word_read = Signal.like(read.data, name=f"{name}_{lane}_word_read")
+                m.d.sync += word_read.eq(read.data)
                 if pack > 1:
                     read_slot = Signal(pack_bits, name=f"{name}_{lane}_read_slot")
-                    with m.If(~write_en):
-                        m.d.sync += read_slot.eq(read_index[:pack_bits])
+                    word_slot = Signal(pack_bits, name=f"{name}_{lane}_word_slot")
+                    m.d.sync += [read_slot.eq(read_index[:pack_bits]), word_slot.eq(read_slot)]
                     m.d.comb += [
-                        write.en.eq(Mux(write_en, 1 << write_index[:pack_bits], 0)),
-                        weight.eq(read.data.word_select(read_slot, spec.weight_bits)),
+                        write.en.eq(Mux(writing, 1 << writing_index[:pack_bits], 0)),
+                        weight.eq(word_read.word_select(word_slot, spec.weight_bits)),
                     ]
                 else:
-                    m.d.comb += [write.en.eq(write_en), weight.eq(read.data)]
+                    m.d.comb += [write.en.eq(writing), weight.eq(word_read)]
                 lanes.append(_WeightLane(write_en, write_index, write_data, read_index, weight))
             return lanes
 
@@ -316,37 +329,44 @@ class InferenceCore(wiring.Component):
         # -- fan-out engine: one row of one weight column into the queue per cycle ------------
         fan_active = Signal()                       # stage 0: weight (and delay) reads issued
         fan_row = Signal(range(B))
-        fan_base = Signal(range(max(C, N) * B))
+        fan_addr = Signal(range(max(C, N) * B))     # weight fan_base + fan_row (a counter)
         fan_recurrent = Signal()
         fan_offset = Signal(spec.delay_bits)        # axonal: (1 + d_j) mod D
         fan_start = Signal()
-        fan_start_base = Signal.like(fan_base)
+        fan_start_base = Signal.like(fan_addr)
         fan_start_recurrent = Signal()
         fan_start_offset = Signal.like(fan_offset)
-        delivering = Signal()                       # stage 1: weights on the read ports
+        fetching = Signal()                         # stage 1: the words read, being registered
+        fetch_row = Signal.like(fan_row)
+        fetch_recurrent = Signal()
+        fetch_offset = Signal.like(fan_offset)
+        delivering = Signal()                       # stage 2: weights (and delays) registered
         deliver_row = Signal.like(fan_row)
         deliver_recurrent = Signal()
+        deliver_offset = Signal.like(fan_offset)    # axonal only
         fan_last_issue = Signal()
         fan_done = Signal()
 
         m.d.comb += [
             fan_last_issue.eq(fan_active & (fan_row == B - 1)),
-            fan_done.eq(~fan_active & ~delivering),
+            fan_done.eq(~fan_active & ~fetching & ~delivering),
         ]
-        m.d.sync += [delivering.eq(fan_active), deliver_row.eq(fan_row),
-                     deliver_recurrent.eq(fan_recurrent)]
+        m.d.sync += [fetching.eq(fan_active), fetch_row.eq(fan_row),
+                     fetch_recurrent.eq(fan_recurrent), fetch_offset.eq(fan_offset),
+                     delivering.eq(fetching), deliver_row.eq(fetch_row),
+                     deliver_recurrent.eq(fetch_recurrent), deliver_offset.eq(fetch_offset)]
         with m.If(fan_active):
-            m.d.sync += fan_row.eq(fan_row + 1)
+            m.d.sync += [fan_row.eq(fan_row + 1), fan_addr.eq(fan_addr + 1)]
             with m.If(fan_last_issue):
                 m.d.sync += fan_active.eq(0)
         with m.If(fan_start):
-            m.d.sync += [fan_active.eq(1), fan_row.eq(0), fan_base.eq(fan_start_base),
+            m.d.sync += [fan_active.eq(1), fan_row.eq(0), fan_addr.eq(fan_start_base),
                          fan_recurrent.eq(fan_start_recurrent), fan_offset.eq(fan_start_offset)]
         # weight accumulations: N per fanned-out column, K per spike into the readout
         m.d.sync += synaptic_events.eq(synaptic_events + Mux(fan_start, N, 0)
                                        + Mux(readout.accumulate, K, 0))
 
-        weight_addr = fan_base + fan_row
+        weight_addr = fan_addr
         m.d.comb += [queue.deliver_en.eq(delivering), queue.deliver_row.eq(deliver_row)]
         for lane in range(P):
             m.d.comb += [
@@ -355,60 +375,91 @@ class InferenceCore(wiring.Component):
                 queue.deliver_weight[lane].eq(Mux(deliver_recurrent, w_rec[lane].weight,
                                                   w_in[lane].weight)),
             ]
-            if synaptic:
+            if synaptic:   # the connection's delay, read beside its weight and registered
+                fetched_delay = Signal(spec.delay_bits, name=f"fetched_delay_{lane}")
+                m.d.sync += fetched_delay.eq(delays[lane][1].data)
                 m.d.comb += [
                     delays[lane][1].addr.eq(weight_addr),
                     queue.deliver_offset[lane].eq(
-                        Mux(deliver_recurrent, (1 + delays[lane][1].data)[:spec.delay_bits], 0)),
+                        Mux(deliver_recurrent, (1 + fetched_delay)[:spec.delay_bits], 0)),
                 ]
             else:
-                m.d.comb += queue.deliver_offset[lane].eq(Mux(deliver_recurrent, fan_offset, 0))
+                m.d.comb += queue.deliver_offset[lane].eq(Mux(deliver_recurrent, deliver_offset, 0))
 
         # -- row scanner: one row of P spike bits per cycle, then one spike at a time ----------
-        # Rows are read one ahead: the queue's probe port (and, for axonal delays, the delay
-        # memory's read port) holds row `port_row` while the spikes of `held_row` are handled
-        # from a register, so that no path runs from a memory's output into the control.
-        port_valid = Signal()                       # a row read is on the probe port, not yet held
-        port_row = Signal(range(B))
-        held_pending = Signal(P)                    # spikes of `held_row` not handled yet
-        held_row = Signal(range(B))
-        held_delays = [Signal(spec.delay_bits, name=f"held_delay_{lane}") for lane in range(P)]
+        # A row read reaches the scanner PROBE_LATENCY cycles after it is issued (the queue
+        # registers it), with the row's axonal delays registered alongside. Rows with spikes
+        # wait in a small queue whose head is the row being handled; a read is issued only
+        # when the queue will have room for it, so empty rows stream at one per cycle and no
+        # path runs from a memory's output into the control.
+        depth = PROBE_LATENCY + 1                   # rows that may wait, the handled one first
+        scan_issuing = Signal()                     # rows left to read
+        scan_next = Signal(range(B))                # the next row to read (0 between scans)
         scan_load = Signal()                        # read row `scan_load_row` this cycle
-        scan_load_row = Signal.like(port_row)
-        scan_capture = Signal()                     # the probe port's row becomes the held one
+        scan_load_row = Signal.like(scan_next)
+        flight = [Signal(name=f"probe_valid_{n}") for n in range(PROBE_LATENCY)]
+        flight_rows = [Signal(range(B), name=f"probe_row_{n}") for n in range(PROBE_LATENCY)]
+        probed_delays = [Signal(spec.delay_bits, name=f"probe_delay_{lane}") for lane in range(P)]
+        wait_bits = [Signal(P, name=f"wait_bits_{n}") for n in range(depth)]
+        wait_rows = [Signal(range(B), name=f"wait_row_{n}") for n in range(depth)]
+        wait_delays = [[Signal(spec.delay_bits, name=f"wait_delay_{n}_{lane}") for lane in range(P)]
+                       for n in range(depth)]
+        waiting = Signal(range(depth + 1))          # rows in the wait queue
+        arrive = Signal()                           # a probed row with spikes joins the queue
+        pop = Signal()                              # the head row is done
+        held_pending = wait_bits[0]                 # spikes of the head row not handled yet
         scan_done = Signal()                        # every row read and every spike handled
         pick_lane = Signal(range(P))
         pick_neuron = Signal(range(N))
         pick_delay = Signal(spec.delay_bits)        # axonal delay of the picked neuron
         pick = Signal()                             # the control takes the picked spike
+        in_flight = 0
+        for valid in flight:
+            in_flight = in_flight + valid
         m.d.comb += [
             queue.probe_en.eq(scan_load),
             queue.probe_row.eq(scan_load_row),
-            scan_capture.eq(port_valid & (held_pending == 0)),
-            scan_done.eq(~port_valid & (held_pending == 0)),
+            arrive.eq(flight[-1] & (queue.probe_spikes != 0)),
+            pop.eq((waiting != 0) & (wait_bits[0] == 0)),
+            scan_done.eq(~scan_issuing & ~Cat(*flight).any() & (waiting == 0)),
         ]
+        m.d.sync += [flight[0].eq(scan_load), flight_rows[0].eq(scan_load_row)]
+        m.d.sync += [flight[n].eq(flight[n - 1]) for n in range(1, PROBE_LATENCY)]
+        m.d.sync += [flight_rows[n].eq(flight_rows[n - 1]) for n in range(1, PROBE_LATENCY)]
+        m.d.comb += scan_load_row.eq(scan_next)     # from a register: the address never waits
+        with m.If(scan_issuing & (waiting + in_flight - pop < depth)):
+            m.d.comb += scan_load.eq(1)
+            m.d.sync += scan_next.eq(scan_next + 1)
+            with m.If(scan_next == B - 1):
+                m.d.sync += [scan_issuing.eq(0), scan_next.eq(0)]
+        push_at = (waiting - pop)[:len(waiting)]
+        for n in range(depth):
+            with m.If(arrive & (push_at == n)):
+                m.d.sync += [wait_bits[n].eq(queue.probe_spikes), wait_rows[n].eq(flight_rows[-1])]
+                m.d.sync += [w.eq(d) for w, d in zip(wait_delays[n], probed_delays)]
+            with m.Elif(pop):
+                if n + 1 < depth:
+                    m.d.sync += [wait_bits[n].eq(wait_bits[n + 1]), wait_rows[n].eq(wait_rows[n + 1])]
+                    m.d.sync += [w.eq(d) for w, d in zip(wait_delays[n], wait_delays[n + 1])]
+                else:
+                    m.d.sync += wait_bits[n].eq(0)
+        m.d.sync += waiting.eq(waiting + arrive - pop)
         for lane in reversed(range(P)):  # the lowest pending lane wins
             with m.If(held_pending[lane]):
-                m.d.comb += [pick_lane.eq(lane), pick_delay.eq(held_delays[lane])]
-        m.d.comb += pick_neuron.eq(Cat(pick_lane[:lane_bits], held_row) if lane_bits else held_row)
-        with m.If(pick):
-            m.d.sync += held_pending.eq(held_pending & ~(Const(1, 1) << pick_lane)[:P])
-        with m.If(scan_capture):
-            m.d.sync += [held_pending.eq(queue.probe_spikes), held_row.eq(port_row)]
-            if not synaptic:
-                m.d.sync += [held.eq(delays[lane][1].data) for lane, held in enumerate(held_delays)]
-            with m.If(port_row != B - 1):
-                m.d.comb += [scan_load.eq(1), scan_load_row.eq(port_row + 1)]
-                m.d.sync += port_row.eq(port_row + 1)
-            with m.Else():
-                m.d.sync += port_valid.eq(0)
+                m.d.comb += [pick_lane.eq(lane), pick_delay.eq(wait_delays[0][lane])]
+        m.d.comb += pick_neuron.eq(Cat(pick_lane[:lane_bits], wait_rows[0]) if lane_bits else wait_rows[0])
+        m.d.comb += readout.neuron.eq(pick_neuron)   # steady: the readout registers its address
+        with m.If(pick):   # never with a pop (the head has spikes) nor a push into the head
+            m.d.sync += wait_bits[0].eq(held_pending & ~(Const(1, 1) << pick_lane)[:P])
         if not synaptic:
             for lane in range(P):
                 m.d.comb += [delays[lane][1].en.eq(scan_load), delays[lane][1].addr.eq(scan_load_row)]
+                m.d.sync += probed_delays[lane].eq(delays[lane][1].data)
 
-        def scan_begin():
-            m.d.comb += [scan_load.eq(1), scan_load_row.eq(0)]
-            m.d.sync += [port_valid.eq(1), port_row.eq(0)]
+        def scan_begin():   # row 0 (scan_next is 0 between scans)
+            m.d.comb += scan_load.eq(1)
+            if B > 1:
+                m.d.sync += [scan_next.eq(1), scan_issuing.eq(1)]
 
         # -- neuron update pipeline ------------------------------------------------------------
         # stage 0 issues the reads of row `update_row`; the datapath takes the read data in
@@ -566,11 +617,12 @@ class InferenceCore(wiring.Component):
                 with m.If(fan_last_issue):
                     m.next = "SCAN_PICK"
 
-            with m.State("UPDATE"):
+            with m.State("UPDATE"):   # once the last input's fan-out has drained
                 with m.If(update_row != B):
-                    m.d.comb += queue.take_en.eq(1)
-                    m.d.sync += [update_row.eq(update_row + 1), in_flight[0].eq(1),
-                                 flight_rows[0].eq(update_row)]
+                    with m.If(fan_done):
+                        m.d.comb += queue.take_en.eq(1)
+                        m.d.sync += [update_row.eq(update_row + 1), in_flight[0].eq(1),
+                                     flight_rows[0].eq(update_row)]
                 with m.Elif(~updating):
                     scan_begin()
                     m.next = "EMIT_PICK"
@@ -580,8 +632,7 @@ class InferenceCore(wiring.Component):
                 with m.If(held_pending != 0):
                     with m.If(spike_slot_free & readout.ready):
                         m.d.sync += [spike_valid.eq(1), spike_neuron.eq(pick_neuron), spike_last.eq(0)]
-                        m.d.comb += [readout.accumulate.eq(1), readout.neuron.eq(pick_neuron),
-                                     pick.eq(1)]
+                        m.d.comb += [readout.accumulate.eq(1), pick.eq(1)]
                         if not history:
                             m.d.comb += [fan_start.eq(1), fan_start_base.eq(pick_neuron * B),
                                          fan_start_recurrent.eq(1),

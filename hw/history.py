@@ -23,8 +23,9 @@ class SpikeHistory(DelayQueue):
     ``DP16KD``, would otherwise need one block per bit column): ``record_en``
     reads the row, and the next cycle writes it back with bit ``t mod D``
     replaced by ``record_spikes``. The history's read port is therefore busy
-    during ``record_en``; ``probe_spikes`` is valid from the cycle after
-    ``probe_en`` until the next ``record_en`` or ``probe_en``.
+    during ``record_en``. A probed row is registered, and so is the bit
+    position of ``probe_age``, before the bit is selected from the row
+    (:data:`~delrec.hw.ports.PROBE_LATENCY`).
 
     The core turns delays into deliveries itself: before the update of step
     ``t`` it probes, for every ``j``, bit ``(t - 1 - d_j) mod D`` (age
@@ -76,27 +77,38 @@ class SpikeHistory(DelayQueue):
                              history_write.data.eq(Mux(self.record_spikes[lane],
                                                        history_read.data | slot_select,
                                                        history_read.data & ~slot_select))]
-            age_slot = (self.slot - self.probe_age[lane])[:spec.delay_bits]
+            age_slot = Signal(spec.delay_bits, name=f"age_slot_{lane}")   # both registered
+            probed_row = Signal(depth, name=f"probed_row_{lane}")
+            m.d.sync += [probed_row.eq(history_read.data),
+                         age_slot.eq(self.slot - self.probe_age[lane])]
             m.d.comb += [
                 history_read.en.eq(self.probe_en | self.record_en),
                 history_read.addr.eq(Mux(self.record_en, self.record_row, self.probe_row)),
-                self.probe_spikes[lane].eq(history_read.data.bit_select(age_slot, 1)),
+                self.probe_spikes[lane].eq(probed_row.bit_select(age_slot, 1)),
             ]
 
             currents = Memory(shape=signed(spec.acc_bits), depth=rows, init=[])
             m.submodules[f"currents_{lane}"] = currents
             write = currents.write_port()
-            read = currents.read_port(transparent_for=(write,))
+            # Not a transparent read: the word written on the cycle of a read of the same row
+            # is forwarded from a register instead, so that the read data of the memory (LUT
+            # RAM on an ECP5) is registered before the adder sees it.
+            read = currents.read_port()
             m.d.comb += read.addr.eq(Mux(self.take_en, self.take_row, self.deliver_row))
             addr_1 = Signal.like(read.addr, name=f"addr_1_{lane}")
             weight_1 = Signal(signed(spec.weight_bits), name=f"weight_1_{lane}")
-            m.d.sync += [addr_1.eq(read.addr), weight_1.eq(self.deliver_weight[lane])]
+            forward_1 = Signal(name=f"forward_1_{lane}")
+            forwarded_1 = Signal(signed(spec.acc_bits), name=f"forwarded_1_{lane}")
+            m.d.sync += [addr_1.eq(read.addr), weight_1.eq(self.deliver_weight[lane]),
+                         forward_1.eq(write.en & (write.addr == read.addr)),
+                         forwarded_1.eq(write.data)]
+            current_1 = Mux(forward_1, forwarded_1, read.data)
             with m.If(delivering_1):
                 m.d.comb += [write.en.eq(1), write.addr.eq(addr_1),
-                             write.data.eq((read.data + weight_1)[:spec.acc_bits])]
+                             write.data.eq((current_1 + weight_1)[:spec.acc_bits])]
             with m.Elif(taking_1):
                 m.d.comb += [write.en.eq(1), write.addr.eq(addr_1), write.data.eq(0)]
             with m.Elif(clearing):
                 m.d.comb += [write.en.eq(1), write.addr.eq(clear_row), write.data.eq(0)]
-            m.d.comb += self.take_current[lane].eq(read.data)
+            m.d.comb += self.take_current[lane].eq(current_1)
         return m

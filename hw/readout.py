@@ -141,12 +141,13 @@ class Readout(wiring.Component):
 
         with m.FSM(name="readout_fsm") as fsm:
             with m.State("IDLE"):
-                m.d.sync += unit.eq(0)
+                # the address of w_out[0, neuron] is registered whether or not a command comes:
+                # the command strobe never gates the product
+                m.d.sync += [unit.eq(0), weight_addr.eq(self.neuron * K)]
                 with m.If(self.read_en):
                     m.d.comb += [value_r.addr.eq(self.read_addr), score_r.addr.eq(self.read_addr)]
                     m.d.sync += read_score_1.eq(self.read_score)
                 with m.If(self.accumulate):
-                    m.d.sync += weight_addr.eq(self.neuron * K)
                     m.next = "ACCUMULATE"
                 with m.Elif(self.update):
                     m.next = "UPDATE"

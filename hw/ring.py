@@ -85,6 +85,6 @@ class FutureInputRing(DelayQueue):
             spiked_write.data.eq(self.record_spikes),
             spiked_read.en.eq(self.probe_en),
             spiked_read.addr.eq(self.probe_row),
-            self.probe_spikes.eq(spiked_read.data),
         ]
+        m.d.sync += self.probe_spikes.eq(spiked_read.data)   # PROBE_LATENCY: registered
         return m

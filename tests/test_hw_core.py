@@ -396,9 +396,9 @@ def test_smallest_rows_and_dropped_channel(queue, delay_kind):
 def test_cycles_per_step(queue):
     """With a host that never stalls, a step costs what the core's docstring says.
 
-    A silent step costs exactly ``2B + K + 10`` (ring) or ``3B + K + 11``
+    A silent step costs exactly ``2B + K + 11`` (ring) or ``3B + K + 13``
     (history); each spike adds between one cycle and its stated cost (the
-    scan of later rows overlaps a spike's fan-out), plus one for the drain.
+    scan of later rows overlaps a spike's fan-out), plus two for the drain.
     """
     net, x = make_case("axonal", "hard", "multiply", 8, 4, 2, 12, seed=10)
     result = run_core(net, x, lanes=2, queue=queue, seed=10, gap=0.0, stall=0.0)
@@ -408,16 +408,16 @@ def test_cycles_per_step(queue):
     for t, cycles in enumerate(result["cycles"]):
         fired = int(spikes[t].sum())
         if queue == "ring":
-            silent, arrived, per_spike = 2 * B + K + 10, 0, max(B + 1, K + 2)
+            silent, arrived, per_spike = 2 * B + K + 11, 0, max(B + 2, K + 2)
         else:
             source = t - 1 - net.delays
             arrived = int(spikes[source[source >= 0], np.nonzero(source >= 0)[0]].sum())
-            silent, per_spike = 3 * B + K + 11, K + 2
+            silent, per_spike = 3 * B + K + 13, K + 2
         if fired + arrived == 0:
             silent_steps += 1
             assert cycles == silent, f"step {t} (silent): {cycles} cycles, expected {silent}"
         else:
-            low, high = silent + fired + arrived, silent + arrived * (B + 1) + fired * per_spike + 1
+            low, high = silent + fired + arrived, silent + arrived * (B + 2) + fired * per_spike + 2
             assert low <= cycles <= high, f"step {t}: {cycles} cycles, expected {low}..{high}"
     assert silent_steps and silent_steps < len(result["cycles"])
 

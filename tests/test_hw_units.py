@@ -31,7 +31,7 @@ from delrec.arith import CoreSpec, decay, neuron_update, readout_update, sat, si
 from delrec.hw import fixed
 from delrec.hw.history import SpikeHistory
 from delrec.hw.neuron import NeuronDatapath
-from delrec.hw.ports import CoreGeometry
+from delrec.hw.ports import PROBE_LATENCY, CoreGeometry
 from delrec.hw.readout import Readout
 from delrec.hw.ring import FutureInputRing
 
@@ -456,15 +456,18 @@ class QueueBench:
         ctx.set(self.dut.record_spikes, 0)
 
     async def probe(self, ctx, row: int):
-        """Probe one row; like the core, ``probe_row`` moves on while the result is used."""
+        """Probe one row and wait for it (``PROBE_LATENCY``); ``probe_row`` moves on meanwhile."""
         ctx.set(self.dut.probe_en, 1)
         ctx.set(self.dut.probe_row, row)
         await ctx.tick()
         ctx.set(self.dut.probe_en, 0)
         ctx.set(self.dut.probe_row, 0 if row else self.rows - 1)
+        await ctx.tick().repeat(PROBE_LATENCY - 1)
 
-    def probed(self, ctx, ages: list[int]) -> list[int]:
+    async def probed(self, ctx, ages: list[int]) -> list[int]:
+        """The held row's spikes at ``ages`` (given a cycle ahead: the queue registers them)."""
         ctx.set(self.dut.probe_age, ages)
+        await ctx.tick()
         bits = ctx.get(self.dut.probe_spikes)
         return [(bits >> lane) & 1 for lane in range(self.lanes)]
 
@@ -610,7 +613,7 @@ def test_ring_probe_returns_recorded_spikes(neurons, lanes, delay_bits):
                 row = int(row)
                 await bench.probe(ctx, row)
                 held = recorded[row]
-                got = bench.probed(ctx, [int(a) for a in rng.integers(0, D, P)])
+                got = await bench.probed(ctx, [int(a) for a in rng.integers(0, D, P)])
                 if got != held:
                     mismatches.append(f"step {t}: row {row} probed {got}, recorded {held}")
                 # probe_en low: a new record of that row and another probe_row leave the output alone
@@ -618,7 +621,7 @@ def test_ring_probe_returns_recorded_spikes(neurons, lanes, delay_bits):
                 ctx.set(dut.probe_row, (row + 1) % B)
                 await bench.idle(ctx)
                 await ctx.tick()
-                got = bench.probed(ctx, [0] * P)
+                got = await bench.probed(ctx, [0] * P)
                 if got != held:
                     mismatches.append(f"step {t}: row {row} not held while probe_en low: {got}, "
                                       f"probed {held}")
@@ -655,7 +658,7 @@ def test_history_spike_arrives_one_plus_delay_steps_later(neurons, lanes, delay_
                 await bench.probe(ctx, row)
                 for shift in range(D):            # the held row, every delay on every lane
                     delays = [(shift + lane) % D for lane in range(P)]
-                    got = bench.probed(ctx, [(1 + d) % D for d in delays])
+                    got = await bench.probed(ctx, [(1 + d) % D for d in delays])
                     want = [written(t - 1 - d, row * P + lane) for lane, d in enumerate(delays)]
                     if got != want:
                         mismatches.append(f"step {t}: row {row} delays {delays} probed {got}, "
@@ -667,7 +670,7 @@ def test_history_spike_arrives_one_plus_delay_steps_later(neurons, lanes, delay_
                 await bench.record(ctx, row, [int(b) for b in spikes[t, row * P:(row + 1) * P]])
             row = int(rng.integers(0, B))
             await bench.probe(ctx, row)
-            got = bench.probed(ctx, [0] * P)
+            got = await bench.probed(ctx, [0] * P)
             want = [written(t, row * P + lane) for lane in range(P)]
             if got != want:
                 mismatches.append(f"step {t}: row {row} age 0 after the record probed {got}, "
@@ -733,7 +736,7 @@ def test_history_clear_forgets_spikes_and_currents(neurons, lanes, delay_bits):
         for row in range(B):
             await bench.probe(ctx, row)
             for age in range(D):
-                got = bench.probed(ctx, [age] * P)
+                got = await bench.probed(ctx, [age] * P)
                 if got != [0] * P:
                     found["left"].append(f"row {row} age {age}: spikes {got}")
             got = await bench.take(ctx, row)
