@@ -1,6 +1,6 @@
 """What the SHD-size inference core costs on open FPGAs (YoWASP yosys + nextpnr).
 
-    python benchmarks/synth.py --out benchmarks/synth_shd.json
+    python benchmarks/synth.py --seeds 1 2 3 --out benchmarks/synth_shd.json
     python benchmarks/synth.py --devices up5k --queues history --out build/synth_up5k.json
 
 The network of the Spiking Heidelberg Digits setting: C = 140 inputs, N = 256
@@ -14,7 +14,10 @@ nextpnr-ice40 cuts the timing of paths at its combinational DSPs, so only that
 run times every path.
 
 A case that does not fit the device is recorded with what synthesis measured,
-the resources over capacity and nextpnr's error, not dropped.
+the resources over capacity and nextpnr's error, not dropped. With several
+``--seeds`` every case is placed and routed once per placer seed, and
+``fmax_by_seed`` gives each case's lowest, median and highest fmax: the
+placer's luck moves a design near its limit by several MHz.
 """
 
 from __future__ import annotations
@@ -33,9 +36,24 @@ SHD = dict(inputs=140, neurons=256, classes=20, lanes=1)
 def run_case(device: str, queue: str, dsp: bool, work: Path, seed: int) -> dict:
     build = CoreBuild(spec=CoreSpec(), queue=queue, **SHD)
     name = f"{device}-{queue}" + ("" if dsp else "-nodsp")
-    case = dict(name=name, device=device, queue=queue, dsp_blocks_allowed=dsp)
-    case.update(synthesis_case(build, device, work / name, seed=seed, dsp=dsp))
+    case = dict(name=name, device=device, queue=queue, dsp_blocks_allowed=dsp, seed=seed)
+    case.update(synthesis_case(build, device, work / f"{name}-seed{seed}", seed=seed, dsp=dsp))
     return case
+
+
+def fmax_by_seed(cases: list) -> dict:
+    """``{case name: {"seeds", "min", "median", "max"}}`` over the cases that placed and routed."""
+    by_name = {}
+    for case in cases:
+        if case.get("fmax_mhz") is not None:
+            by_name.setdefault(case["name"], []).append((case["seed"], case["fmax_mhz"]))
+    summary = {}
+    for name, runs in by_name.items():
+        values = sorted(f for _, f in runs)
+        summary[name] = dict(seeds=[s for s, _ in runs], min=values[0], max=values[-1],
+                             median=values[len(values) // 2] if len(values) % 2 else
+                             round((values[len(values) // 2 - 1] + values[len(values) // 2]) / 2, 2))
+    return summary
 
 
 def main(argv=None) -> int:
@@ -48,7 +66,7 @@ def main(argv=None) -> int:
                         help="skip the UP5K run without DSP blocks")
     parser.add_argument("--work", type=Path, default=Path("build/synth_bench"),
                         help="folder of the tool runs (logs, netlists, reports)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1], help="nextpnr placer seeds")
     args = parser.parse_args(argv)
 
     plan = [(device, queue, True) for queue in args.queues for device in args.devices]
@@ -56,22 +74,26 @@ def main(argv=None) -> int:
         plan.append(("up5k", "history", False))
     cases = []
     for device, queue, dsp in plan:
-        case = run_case(device, queue, dsp, args.work, args.seed)
-        cases.append(case)
-        print(json.dumps({k: case.get(k) for k in ("name", "status", "lut", "ff", "bram", "spram", "dsp",
-                                                  "fmax_mhz", "over_capacity", "wall_seconds")}),
-              flush=True)
+        for seed in args.seeds:
+            case = run_case(device, queue, dsp, args.work, seed)
+            cases.append(case)
+            print(json.dumps({k: case.get(k) for k in ("name", "seed", "status", "lut", "ff", "bram", "spram",
+                                                      "dsp", "fmax_mhz", "over_capacity", "wall_seconds")}),
+                  flush=True)
+            if case.get("status") == "does_not_fit":
+                break   # another seed does not change what fits
     versions = tool_versions()
     report = dict(
         description="SHD-size DelRec inference core (C=140, N=256, D=64, K=20, 8-bit weights, "
                     "P=1) behind the seven-pin serial top level, synthesised, placed and routed "
                     "with YoWASP yosys and nextpnr",
         network=dict(SHD, spec=CoreSpec().to_dict()),
-        seed=args.seed,
+        seeds=args.seeds,
         date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
         host=dict(python=platform.python_version(), machine=platform.machine()),
         versions=versions,
         cases=cases,
+        fmax_by_seed=fmax_by_seed(cases),
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -116,6 +116,8 @@ class BoardTop(wiring.Component):
         least two characters).
     led_hold_cycles : int
         The LED stays on this many cycles after ``busy`` falls (0: ``busy`` itself).
+    weight_bank_bits : int, optional
+        The core's weight memory banks (the device's, see :class:`~delrec.hw.synth.Device`).
 
     Attributes
     ----------
@@ -125,8 +127,9 @@ class BoardTop(wiring.Component):
     """
 
     def __init__(self, build, baudrate: float = 115200, *, byte_timeout_s: float = 0.01,
-                 led_hold_cycles: int = 1 << 20):
+                 led_hold_cycles: int = 1 << 20, weight_bank_bits: int | None = None):
         self.build = build
+        self.weight_bank_bits = weight_bank_bits
         self.baudrate = baudrate
         self.byte_timeout_s = byte_timeout_s
         self.led_hold_cycles = led_hold_cycles
@@ -139,7 +142,8 @@ class BoardTop(wiring.Component):
         cpb = clocks_per_bit_for(clock_hz, self.baudrate)
         timeout = max(int(round(self.byte_timeout_s * clock_hz)), 2 * CHARACTER_BITS * cpb)
         self.clocks_per_bit = cpb
-        self.host = HostTop(**self.build.core_kwargs(), clocks_per_bit=cpb, byte_timeout=timeout)
+        self.host = HostTop(**self.build.core_kwargs(), clocks_per_bit=cpb, byte_timeout=timeout,
+                            weight_bank_bits=self.weight_bank_bits)
         return self.host
 
     def elaborate(self, platform):
@@ -229,7 +233,7 @@ def build_bitstream(build, board: str, out_dir, *, baudrate: float = 115200, dsp
 
     began = time.perf_counter()
     platform = spec.make_platform()
-    top = BoardTop(build, baudrate)
+    top = BoardTop(build, baudrate, weight_bank_bits=device.weight_bank_bits)
     if spec.family == "ice40":
         synth_opts = "-spram" + (" -dsp" if dsp else "")
     else:
@@ -273,7 +277,7 @@ def build_bitstream(build, board: str, out_dir, *, baudrate: float = 115200, dsp
     except SynthesisError as exc:
         log = tim.read_text(errors="replace") if tim.exists() else ""
         if (out / "stat.json").exists():
-            result.update(_cells(out, spec.family))
+            result.update(cell_counts(out / "stat.json", spec.family))
         utilization = _utilization_from_log(log)
         exhausted = _exhausted(utilization)
         result.update(utilization=utilization, over_capacity=exhausted)

@@ -11,18 +11,24 @@ from amaranth.lib.wiring import In, Out
 
 from delrec.arith import CoreSpec
 
+from .fixed import check_bank_bits, words_per_bank
 from .history import SpikeHistory
 from .neuron import NeuronDatapath
-from .ports import (COUNTER_BITS, PROBE_LATENCY, ConfigRegister, CoreGeometry, Counter, ReadTarget,
-                    WriteTarget, input_layout, read_data_layout, read_layout, spike_layout,
-                    write_layout)
+from .ports import (COUNTER_BITS, PROBE_LATENCY, RECORD_LATENCY, ConfigRegister, CoreGeometry,
+                    Counter, ReadTarget, WriteTarget, input_layout, read_data_layout, read_layout,
+                    spike_layout, write_layout)
 from .readout import Readout
 from .ring import FutureInputRing
 
-__all__ = ["InferenceCore", "DELAY_KINDS", "QUEUE_KINDS", "WEIGHT_WORD_BITS", "weights_per_word"]
+__all__ = ["InferenceCore", "DELAY_KINDS", "QUEUE_KINDS", "WEIGHT_READ_LATENCY", "WEIGHT_WORD_BITS",
+           "weights_per_word"]
 
 DELAY_KINDS = ("axonal", "synaptic")
 QUEUE_KINDS = ("ring", "history")
+
+#: Cycles from a weight memory's read address to its weight: the words read are
+#: registered, then (for banked memories) the chosen bank's word.
+WEIGHT_READ_LATENCY = 3
 
 #: Word width the input and recurrent weights are packed into: the iCE40
 #: SPRAM's (16K x 16) and the iCE40 block RAM's widest mode (256 x 16).
@@ -96,20 +102,21 @@ class InferenceCore(wiring.Component):
 
       - history queue only, recurrent scan: ``B + 2`` (one row of ``P``
         spike bits per cycle, ``B + PROBE_LATENCY``);
-      - neuron update: ``B + 4`` (``B + 2 +``
+      - neuron update: ``B + 5`` (``B + 2 +``
         :attr:`~delrec.hw.neuron.NeuronDatapath.LATENCY`);
       - spike scan: ``B + 3``;
-      - readout update and end-of-step beat: ``K + 4``;
+      - readout update and end-of-step beat: ``K + 6`` (``K + 1 +``
+        :data:`~delrec.hw.readout.UPDATE_STAGES`);
 
-      that is ``2B + K + 11`` with the ring, ``3B + K + 13`` with the
-      history. Each spike adds at least one cycle and at most ``B + 2`` per
-      arriving presynaptic spike (history: its recurrent fan-out, whose
-      weights are registered out of block RAM) and ``max(B + 2, K + 2)``
-      (ring: the fan-out into the future slots and the ``K`` readout
-      accumulations side by side) or ``K + 2`` (history) per emitted spike,
-      ``+ 2`` once for a fan-out that must drain (the ring also waits for
-      the last input event's): less when the rows after a spike are scanned
-      while its fan-out runs.
+      that is ``2B + K + 14`` with the ring, ``3B + K + 16`` with the
+      history. Each spike adds at least one cycle and at most ``B + 3``
+      (``B +`` :data:`WEIGHT_READ_LATENCY`) per arriving presynaptic spike
+      (history: its recurrent fan-out) and ``max(B + 3, K + 2)`` (ring: the
+      fan-out into the future slots and the ``K`` readout accumulations side
+      by side) or ``K + 2`` (history) per emitted spike, ``+ 3`` once for a
+      fan-out that must drain (the ring also waits for the last input
+      event's): less when the rows after a spike are scanned while its
+      fan-out runs.
 
     Parameters
     ----------
@@ -124,6 +131,13 @@ class InferenceCore(wiring.Component):
     queue : {"ring", "history"}
         Future-input ring (``D x N`` accumulators) or spike history
         (``N x D`` bits, axonal delays only).
+    weight_bank_bits : int, optional
+        Split the input, recurrent and readout weight memories into banks of
+        at most this many bits (a power of two; see
+        :func:`~delrec.hw.fixed.bank_words`), each bank's word registered
+        before the bank is chosen: for block RAMs with slow outputs (16384 on
+        the ECP5, one ``DP16KD`` per bank). Behaviour and cycles are the same
+        with or without banks.
 
     Attributes
     ----------
@@ -149,7 +163,7 @@ class InferenceCore(wiring.Component):
     """
 
     def __init__(self, *, inputs: int, neurons: int, classes: int, spec: CoreSpec, lanes: int = 1,
-                 delay_kind: str = "axonal", queue: str = "ring"):
+                 delay_kind: str = "axonal", queue: str = "ring", weight_bank_bits: int | None = None):
         _check_count("Input count", inputs)
         _check_count("Neuron count", neurons)
         _check_count("Class count", classes)
@@ -167,9 +181,11 @@ class InferenceCore(wiring.Component):
         if queue == "history" and delay_kind != "axonal":
             raise ValueError(f"The spike-history queue needs axonal delays (one per presynaptic "
                              f"neuron), not {delay_kind!r}")
+        check_bank_bits(weight_bank_bits)
         self.geometry = CoreGeometry(inputs, neurons, classes, spec, lanes, delay_kind)
         self.spec = spec
         self.queue_kind = queue
+        self.weight_bank_bits = weight_bank_bits
         g = self.geometry
         super().__init__({
             "inputs": In(stream.Signature(input_layout(g))),
@@ -182,7 +198,7 @@ class InferenceCore(wiring.Component):
 
     def elaborate(self, platform):
         g, spec = self.geometry, self.spec
-        C, N, K, P, B, D = g.inputs, g.neurons, g.classes, g.lanes, g.rows, g.depth
+        C, N, K, P, B = g.inputs, g.neurons, g.classes, g.lanes, g.rows
         synaptic = g.delay_kind == "synaptic"
         history = self.queue_kind == "history"
         m = Module()
@@ -192,7 +208,8 @@ class InferenceCore(wiring.Component):
             m.submodules.queue = queue = SpikeHistory(N, P, spec)
         else:
             m.submodules.queue = queue = FutureInputRing(N, P, spec)
-        m.submodules.readout = readout = Readout(N, K, spec, g.leak_bits)
+        m.submodules.readout = readout = Readout(N, K, spec, g.leak_bits,
+                                                 weight_bank_bits=self.weight_bank_bits)
 
         # -- configuration and counters ---------------------------------------------------
         theta = Signal(signed(spec.v_bits))
@@ -228,19 +245,21 @@ class InferenceCore(wiring.Component):
 
             Returns one :class:`_WeightLane` per lane: drive ``write_*`` to store
             weight ``write_index`` (written one cycle later, from registers);
-            otherwise weight ``read_index`` is read and appears on ``weight`` two
-            cycles later (the word read is registered before anything looks at
-            it: a block RAM's output is slow). Every address and enable of the
-            memory comes straight from a register, since the memory spans many
-            block RAMs.
+            otherwise weight ``read_index`` is read and appears on ``weight``
+            :data:`WEIGHT_READ_LATENCY` cycles later. Every address and enable
+            of the memory comes straight from a register, and the words read
+            are registered before anything looks at them (a block RAM's output
+            is slow). With ``weight_bank_bits`` the memory is split into banks
+            of that many words, each bank's word registered before the bank is
+            chosen (a deep memory is many block RAMs and a wide multiplexer);
+            the latency is the same either way.
             """
+            words = -(-count // pack)
+            bank_words = words_per_bank(words, pack * spec.weight_bits, self.weight_bank_bits)
+            bank_bits = (bank_words - 1).bit_length()
+            banks = -(-words // bank_words)
             lanes = []
             for lane in range(P):
-                memory = Memory(shape=unsigned(pack * spec.weight_bits), depth=-(-count // pack),
-                                init=[])
-                m.submodules[f"{name}_{lane}"] = memory
-                write = memory.write_port(granularity=spec.weight_bits)
-                read = memory.read_port()
                 write_en = Signal(name=f"{name}_{lane}_write_en")
                 write_index = Signal(range(count), name=f"{name}_{lane}_write_index")
                 write_data = Signal(spec.weight_bits, name=f"{name}_{lane}_write_data")
@@ -251,26 +270,44 @@ class InferenceCore(wiring.Component):
                 writing_data = Signal.like(write_data, name=f"{name}_{lane}_writing_data")
                 m.d.sync += [writing.eq(write_en), writing_index.eq(write_index),
                              writing_data.eq(write_data)]
-                word = Signal.like(write.addr, name=f"{name}_{lane}_word")  # the shared address
-                m.d.comb += [
-                    word.eq(Mux(writing, writing_index >> pack_bits, read_index >> pack_bits)),
-                    write.addr.eq(word),
-                    read.addr.eq(word),
-                    read.en.eq(~writing),
-                    write.data.eq(Cat(*[writing_data] * pack)),
-                ]
-                word_read = Signal.like(read.data, name=f"{name}_{lane}_word_read")
-                m.d.sync += word_read.eq(read.data)
-                if pack > 1:
-                    read_slot = Signal(pack_bits, name=f"{name}_{lane}_read_slot")
-                    word_slot = Signal(pack_bits, name=f"{name}_{lane}_word_slot")
-                    m.d.sync += [read_slot.eq(read_index[:pack_bits]), word_slot.eq(read_slot)]
+                word = Signal(range(words), name=f"{name}_{lane}_word")  # the shared address
+                m.d.comb += word.eq(Mux(writing, writing_index >> pack_bits, read_index >> pack_bits))
+                slot_enables = Mux(writing, 1 << writing_index[:pack_bits], 0) if pack > 1 else writing
+                bank_reads = []
+                for bank in range(banks):
+                    depth = min(bank_words, words - bank * bank_words)
+                    memory = Memory(shape=unsigned(pack * spec.weight_bits), depth=depth, init=[])
+                    m.submodules[f"{name}_{lane}" + (f"_bank{bank}" if banks > 1 else "")] = memory
+                    write = memory.write_port(granularity=spec.weight_bits)
+                    read = memory.read_port()
+                    chosen = (word >> bank_bits) == bank if banks > 1 else 1
                     m.d.comb += [
-                        write.en.eq(Mux(writing, 1 << writing_index[:pack_bits], 0)),
-                        weight.eq(word_read.word_select(word_slot, spec.weight_bits)),
+                        write.addr.eq(word[:bank_bits] if banks > 1 else word),
+                        read.addr.eq(word[:bank_bits] if banks > 1 else word),
+                        read.en.eq(~writing),
+                        write.data.eq(Cat(*[writing_data] * pack)),
+                        write.en.eq(Mux(chosen, slot_enables, 0)),
                     ]
+                    bank_read = Signal.like(read.data, name=f"{name}_{lane}_bank{bank}_read")
+                    m.d.sync += bank_read.eq(read.data)
+                    bank_reads.append(bank_read)
+                # stage 2: each bank's word registered; stage 3: the chosen bank's word registered
+                word_read = Signal(pack * spec.weight_bits, name=f"{name}_{lane}_word_read")
+                read_slot = [Signal(max(1, pack_bits), name=f"{name}_{lane}_slot_{n}") for n in range(3)]
+                read_bank = [Signal(range(banks), name=f"{name}_{lane}_bank_{n}") for n in range(2)]
+                m.d.sync += [read_slot[0].eq(read_index[:pack_bits] if pack > 1 else 0),
+                             read_slot[1].eq(read_slot[0]), read_slot[2].eq(read_slot[1]),
+                             read_bank[0].eq(word >> bank_bits if banks > 1 else 0),
+                             read_bank[1].eq(read_bank[0])]
+                if banks > 1:
+                    with m.Switch(read_bank[1]):
+                        for bank, bank_read in enumerate(bank_reads):
+                            with m.Case(bank):
+                                m.d.sync += word_read.eq(bank_read)
                 else:
-                    m.d.comb += [write.en.eq(writing), weight.eq(word_read)]
+                    m.d.sync += word_read.eq(bank_reads[0])
+                m.d.comb += weight.eq(word_read.word_select(read_slot[2], spec.weight_bits)
+                                      if pack > 1 else word_read)
                 lanes.append(_WeightLane(write_en, write_index, write_data, read_index, weight))
             return lanes
 
@@ -336,11 +373,13 @@ class InferenceCore(wiring.Component):
         fan_start_base = Signal.like(fan_addr)
         fan_start_recurrent = Signal()
         fan_start_offset = Signal.like(fan_offset)
-        fetching = Signal()                         # stage 1: the words read, being registered
-        fetch_row = Signal.like(fan_row)
-        fetch_recurrent = Signal()
-        fetch_offset = Signal.like(fan_offset)
-        delivering = Signal()                       # stage 2: weights (and delays) registered
+        # stages 1 .. WEIGHT_READ_LATENCY - 1: the words read, being registered; then delivery
+        fetching = [Signal(name=f"fetching_{n}") for n in range(1, WEIGHT_READ_LATENCY)]
+        fetch_rows = [Signal.like(fan_row, name=f"fetch_row_{n}") for n in range(1, WEIGHT_READ_LATENCY)]
+        fetch_recurrent = [Signal(name=f"fetch_recurrent_{n}") for n in range(1, WEIGHT_READ_LATENCY)]
+        fetch_offsets = [Signal.like(fan_offset, name=f"fetch_offset_{n}")
+                         for n in range(1, WEIGHT_READ_LATENCY)]
+        delivering = Signal()                       # weights (and delays) registered
         deliver_row = Signal.like(fan_row)
         deliver_recurrent = Signal()
         deliver_offset = Signal.like(fan_offset)    # axonal only
@@ -349,12 +388,12 @@ class InferenceCore(wiring.Component):
 
         m.d.comb += [
             fan_last_issue.eq(fan_active & (fan_row == B - 1)),
-            fan_done.eq(~fan_active & ~fetching & ~delivering),
+            fan_done.eq(~fan_active & ~Cat(*fetching).any() & ~delivering),
         ]
-        m.d.sync += [fetching.eq(fan_active), fetch_row.eq(fan_row),
-                     fetch_recurrent.eq(fan_recurrent), fetch_offset.eq(fan_offset),
-                     delivering.eq(fetching), deliver_row.eq(fetch_row),
-                     deliver_recurrent.eq(fetch_recurrent), deliver_offset.eq(fetch_offset)]
+        for chain, first, last in ((fetching, fan_active, delivering), (fetch_rows, fan_row, deliver_row),
+                                   (fetch_recurrent, fan_recurrent, deliver_recurrent),
+                                   (fetch_offsets, fan_offset, deliver_offset)):
+            m.d.sync += [stage.eq(prev) for stage, prev in zip(chain + [last], [first] + chain)]
         with m.If(fan_active):
             m.d.sync += [fan_row.eq(fan_row + 1), fan_addr.eq(fan_addr + 1)]
             with m.If(fan_last_issue):
@@ -376,8 +415,10 @@ class InferenceCore(wiring.Component):
                                                   w_in[lane].weight)),
             ]
             if synaptic:   # the connection's delay, read beside its weight and registered
-                fetched_delay = Signal(spec.delay_bits, name=f"fetched_delay_{lane}")
-                m.d.sync += fetched_delay.eq(delays[lane][1].data)
+                fetched = [Signal(spec.delay_bits, name=f"fetched_delay_{lane}_{n}")
+                           for n in range(WEIGHT_READ_LATENCY - 1)]
+                m.d.sync += [stage.eq(prev) for stage, prev in zip(fetched, [delays[lane][1].data] + fetched)]
+                fetched_delay = fetched[-1]
                 m.d.comb += [
                     delays[lane][1].addr.eq(weight_addr),
                     queue.deliver_offset[lane].eq(
@@ -453,7 +494,7 @@ class InferenceCore(wiring.Component):
             m.d.sync += wait_bits[0].eq(held_pending & ~(Const(1, 1) << pick_lane)[:P])
         if not synaptic:
             for lane in range(P):
-                m.d.comb += [delays[lane][1].en.eq(scan_load), delays[lane][1].addr.eq(scan_load_row)]
+                m.d.comb += delays[lane][1].addr.eq(scan_load_row)   # always enabled
                 m.d.sync += probed_delays[lane].eq(delays[lane][1].data)
 
         def scan_begin():   # row 0 (scan_next is 0 between scans)
@@ -464,7 +505,7 @@ class InferenceCore(wiring.Component):
         # -- neuron update pipeline ------------------------------------------------------------
         # stage 0 issues the reads of row `update_row`; the datapath takes the read data in
         # stage 1 and gives the row's spikes and membranes LATENCY cycles later, when they are
-        # written; the queue is told which row one cycle before its spikes arrive.
+        # written; the queue is told which row RECORD_LATENCY cycles before its spikes arrive.
         latency = NeuronDatapath.LATENCY
         update_row = Signal(range(B + 1))           # stage 0: reads issued for this row
         in_flight = [Signal(name=f"update_valid_{n}") for n in range(1, latency + 2)]
@@ -477,8 +518,8 @@ class InferenceCore(wiring.Component):
         m.d.comb += [
             updating.eq(Cat(*in_flight).any()),
             queue.take_row.eq(update_row),
-            queue.record_en.eq(in_flight[-2]),
-            queue.record_row.eq(flight_rows[-2]),
+            queue.record_en.eq(in_flight[-1 - RECORD_LATENCY]),
+            queue.record_row.eq(flight_rows[-1 - RECORD_LATENCY]),
         ]
         spike_bits = []
         for lane in range(P):
@@ -510,8 +551,8 @@ class InferenceCore(wiring.Component):
         membrane_read_addr = Signal(range(B))
         m.d.comb += [
             self.read_data.payload.data.eq(read_value),
-            readout.read_addr.eq(read_request.addr),
-            readout.read_score.eq(read_request.target == ReadTarget.SCORE),
+            readout.read_addr.eq(read_addr),     # registered: no path from the host into memories
+            readout.read_score.eq(read_target == ReadTarget.SCORE),
         ]
         for lane in range(P):
             m.d.comb += membranes[lane][1].addr.eq(membrane_read_addr)
@@ -540,16 +581,16 @@ class InferenceCore(wiring.Component):
                     self.write.ready.eq(~step_open),
                     self.read.ready.eq(~step_open & ~self.write.valid),
                     self.inputs.ready.eq(step_open | (~self.write.valid & ~self.read.valid)),
-                    membrane_read_addr.eq(read_request.addr[lane_bits:]),
                 ]
                 with m.If(write_accept & (request.target == WriteTarget.CLEAR)):
                     m.d.comb += [queue.clear.eq(1), readout.clear.eq(1)]
                     m.d.sync += clear_row.eq(0)
                     m.next = "CLEAR"
                 with m.Elif(self.read.valid & self.read.ready):
-                    m.d.comb += readout.read_en.eq(1)
-                    m.d.sync += [read_target.eq(read_request.target), read_addr.eq(read_request.addr)]
-                    m.next = "READ"
+                    # update_row, idle, addresses the membranes: the row of the request
+                    m.d.sync += [read_target.eq(read_request.target), read_addr.eq(read_request.addr),
+                                 update_row.eq(read_request.addr[lane_bits:])]
+                    m.next = "READ_ADDRESS"
                 with m.Elif(self.inputs.valid & self.inputs.ready):
                     m.d.sync += step_open.eq(1)
                     with m.If(inputs.last):
@@ -567,6 +608,10 @@ class InferenceCore(wiring.Component):
             with m.State("INPUT"):
                 with m.If(fan_last_issue | ~fan_active):
                     m.next = "IDLE"
+
+            with m.State("READ_ADDRESS"):   # the request's registered address to the memories
+                m.d.comb += readout.read_en.eq(1)
+                m.next = "READ"
 
             with m.State("READ"):
                 with m.Switch(read_target):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Mux, Value
 
-__all__ = ["saturate", "decay", "sign_extend"]
+__all__ = ["saturate", "decay", "sign_extend", "check_bank_bits", "words_per_bank"]
 
 
 def saturate(value: Value, bits: int) -> Value:
@@ -52,3 +52,27 @@ def sign_extend(value: Value, bits: int) -> Value:
         fill = value[-1] if value.shape().signed else Const(0, 1)
         value = Cat(value, fill.replicate(bits - width))
     return value[:bits].as_signed()
+
+
+def check_bank_bits(bank_bits) -> None:
+    """Refuse a memory bank size that is not ``None`` or a positive power of two (bits)."""
+    if bank_bits is None:
+        return
+    if isinstance(bank_bits, bool) or not isinstance(bank_bits, int) or bank_bits < 1 \
+            or bank_bits & (bank_bits - 1):
+        raise ValueError(f"Weight bank size must be a power of two (bits), not {bank_bits!r}")
+
+
+def words_per_bank(words: int, width: int, bank_bits: int | None) -> int:
+    """Words of one bank of a ``words x width`` memory split into banks of at most ``bank_bits``.
+
+    A power of two (at least 1), so that the bank is the high part of the
+    address; ``words`` itself (one bank) for ``bank_bits=None`` or when the
+    memory is no larger than a bank.
+    """
+    if bank_bits is None or words * width <= bank_bits:
+        return words
+    bank = 1
+    while 2 * bank * width <= bank_bits:
+        bank *= 2
+    return bank

@@ -5,7 +5,7 @@ from __future__ import annotations
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib.memory import Memory
 
-from .ports import DelayQueue
+from .ports import RECORD_LATENCY, DelayQueue
 
 __all__ = ["SpikeHistory"]
 
@@ -21,8 +21,9 @@ class SpikeHistory(DelayQueue):
     A spike bit is recorded by a read-modify-write of its whole row, not by a
     one-bit write enable (block RAMs without bit enables, the ECP5's
     ``DP16KD``, would otherwise need one block per bit column): ``record_en``
-    reads the row, and the next cycle writes it back with bit ``t mod D``
-    replaced by ``record_spikes``. The history's read port is therefore busy
+    reads the row, and :data:`~delrec.hw.ports.RECORD_LATENCY` cycles later,
+    from a register, writes it back with bit ``t mod D`` replaced by
+    ``record_spikes``. The history's read port is therefore busy
     during ``record_en``. A probed row is registered, and so is the bit
     position of ``probe_age``, before the bit is selected from the row
     (:data:`~delrec.hw.ports.PROBE_LATENCY`).
@@ -58,10 +59,12 @@ class SpikeHistory(DelayQueue):
 
         delivering_1 = Signal()
         taking_1 = Signal()
-        recording_1 = Signal()
-        record_row_1 = Signal.like(self.record_row)
-        m.d.sync += [delivering_1.eq(self.deliver_en), taking_1.eq(self.take_en),
-                     recording_1.eq(self.record_en), record_row_1.eq(self.record_row)]
+        recording = [Signal(name=f"recording_{n}") for n in range(1, RECORD_LATENCY + 1)]
+        record_rows = [Signal.like(self.record_row, name=f"record_row_{n}")
+                       for n in range(1, RECORD_LATENCY + 1)]
+        m.d.sync += [delivering_1.eq(self.deliver_en), taking_1.eq(self.take_en)]
+        m.d.sync += [s.eq(p) for s, p in zip(recording, [self.record_en] + recording)]
+        m.d.sync += [s.eq(p) for s, p in zip(record_rows, [self.record_row] + record_rows)]
         slot_select = (Const(1, 1) << self.slot)[:depth]
 
         for lane in range(lanes):
@@ -69,20 +72,20 @@ class SpikeHistory(DelayQueue):
             m.submodules[f"history_{lane}"] = history
             history_write = history.write_port()
             history_read = history.read_port()
+            probed_row = Signal(depth, name=f"probed_row_{lane}")   # the row read, registered
             with m.If(clearing):
                 m.d.comb += [history_write.en.eq(1), history_write.addr.eq(clear_row),
                              history_write.data.eq(0)]
-            with m.Elif(recording_1):  # the row read the cycle before, one bit replaced
-                m.d.comb += [history_write.en.eq(1), history_write.addr.eq(record_row_1),
+            with m.Elif(recording[-1]):  # the row read and registered, one bit replaced
+                m.d.comb += [history_write.en.eq(1), history_write.addr.eq(record_rows[-1]),
                              history_write.data.eq(Mux(self.record_spikes[lane],
-                                                       history_read.data | slot_select,
-                                                       history_read.data & ~slot_select))]
+                                                       probed_row | slot_select,
+                                                       probed_row & ~slot_select))]
             age_slot = Signal(spec.delay_bits, name=f"age_slot_{lane}")   # both registered
-            probed_row = Signal(depth, name=f"probed_row_{lane}")
             m.d.sync += [probed_row.eq(history_read.data),
                          age_slot.eq(self.slot - self.probe_age[lane])]
             m.d.comb += [
-                history_read.en.eq(self.probe_en | self.record_en),
+                history_read.en.eq(1),   # no enable on the path: probes are not held
                 history_read.addr.eq(Mux(self.record_en, self.record_row, self.probe_row)),
                 self.probe_spikes[lane].eq(probed_row.bit_select(age_slot, 1)),
             ]
@@ -94,7 +97,8 @@ class SpikeHistory(DelayQueue):
             # is forwarded from a register instead, so that the read data of the memory (LUT
             # RAM on an ECP5) is registered before the adder sees it.
             read = currents.read_port()
-            m.d.comb += read.addr.eq(Mux(self.take_en, self.take_row, self.deliver_row))
+            # deliveries and takes never overlap; deliver_en comes from a register of the core
+            m.d.comb += read.addr.eq(Mux(self.deliver_en, self.deliver_row, self.take_row))
             addr_1 = Signal.like(read.addr, name=f"addr_1_{lane}")
             weight_1 = Signal(signed(spec.weight_bits), name=f"weight_1_{lane}")
             forward_1 = Signal(name=f"forward_1_{lane}")

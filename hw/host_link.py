@@ -142,7 +142,7 @@ class HostLink(wiring.Component):
     CLEAR                     9 (once the core took it)          11
     WRITE                     ``10 E + 8`` (after the last beat)  reply + 2
     EVENTS                    ``4 E + 8`` (after the last beat)   reply + 2
-    READ                      ``11 E + 3`` (``9 E + 3`` when     reply + 5
+    READ                      ``12 E + 3`` (``9 E + 3`` when     reply + 5
                               no element reaches the core)
     STEP                      ``4 E + 3 ceil(N/8) + 4 + CYCLES``  reply + 5
                               (``CYCLES``: the core's counter)
@@ -153,7 +153,7 @@ class HostLink(wiring.Component):
     ========================  =================================  ========================
 
     Per element: ``size + 1`` cycles to fetch it from the buffer (``size``
-    8, 2 or 3 bytes), 1 for its beat; a READ adds the core's 2-cycle
+    8, 2 or 3 bytes), 1 for its beat; a READ adds the core's 3-cycle
     response and 4 reply bytes. A STEP zeroes the bitmap (``ceil(N/8)``),
     sends the ``last=1`` beat (1), takes the spikes as they come and sends
     the bitmap at 2 cycles per byte (so do STATS' counters). After every

@@ -39,6 +39,8 @@ class HostTop(wiring.Component):
         Clock cycles a frame may stay idle between two bytes before the link
         drops it; longer than one character (``10 * clocks_per_bit``), as
         the gap between two received bytes is at least that.
+    weight_bank_bits : int, optional
+        The core's weight memory banks (see :class:`~delrec.hw.core.InferenceCore`).
 
     Attributes
     ----------
@@ -50,7 +52,7 @@ class HostTop(wiring.Component):
 
     def __init__(self, *, inputs: int, neurons: int, classes: int, spec: CoreSpec, lanes: int = 1,
                  delay_kind: str = "axonal", queue: str = "ring", clocks_per_bit: int,
-                 byte_timeout: int):
+                 byte_timeout: int, weight_bank_bits: int | None = None):
         check_clocks_per_bit(clocks_per_bit)
         if isinstance(byte_timeout, bool) or not isinstance(byte_timeout, int):
             raise TypeError(f"Byte timeout must be an integer number of cycles, not {byte_timeout!r}")
@@ -63,7 +65,7 @@ class HostTop(wiring.Component):
         self.clocks_per_bit = clocks_per_bit
         self.byte_timeout = byte_timeout
         # built here so that a bad build fails at construction, not at elaboration
-        self.core = InferenceCore(**self.build_kwargs)
+        self.core = InferenceCore(**self.build_kwargs, weight_bank_bits=weight_bank_bits)
         self.link = HostLink(**self.build_kwargs, byte_timeout=byte_timeout)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
 

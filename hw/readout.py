@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from delrec.arith import CoreSpec
 
-from .fixed import decay, saturate
+from .fixed import check_bank_bits, decay, saturate, words_per_bank
 
-__all__ = ["Readout"]
+__all__ = ["Readout", "UPDATE_STAGES"]
+
+#: Pipeline stages of the readout update after its reads.
+UPDATE_STAGES = 5
 
 
 def _bits(count: int) -> int:
@@ -33,16 +36,19 @@ class Readout(wiring.Component):
     high until everything is written):
 
     ``accumulate`` with ``neuron = j``
-        ``R_k += w_out[k, j]`` for every ``k``: ``K + 2`` cycles, a
-        three-stage pipeline (the weight's read; its registered value and the
-        read of ``R_k``; the sum written back; ``currents`` reads are
-        transparent to its writes, so back-to-back commands are safe).
+        ``R_k += w_out[k, j]`` for every ``k``: ``K + 3`` cycles, a
+        four-stage pipeline (the weight's read; its word registered (per bank);
+        the chosen weight registered and the read of ``R_k``; the sum written
+        back; ``currents`` reads are transparent to its writes, so
+        back-to-back commands are safe; an update or a clear waits for the
+        last writes).
     ``update``
         :func:`delrec.arith.readout_update` for every ``k``, then ``R_k = 0``:
-        ``K + 3`` cycles, a pipeline of four stages (reads; the leaked value
-        and ``R_k + b_k``; the saturated value; the saturated score and the
-        writes), so that no path holds more than one adder or the multiplier;
-        ``ready`` stays low for all of them.
+        ``K + UPDATE_STAGES`` cycles, a pipeline of reads and
+        :data:`UPDATE_STAGES` stages (the leaked value and ``R_k + b_k``;
+        their sum; the saturated value; its sum with the score; the saturated
+        score and the writes), so that no path holds more than one adder, one
+        saturation or the multiplier; ``ready`` stays low for all of them.
     ``clear``
         ``R = V = score = 0``: ``K`` cycles (one more when an accumulation
         still writes).
@@ -58,9 +64,16 @@ class Readout(wiring.Component):
     spec : CoreSpec
     leak_bits : int
         Width of the ``leak`` input.
+    weight_bank_bits : int, optional
+        ``weights`` in banks of at most this many bits, each bank's word
+        registered before the bank is chosen (see
+        :class:`~delrec.hw.core.InferenceCore`); same behaviour and cycles.
     """
 
-    def __init__(self, neurons: int, classes: int, spec: CoreSpec, leak_bits: int):
+    def __init__(self, neurons: int, classes: int, spec: CoreSpec, leak_bits: int, *,
+                 weight_bank_bits: int | None = None):
+        check_bank_bits(weight_bank_bits)
+        self._weight_bank_bits = weight_bank_bits
         self._neurons = neurons
         self._classes = classes
         self._spec = spec
@@ -89,14 +102,11 @@ class Readout(wiring.Component):
         N, K = self._neurons, self._classes
         m = Module()
 
-        m.submodules.weights = weights = Memory(shape=signed(spec.weight_bits), depth=N * K, init=[])
         m.submodules.biases = biases = Memory(shape=signed(spec.readout_bits), depth=K, init=[])
         m.submodules.currents = currents = Memory(shape=signed(spec.acc_bits), depth=K, init=[])
         m.submodules.values = values = Memory(shape=signed(spec.readout_bits), depth=K, init=[])
         m.submodules.scores = scores = Memory(shape=signed(spec.score_bits), depth=K, init=[])
 
-        weight_w = weights.write_port()
-        weight_r = weights.read_port()
         bias_w = biases.write_port()
         bias_r = biases.read_port()
         current_w = currents.write_port()
@@ -107,9 +117,6 @@ class Readout(wiring.Component):
         score_r = scores.read_port()
 
         m.d.comb += [
-            weight_w.en.eq(self.weight_write_en),
-            weight_w.addr.eq(self.weight_write_addr),
-            weight_w.data.eq(self.weight_write_data),
             bias_w.en.eq(self.bias_write_en),
             bias_w.addr.eq(self.bias_write_addr),
             bias_w.data.eq(self.bias_write_data),
@@ -122,18 +129,53 @@ class Readout(wiring.Component):
         updating = Signal()
         unit_1 = Signal.like(unit)
         read_score_1 = Signal()
-        updating_2, updating_3 = Signal(), Signal()   # the later stages of an update
-        unit_2, unit_3 = Signal.like(unit), Signal.like(unit)
+        # the later stages of an update: updates[n], units[n] are stage n + 2 (see below)
+        updates = [Signal(name=f"updating_{n + 2}") for n in range(UPDATE_STAGES - 1)]
+        units = [Signal.like(unit, name=f"unit_{n + 2}") for n in range(UPDATE_STAGES - 1)]
+        unit_2 = units[0]
 
-        accumulating_2 = Signal()
-        weight_2 = Signal(signed(spec.weight_bits))  # the weight, registered out of block RAM
-        m.d.sync += [accumulating_2.eq(accumulating), weight_2.eq(weight_r.data)]
-        m.d.sync += [accumulating.eq(0), updating.eq(0),
-                     updating_2.eq(updating), updating_3.eq(updating_2),
-                     unit_2.eq(unit_1), unit_3.eq(unit_2)]
+        # w_out in banks of at most weight_bank_bits (one bank without it): stage 1 registers
+        # each bank's word, stage 2 the chosen bank's, stage 3 adds it into R_k
+        words = N * K
+        bank_words = words_per_bank(words, spec.weight_bits, self._weight_bank_bits)
+        bank_bits = (bank_words - 1).bit_length()
+        banks = -(-words // bank_words)
+        bank_reads = []
+        for bank in range(banks):
+            memory = Memory(shape=signed(spec.weight_bits), depth=min(bank_words, words - bank * bank_words),
+                            init=[])
+            m.submodules["weights" + (f"_bank{bank}" if banks > 1 else "")] = memory
+            write, read = memory.write_port(), memory.read_port()
+            chosen = (self.weight_write_addr >> bank_bits) == bank if banks > 1 else 1
+            m.d.comb += [
+                write.en.eq(self.weight_write_en & chosen),
+                write.addr.eq(self.weight_write_addr[:bank_bits] if banks > 1 else self.weight_write_addr),
+                write.data.eq(self.weight_write_data),
+                read.addr.eq(weight_addr[:bank_bits] if banks > 1 else weight_addr),
+            ]
+            bank_read = Signal(signed(spec.weight_bits), name=f"weight_bank{bank}_read")
+            m.d.sync += bank_read.eq(read.data)
+            bank_reads.append(bank_read)
+        read_bank = [Signal(range(banks), name=f"weight_bank_{n}") for n in (1, 2)]
+        m.d.sync += [read_bank[0].eq(weight_addr >> bank_bits if banks > 1 else 0),
+                     read_bank[1].eq(read_bank[0])]
+        weight_3 = Signal(signed(spec.weight_bits))   # the weight of stage 3
+        if banks > 1:
+            with m.Switch(read_bank[1]):
+                for bank, bank_read in enumerate(bank_reads):
+                    with m.Case(bank):
+                        m.d.sync += weight_3.eq(bank_read)
+        else:
+            m.d.sync += weight_3.eq(bank_reads[0])
+        accumulating_2, accumulating_3 = Signal(), Signal()
+        accumulate_tail = Signal()                    # stages 2 and 3 of an accumulation
+        m.d.sync += [accumulating_2.eq(accumulating), accumulating_3.eq(accumulating_2)]
+        m.d.comb += accumulate_tail.eq(accumulating_2 | accumulating_3)
+        m.d.sync += [accumulating.eq(0), updating.eq(0)]
+        m.d.sync += [stage.eq(prev) for stage, prev in zip(updates, [updating] + updates)]
+        m.d.sync += [stage.eq(prev) for stage, prev in zip(units, [unit_1] + units)]
         m.d.comb += [
-            weight_r.addr.eq(weight_addr),
-            current_r.addr.eq(Mux(accumulating, unit_1, unit)),
+            current_r.addr.eq(Mux(accumulating_2, unit_2, unit)),
             bias_r.addr.eq(unit),
             value_r.addr.eq(unit),
             score_r.addr.eq(unit),
@@ -144,8 +186,10 @@ class Readout(wiring.Component):
                 # the address of w_out[0, neuron] is registered whether or not a command comes:
                 # the command strobe never gates the product
                 m.d.sync += [unit.eq(0), weight_addr.eq(self.neuron * K)]
+                # idle, the value and score memories read read_addr (the address never waits for
+                # read_en, which only picks the result)
+                m.d.comb += [value_r.addr.eq(self.read_addr), score_r.addr.eq(self.read_addr)]
                 with m.If(self.read_en):
-                    m.d.comb += [value_r.addr.eq(self.read_addr), score_r.addr.eq(self.read_addr)]
                     m.d.sync += read_score_1.eq(self.read_score)
                 with m.If(self.accumulate):
                     m.next = "ACCUMULATE"
@@ -159,11 +203,12 @@ class Readout(wiring.Component):
                 with m.If(unit == K - 1):
                     m.next = "IDLE"
             with m.State("UPDATE"):
-                m.d.sync += [updating.eq(1), unit_1.eq(unit), unit.eq(unit + 1)]
-                with m.If(unit == K - 1):
-                    m.next = "IDLE"
+                with m.If(~accumulate_tail):   # an accumulation's reads and writes go first
+                    m.d.sync += [updating.eq(1), unit_1.eq(unit), unit.eq(unit + 1)]
+                    with m.If(unit == K - 1):
+                        m.next = "IDLE"
             with m.State("CLEAR"):
-                with m.If(~accumulating_2):   # an accumulation's last write goes first
+                with m.If(~accumulate_tail):   # an accumulation's last write goes first
                     m.d.comb += [
                         current_w.en.eq(1), current_w.addr.eq(unit), current_w.data.eq(0),
                         value_w.en.eq(1), value_w.addr.eq(unit), value_w.data.eq(0),
@@ -173,39 +218,44 @@ class Readout(wiring.Component):
                     with m.If(unit == K - 1):
                         m.next = "IDLE"
 
-        # Stage 2 of an accumulation: R_k += w_out[k, j] (wrapping, exact by the compiler's checks).
-        with m.If(accumulating_2):
+        # Stage 3 of an accumulation: R_k += w_out[k, j] (wrapping, exact by the compiler's checks).
+        with m.If(accumulating_3):
             m.d.comb += [
                 current_w.en.eq(1),
-                current_w.addr.eq(unit_2),
-                current_w.data.eq((current_r.data + weight_2)[:spec.acc_bits]),
+                current_w.addr.eq(units[1]),
+                current_w.data.eq((current_r.data + weight_3)[:spec.acc_bits]),
             ]
-        # An update: stage 1 leaks V_k and adds R_k + b_k, stage 2 saturates V_k,
-        # stage 3 the score; then V_k and score_k are written and R_k = 0.
+        # An update, one adder or the multiplier per stage: stage 1 leaks V_k and adds
+        # R_k + b_k; stage 2 sums them; stage 3 saturates V_k; stage 4 adds it to score_k;
+        # stage 5 saturates the score and writes V_k, score_k and R_k = 0.
         leaked = Signal(signed(spec.readout_bits))
         base = Signal(signed(max(spec.acc_bits, spec.readout_bits) + 1))
-        score_2 = Signal(signed(spec.score_bits))
-        value_3 = Signal(signed(spec.readout_bits))
-        score_3 = Signal(signed(spec.score_bits))
+        value_sum = Signal(signed(len(base) + 1))
+        value = Signal(signed(spec.readout_bits))
+        value_out = Signal(signed(spec.readout_bits))
+        score_sum = Signal(signed(spec.score_bits + 1))
+        scores_in = [Signal(signed(spec.score_bits), name=f"score_{n}") for n in (2, 3, 4)]
         m.d.sync += [
             leaked.eq(decay(value_r.data, self.leak, spec.leak, spec.decay_bits)),
             base.eq(current_r.data + bias_r.data),
-            score_2.eq(score_r.data),
-            value_3.eq(saturate(leaked + base, spec.readout_bits)),
-            score_3.eq(score_2),
+            value_sum.eq(leaked + base),
+            value.eq(saturate(value_sum, spec.readout_bits)),
+            value_out.eq(value),
+            score_sum.eq(scores_in[-1] + value),
         ]
-        with m.If(updating_3):
+        m.d.sync += [stage.eq(prev) for stage, prev in zip(scores_in, [score_r.data] + scores_in)]
+        with m.If(updates[-1]):
             m.d.comb += [
-                current_w.en.eq(1), current_w.addr.eq(unit_3), current_w.data.eq(0),
-                value_w.en.eq(1), value_w.addr.eq(unit_3), value_w.data.eq(value_3),
-                score_w.en.eq(1), score_w.addr.eq(unit_3),
-                score_w.data.eq(saturate(score_3 + value_3, spec.score_bits)),
+                current_w.en.eq(1), current_w.addr.eq(units[-1]), current_w.data.eq(0),
+                value_w.en.eq(1), value_w.addr.eq(units[-1]), value_w.data.eq(value_out),
+                score_w.en.eq(1), score_w.addr.eq(units[-1]),
+                score_w.data.eq(saturate(score_sum, spec.score_bits)),
             ]
 
         m.d.comb += [
-            self.ready.eq(fsm.ongoing("IDLE") & ~updating & ~updating_2 & ~updating_3),
-            self.busy.eq(~fsm.ongoing("IDLE") | accumulating | accumulating_2
-                         | updating | updating_2 | updating_3),
+            self.ready.eq(fsm.ongoing("IDLE") & ~updating & ~Cat(*updates).any()),
+            self.busy.eq(~fsm.ongoing("IDLE") | accumulating | accumulate_tail
+                         | updating | Cat(*updates).any()),
             self.read_data.eq(Mux(read_score_1, score_r.data.as_unsigned(),
                                   value_r.data.as_unsigned())),
         ]

