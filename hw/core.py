@@ -11,7 +11,8 @@ from amaranth.lib.wiring import In, Out
 
 from delrec.arith import CoreSpec
 
-from .fixed import check_bank_bits, words_per_bank
+from .banked import BankedMemory
+from .fixed import check_bank_bits
 from .history import SpikeHistory
 from .neuron import NeuronDatapath
 from .ports import (COUNTER_BITS, PROBE_LATENCY, RECORD_LATENCY, ConfigRegister, CoreGeometry,
@@ -26,9 +27,8 @@ __all__ = ["InferenceCore", "DELAY_KINDS", "QUEUE_KINDS", "WEIGHT_READ_LATENCY",
 DELAY_KINDS = ("axonal", "synaptic")
 QUEUE_KINDS = ("ring", "history")
 
-#: Cycles from a weight memory's read address to its weight: the words read are
-#: registered, then (for banked memories) the chosen bank's word.
-WEIGHT_READ_LATENCY = 3
+#: Cycles from a weight memory's read address to its weight (:class:`~delrec.hw.banked.BankedMemory`).
+WEIGHT_READ_LATENCY = BankedMemory.LATENCY
 
 #: Word width the input and recurrent weights are packed into: the iCE40
 #: SPRAM's (16K x 16) and the iCE40 block RAM's widest mode (256 x 16).
@@ -246,18 +246,12 @@ class InferenceCore(wiring.Component):
             Returns one :class:`_WeightLane` per lane: drive ``write_*`` to store
             weight ``write_index`` (written one cycle later, from registers);
             otherwise weight ``read_index`` is read and appears on ``weight``
-            :data:`WEIGHT_READ_LATENCY` cycles later. Every address and enable
-            of the memory comes straight from a register, and the words read
-            are registered before anything looks at them (a block RAM's output
-            is slow). With ``weight_bank_bits`` the memory is split into banks
-            of that many words, each bank's word registered before the bank is
-            chosen (a deep memory is many block RAMs and a wide multiplexer);
-            the latency is the same either way.
+            :data:`WEIGHT_READ_LATENCY` cycles later (a
+            :class:`~delrec.hw.banked.BankedMemory`, in banks of
+            ``weight_bank_bits``). The read and the write share the address
+            (single-port RAM), which comes straight from registers.
             """
             words = -(-count // pack)
-            bank_words = words_per_bank(words, pack * spec.weight_bits, self.weight_bank_bits)
-            bank_bits = (bank_words - 1).bit_length()
-            banks = -(-words // bank_words)
             lanes = []
             for lane in range(P):
                 write_en = Signal(name=f"{name}_{lane}_write_en")
@@ -270,44 +264,27 @@ class InferenceCore(wiring.Component):
                 writing_data = Signal.like(write_data, name=f"{name}_{lane}_writing_data")
                 m.d.sync += [writing.eq(write_en), writing_index.eq(write_index),
                              writing_data.eq(write_data)]
+                memory = BankedMemory(shape=unsigned(pack * spec.weight_bits), depth=words,
+                                      bank_bits=self.weight_bank_bits, granularity=spec.weight_bits)
+                m.submodules[f"{name}_{lane}"] = memory
                 word = Signal(range(words), name=f"{name}_{lane}_word")  # the shared address
-                m.d.comb += word.eq(Mux(writing, writing_index >> pack_bits, read_index >> pack_bits))
-                slot_enables = Mux(writing, 1 << writing_index[:pack_bits], 0) if pack > 1 else writing
-                bank_reads = []
-                for bank in range(banks):
-                    depth = min(bank_words, words - bank * bank_words)
-                    memory = Memory(shape=unsigned(pack * spec.weight_bits), depth=depth, init=[])
-                    m.submodules[f"{name}_{lane}" + (f"_bank{bank}" if banks > 1 else "")] = memory
-                    write = memory.write_port(granularity=spec.weight_bits)
-                    read = memory.read_port()
-                    chosen = (word >> bank_bits) == bank if banks > 1 else 1
-                    m.d.comb += [
-                        write.addr.eq(word[:bank_bits] if banks > 1 else word),
-                        read.addr.eq(word[:bank_bits] if banks > 1 else word),
-                        read.en.eq(~writing),
-                        write.data.eq(Cat(*[writing_data] * pack)),
-                        write.en.eq(Mux(chosen, slot_enables, 0)),
-                    ]
-                    bank_read = Signal.like(read.data, name=f"{name}_{lane}_bank{bank}_read")
-                    m.d.sync += bank_read.eq(read.data)
-                    bank_reads.append(bank_read)
-                # stage 2: each bank's word registered; stage 3: the chosen bank's word registered
-                word_read = Signal(pack * spec.weight_bits, name=f"{name}_{lane}_word_read")
-                read_slot = [Signal(max(1, pack_bits), name=f"{name}_{lane}_slot_{n}") for n in range(3)]
-                read_bank = [Signal(range(banks), name=f"{name}_{lane}_bank_{n}") for n in range(2)]
-                m.d.sync += [read_slot[0].eq(read_index[:pack_bits] if pack > 1 else 0),
-                             read_slot[1].eq(read_slot[0]), read_slot[2].eq(read_slot[1]),
-                             read_bank[0].eq(word >> bank_bits if banks > 1 else 0),
-                             read_bank[1].eq(read_bank[0])]
-                if banks > 1:
-                    with m.Switch(read_bank[1]):
-                        for bank, bank_read in enumerate(bank_reads):
-                            with m.Case(bank):
-                                m.d.sync += word_read.eq(bank_read)
+                m.d.comb += [
+                    word.eq(Mux(writing, writing_index >> pack_bits, read_index >> pack_bits)),
+                    memory.write_addr.eq(word),
+                    memory.read_addr.eq(word),
+                    memory.read_en.eq(~writing),
+                    memory.write_data.eq(Cat(*[writing_data] * pack)),
+                    memory.write_en.eq(Mux(writing, 1 << writing_index[:pack_bits], 0) if pack > 1
+                                       else writing),
+                ]
+                if pack > 1:   # the weight's place in its word, delayed as the word is
+                    slots = [Signal(pack_bits, name=f"{name}_{lane}_slot_{n}")
+                             for n in range(BankedMemory.LATENCY)]
+                    m.d.sync += [stage.eq(prev) for stage, prev in
+                                 zip(slots, [read_index[:pack_bits]] + slots)]
+                    m.d.comb += weight.eq(memory.read_data.word_select(slots[-1], spec.weight_bits))
                 else:
-                    m.d.sync += word_read.eq(bank_reads[0])
-                m.d.comb += weight.eq(word_read.word_select(read_slot[2], spec.weight_bits)
-                                      if pack > 1 else word_read)
+                    m.d.comb += weight.eq(memory.read_data)
                 lanes.append(_WeightLane(write_en, write_index, write_data, read_index, weight))
             return lanes
 

@@ -9,7 +9,8 @@ from amaranth.lib.wiring import In, Out
 
 from delrec.arith import CoreSpec
 
-from .fixed import check_bank_bits, decay, saturate, words_per_bank
+from .banked import BankedMemory
+from .fixed import check_bank_bits, decay, saturate
 
 __all__ = ["Readout", "UPDATE_STAGES"]
 
@@ -134,39 +135,17 @@ class Readout(wiring.Component):
         units = [Signal.like(unit, name=f"unit_{n + 2}") for n in range(UPDATE_STAGES - 1)]
         unit_2 = units[0]
 
-        # w_out in banks of at most weight_bank_bits (one bank without it): stage 1 registers
-        # each bank's word, stage 2 the chosen bank's, stage 3 adds it into R_k
-        words = N * K
-        bank_words = words_per_bank(words, spec.weight_bits, self._weight_bank_bits)
-        bank_bits = (bank_words - 1).bit_length()
-        banks = -(-words // bank_words)
-        bank_reads = []
-        for bank in range(banks):
-            memory = Memory(shape=signed(spec.weight_bits), depth=min(bank_words, words - bank * bank_words),
-                            init=[])
-            m.submodules["weights" + (f"_bank{bank}" if banks > 1 else "")] = memory
-            write, read = memory.write_port(), memory.read_port()
-            chosen = (self.weight_write_addr >> bank_bits) == bank if banks > 1 else 1
-            m.d.comb += [
-                write.en.eq(self.weight_write_en & chosen),
-                write.addr.eq(self.weight_write_addr[:bank_bits] if banks > 1 else self.weight_write_addr),
-                write.data.eq(self.weight_write_data),
-                read.addr.eq(weight_addr[:bank_bits] if banks > 1 else weight_addr),
-            ]
-            bank_read = Signal(signed(spec.weight_bits), name=f"weight_bank{bank}_read")
-            m.d.sync += bank_read.eq(read.data)
-            bank_reads.append(bank_read)
-        read_bank = [Signal(range(banks), name=f"weight_bank_{n}") for n in (1, 2)]
-        m.d.sync += [read_bank[0].eq(weight_addr >> bank_bits if banks > 1 else 0),
-                     read_bank[1].eq(read_bank[0])]
-        weight_3 = Signal(signed(spec.weight_bits))   # the weight of stage 3
-        if banks > 1:
-            with m.Switch(read_bank[1]):
-                for bank, bank_read in enumerate(bank_reads):
-                    with m.Case(bank):
-                        m.d.sync += weight_3.eq(bank_read)
-        else:
-            m.d.sync += weight_3.eq(bank_reads[0])
+        # w_out, read through BankedMemory.LATENCY = 3 cycles: the weight of stage 3
+        m.submodules.weights = weights = BankedMemory(shape=signed(spec.weight_bits), depth=N * K,
+                                                      bank_bits=self._weight_bank_bits)
+        m.d.comb += [
+            weights.write_en.eq(self.weight_write_en),
+            weights.write_addr.eq(self.weight_write_addr),
+            weights.write_data.eq(self.weight_write_data),
+            weights.read_addr.eq(weight_addr),
+            weights.read_en.eq(1),
+        ]
+        weight_3 = weights.read_data
         accumulating_2, accumulating_3 = Signal(), Signal()
         accumulate_tail = Signal()                    # stages 2 and 3 of an accumulation
         m.d.sync += [accumulating_2.eq(accumulating), accumulating_3.eq(accumulating_2)]

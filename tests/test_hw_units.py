@@ -185,6 +185,24 @@ def test_sign_extend_narrow_unsigned():
     assert got == [(8,)], f"sign_extend(unsigned(4) 8, 8): hw {got[0][0]}, expected 8"
 
 
+@pytest.mark.parametrize("words, width, bank_bits, expected", [
+    (17920, 16, 16384, 1024),   # SHD-size input weights on the ECP5: one DP16KD (1K x 18) a bank
+    (5120, 8, 16384, 2048),     # readout weights: 2K x 9
+    (100, 16, None, 100),       # no banks
+    (10, 16, 16384, 10),        # fits one bank: left whole
+    (5, 16, 32, 2),
+    (5, 16, 40, 2),             # the largest power of two of words that fits
+])
+def test_words_per_bank(words, width, bank_bits, expected):
+    assert fixed.words_per_bank(words, width, bank_bits) == expected
+
+
+@pytest.mark.parametrize("bank_bits", [0, 1000, -16, True, 16.0])
+def test_bank_bits_must_be_a_power_of_two(bank_bits):
+    with pytest.raises(ValueError, match=f"Weight bank size must be a power of two \\(bits\\), not {bank_bits!r}"):
+        fixed.check_bank_bits(bank_bits)
+
+
 # ---------------------------------------------------------------------------
 # neuron.py: NeuronDatapath
 # ---------------------------------------------------------------------------
