@@ -1,6 +1,6 @@
 """What the SHD-size inference core costs on open FPGAs (YoWASP yosys + nextpnr).
 
-    python benchmarks/synth.py --seeds 1 2 3 --out benchmarks/synth_shd.json
+    python benchmarks/synth.py --seeds 1 2 --out benchmarks/synth_shd.json
     python benchmarks/synth.py --devices up5k --queues history --out build/synth_up5k.json
 
 The network of the Spiking Heidelberg Digits setting: C = 140 inputs, N = 256
