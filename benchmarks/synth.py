@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-from datetime import datetime, timezone
 from pathlib import Path
 
 from delrec.arith import CoreSpec
 from delrec.firmware.compiler import CoreBuild
-from delrec.hw.synth import DEVICES, synthesis_case, tool_versions
+from delrec.hw.synth import DEVICES, synthesis_case, write_benchmark_report
 
 SHD = dict(inputs=140, neurons=256, classes=20, lanes=1)
 def run_case(device: str, queue: str, dsp: bool, work: Path, seed: int) -> dict:
@@ -82,22 +80,16 @@ def main(argv=None) -> int:
                   flush=True)
             if case.get("status") == "does_not_fit":
                 break   # another seed does not change what fits
-    versions = tool_versions()
     report = dict(
         description="SHD-size DelRec inference core (C=140, N=256, D=64, K=20, 8-bit weights, "
                     "P=1) behind the seven-pin serial top level, synthesised, placed and routed "
                     "with YoWASP yosys and nextpnr",
         network=dict(SHD, spec=CoreSpec().to_dict()),
         seeds=args.seeds,
-        date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        host=dict(python=platform.python_version(), machine=platform.machine()),
-        versions=versions,
         cases=cases,
         fmax_by_seed=fmax_by_seed(cases),
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"written: {args.out}")
+    write_benchmark_report(args.out, report)
     return 0
 
 

