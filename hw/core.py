@@ -413,8 +413,7 @@ class InferenceCore(wiring.Component):
         depth = PROBE_LATENCY + 1                   # rows that may wait, the handled one first
         scan_issuing = Signal()                     # rows left to read
         scan_next = Signal(range(B))                # the next row to read (0 between scans)
-        scan_load = Signal()                        # read row `scan_load_row` this cycle
-        scan_load_row = Signal.like(scan_next)
+        scan_load = Signal()                        # read row `scan_next` this cycle
         flight = [Signal(name=f"probe_valid_{n}") for n in range(PROBE_LATENCY)]
         flight_rows = [Signal(range(B), name=f"probe_row_{n}") for n in range(PROBE_LATENCY)]
         probed_delays = [Signal(spec.delay_bits, name=f"probe_delay_{lane}") for lane in range(P)]
@@ -436,15 +435,14 @@ class InferenceCore(wiring.Component):
             in_flight = in_flight + valid
         m.d.comb += [
             queue.probe_en.eq(scan_load),
-            queue.probe_row.eq(scan_load_row),
+            queue.probe_row.eq(scan_next),          # from a register: the address never waits
             arrive.eq(flight[-1] & (queue.probe_spikes != 0)),
             pop.eq((waiting != 0) & (wait_bits[0] == 0)),
             scan_done.eq(~scan_issuing & ~Cat(*flight).any() & (waiting == 0)),
         ]
-        m.d.sync += [flight[0].eq(scan_load), flight_rows[0].eq(scan_load_row)]
+        m.d.sync += [flight[0].eq(scan_load), flight_rows[0].eq(scan_next)]
         m.d.sync += [flight[n].eq(flight[n - 1]) for n in range(1, PROBE_LATENCY)]
         m.d.sync += [flight_rows[n].eq(flight_rows[n - 1]) for n in range(1, PROBE_LATENCY)]
-        m.d.comb += scan_load_row.eq(scan_next)     # from a register: the address never waits
         with m.If(scan_issuing & (waiting + in_flight - pop < depth)):
             m.d.comb += scan_load.eq(1)
             m.d.sync += scan_next.eq(scan_next + 1)
@@ -471,7 +469,7 @@ class InferenceCore(wiring.Component):
             m.d.sync += wait_bits[0].eq(held_pending & ~(Const(1, 1) << pick_lane)[:P])
         if not synaptic:
             for lane in range(P):
-                m.d.comb += delays[lane][1].addr.eq(scan_load_row)   # always enabled
+                m.d.comb += delays[lane][1].addr.eq(scan_next)   # always enabled
                 m.d.sync += probed_delays[lane].eq(delays[lane][1].data)
 
         def scan_begin():   # row 0 (scan_next is 0 between scans)
@@ -525,15 +523,13 @@ class InferenceCore(wiring.Component):
         read_addr = Signal.like(read_request.addr)
         read_value = Signal(g.read_data_bits)
         read_lane = read_addr[:lane_bits] if lane_bits else Const(0, 1)
-        membrane_read_addr = Signal(range(B))
         m.d.comb += [
             self.read_data.payload.data.eq(read_value),
             readout.read_addr.eq(read_addr),     # registered: no path from the host into memories
             readout.read_score.eq(read_target == ReadTarget.SCORE),
         ]
         for lane in range(P):
-            m.d.comb += membranes[lane][1].addr.eq(membrane_read_addr)
-        m.d.comb += membrane_read_addr.eq(update_row)
+            m.d.comb += membranes[lane][1].addr.eq(update_row)   # the update's row, or a read's
 
         # -- spike output register -------------------------------------------------------------
         spike_valid = Signal()
