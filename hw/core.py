@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from delrec.arith import CoreSpec
 
 from .banked import BankedMemory
-from .fixed import check_bank_bits
+from .fixed import check_bank_bits, delay_line
 from .history import SpikeHistory
 from .neuron import NeuronDatapath
 from .ports import (COUNTER_BITS, PROBE_LATENCY, RECORD_LATENCY, ConfigRegister, CoreGeometry,
@@ -278,10 +278,8 @@ class InferenceCore(wiring.Component):
                                        else writing),
                 ]
                 if pack > 1:   # the weight's place in its word, delayed as the word is
-                    slots = [Signal(pack_bits, name=f"{name}_{lane}_slot_{n}")
-                             for n in range(BankedMemory.LATENCY)]
-                    m.d.sync += [stage.eq(prev) for stage, prev in
-                                 zip(slots, [read_index[:pack_bits]] + slots)]
+                    slots = delay_line(m, read_index[:pack_bits], BankedMemory.LATENCY,
+                                       f"{name}_{lane}_slot")
                     m.d.comb += weight.eq(memory.read_data.word_select(slots[-1], spec.weight_bits))
                 else:
                     m.d.comb += weight.eq(memory.read_data)
@@ -392,10 +390,8 @@ class InferenceCore(wiring.Component):
                                                   w_in[lane].weight)),
             ]
             if synaptic:   # the connection's delay, read beside its weight and registered
-                fetched = [Signal(spec.delay_bits, name=f"fetched_delay_{lane}_{n}")
-                           for n in range(WEIGHT_READ_LATENCY - 1)]
-                m.d.sync += [stage.eq(prev) for stage, prev in zip(fetched, [delays[lane][1].data] + fetched)]
-                fetched_delay = fetched[-1]
+                fetched_delay = delay_line(m, delays[lane][1].data, WEIGHT_READ_LATENCY - 1,
+                                           f"fetched_delay_{lane}")[-1]
                 m.d.comb += [
                     delays[lane][1].addr.eq(weight_addr),
                     queue.deliver_offset[lane].eq(

@@ -1,14 +1,16 @@
-"""Amaranth expressions for the integer operations of :mod:`delrec.arith`.
+"""Amaranth expressions for the integer operations of :mod:`delrec.arith`, and small shared helpers.
 
-Each helper returns an expression computing exactly the function of the same
-name in :mod:`delrec.arith` (plain combinational logic, no state).
+``saturate``, ``decay`` and ``sign_extend`` return an expression computing
+exactly the function of the same name in :mod:`delrec.arith` (plain
+combinational logic, no state). ``delay_line`` builds the register chains of
+the pipelines; ``check_bank_bits`` and ``words_per_bank`` size banked memories.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Mux, Value
+from amaranth.hdl import Cat, Const, Mux, Signal, Value
 
-__all__ = ["saturate", "decay", "sign_extend", "check_bank_bits", "words_per_bank"]
+__all__ = ["saturate", "decay", "sign_extend", "delay_line", "check_bank_bits", "words_per_bank"]
 
 
 def saturate(value: Value, bits: int) -> Value:
@@ -76,3 +78,15 @@ def words_per_bank(words: int, width: int, bank_bits: int | None) -> int:
     while 2 * bank * width <= bank_bits:
         bank *= 2
     return bank
+
+
+def delay_line(m, value, cycles: int, name: str) -> list:
+    """``value`` delayed by 1 .. ``cycles`` cycles in ``m``'s sync domain: ``cycles`` registers.
+
+    Entry ``n`` is ``value`` of ``n + 1`` cycles before (named ``{name}_{n + 1}``);
+    the last entry is the full delay.
+    """
+    value = Value.cast(value)
+    stages = [Signal(value.shape(), name=f"{name}_{n}") for n in range(1, cycles + 1)]
+    m.d.sync += [stage.eq(prev) for stage, prev in zip(stages, [value] + stages)]
+    return stages

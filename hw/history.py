@@ -5,6 +5,7 @@ from __future__ import annotations
 from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib.memory import Memory
 
+from .fixed import delay_line
 from .ports import RECORD_LATENCY, DelayQueue
 
 __all__ = ["SpikeHistory"]
@@ -59,12 +60,9 @@ class SpikeHistory(DelayQueue):
 
         delivering_1 = Signal()
         taking_1 = Signal()
-        recording = [Signal(name=f"recording_{n}") for n in range(1, RECORD_LATENCY + 1)]
-        record_rows = [Signal.like(self.record_row, name=f"record_row_{n}")
-                       for n in range(1, RECORD_LATENCY + 1)]
+        recording = delay_line(m, self.record_en, RECORD_LATENCY, "recording")
+        record_rows = delay_line(m, self.record_row, RECORD_LATENCY, "record_row")
         m.d.sync += [delivering_1.eq(self.deliver_en), taking_1.eq(self.take_en)]
-        m.d.sync += [s.eq(p) for s, p in zip(recording, [self.record_en] + recording)]
-        m.d.sync += [s.eq(p) for s, p in zip(record_rows, [self.record_row] + record_rows)]
         slot_select = (Const(1, 1) << self.slot)[:depth]
 
         for lane in range(lanes):

@@ -10,7 +10,7 @@ from amaranth.lib.wiring import In, Out
 from delrec.arith import CoreSpec
 
 from .banked import BankedMemory
-from .fixed import check_bank_bits, decay, saturate
+from .fixed import check_bank_bits, decay, delay_line, saturate
 
 __all__ = ["Readout", "UPDATE_STAGES"]
 
@@ -213,7 +213,7 @@ class Readout(wiring.Component):
         value = Signal(signed(spec.readout_bits))
         value_out = Signal(signed(spec.readout_bits))
         score_sum = Signal(signed(spec.score_bits + 1))
-        scores_in = [Signal(signed(spec.score_bits), name=f"score_{n}") for n in (2, 3, 4)]
+        scores_in = delay_line(m, score_r.data, 3, "score_in")   # the score beside stages 2-4
         m.d.sync += [
             leaked.eq(decay(value_r.data, self.leak, spec.leak, spec.decay_bits)),
             base.eq(current_r.data + bias_r.data),
@@ -222,7 +222,6 @@ class Readout(wiring.Component):
             value_out.eq(value),
             score_sum.eq(scores_in[-1] + value),
         ]
-        m.d.sync += [stage.eq(prev) for stage, prev in zip(scores_in, [score_r.data] + scores_in)]
         with m.If(updates[-1]):
             m.d.comb += [
                 current_w.en.eq(1), current_w.addr.eq(units[-1]), current_w.data.eq(0),

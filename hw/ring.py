@@ -5,6 +5,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib.memory import Memory
 
+from .fixed import delay_line
 from .ports import RECORD_LATENCY, DelayQueue
 
 __all__ = ["FutureInputRing"]
@@ -76,11 +77,8 @@ class FutureInputRing(DelayQueue):
         m.submodules.spiked = spiked = Memory(shape=unsigned(lanes), depth=rows, init=[])
         spiked_write = spiked.write_port()
         spiked_read = spiked.read_port()
-        recording = [Signal(name=f"recording_{n}") for n in range(1, RECORD_LATENCY + 1)]
-        record_rows = [Signal.like(self.record_row, name=f"record_row_{n}")
-                       for n in range(1, RECORD_LATENCY + 1)]
-        m.d.sync += [s.eq(p) for s, p in zip(recording, [self.record_en] + recording)]
-        m.d.sync += [s.eq(p) for s, p in zip(record_rows, [self.record_row] + record_rows)]
+        recording = delay_line(m, self.record_en, RECORD_LATENCY, "recording")
+        record_rows = delay_line(m, self.record_row, RECORD_LATENCY, "record_row")
         m.d.comb += [
             spiked_write.en.eq(recording[-1]),
             spiked_write.addr.eq(record_rows[-1]),
