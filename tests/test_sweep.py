@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from delrec.sim.sweep import Workload, run_sweep, sweep_builds, write_sweep_report
 
 
@@ -34,3 +36,8 @@ def test_sweep_measures_reports_and_caches(tmp_path, monkeypatch):
     monkeypatch.setattr("delrec.sim.cosim.cosimulate", refuse)
     again = run_sweep(builds, ["up5k"], tmp_path, workload, jobs=1, progress=False)
     assert [p["synthesis"]["lut"] for p in again] == [p["synthesis"]["lut"] for p in points]
+
+    # other gateware: the cached points are not reused
+    monkeypatch.setattr("delrec.sim.sweep.gateware_version", lambda: "other gateware")
+    with pytest.raises(AssertionError, match="measured again"):
+        run_sweep(builds[:1], ["up5k"], tmp_path, workload, jobs=1, progress=False)

@@ -24,7 +24,8 @@ from delrec.arith import CoreSpec
 from delrec.cli import build_parser, main
 from delrec.firmware.compiler import CoreBuild
 from delrec.hw.ports import ConfigRegister, Counter, ReadTarget, WriteTarget, input_layout, read_layout, write_layout
-from delrec.hw.synth import (DEVICES, memory_sizes, strip_zero_memory_init, summarize_critical_path,
+from delrec.hw.synth import (DEVICES, mark_lut_ram, mark_spram, memory_sizes, place_memories,
+                             strip_zero_memory_init, summarize_critical_path,
                              synthesize)
 from delrec.hw.synth_top import Opcode, SynthesisTop, decode_response, encode_command, pack_payload
 
@@ -179,6 +180,42 @@ def test_strip_zero_memory_init_and_sizes():
     }
 
 
+WEIGHTS = """module \\top.core.w_in_0
+  memory width 16 size 20000 \\words
+end
+module \\top.core.w_rec_0
+  memory width 16 size 4096 \\words
+end
+module \\top.core.w_rec_1
+  memory width 16 size 4096 \\words
+end
+module \\top.core.readout.weights
+  memory width 8 size 1280 \\words
+end
+module \\top.core
+  memory width 16 size 64 \\membrane_0
+end
+"""
+
+
+def test_memory_marking_for_lut_ram_and_spram():
+    text, lutram = mark_lut_ram(WEIGHTS, 1024)
+    assert lutram == ["top.core.membrane_0"]
+    assert text.count('attribute \\ram_style "distributed"') == 1
+    assert text.index("distributed") < text.index("membrane_0")
+    # largest first: w_in needs 2 SPRAMs (20000 > 16384 words), each w_rec one; never the
+    # readout weights (separate read and write addresses) nor anything else
+    text, spram = mark_spram(WEIGHTS, 3)
+    assert spram == ["top.core.w_in_0.words", "top.core.w_rec_0.words"]
+    assert text.count('attribute \\ram_style "huge"') == 2
+    _, spram = mark_spram(WEIGHTS, 4)
+    assert len(spram) == 3
+    _, spram = mark_spram(WEIGHTS, 1)   # w_in does not fit in one; the w_rec memories are tried next
+    assert spram == ["top.core.w_rec_0.words"]
+    text, lutram, spram = place_memories(RTLIL, DEVICES["up5k"])
+    assert "$meminit" not in text and lutram == [] and spram == []
+
+
 def test_critical_path_summary():
     entry = {"from": "posedge clk", "to": "posedge clk", "path": [
         {"type": "clk-to-q", "delay": 1.0, "from": {"cell": "a_SB_DFF_Q", "port": "O"},
@@ -257,13 +294,15 @@ def test_shd_network_places_and_routes(device):
     """The SHD-size network (history queue, P=1) fits the device; weights in SPRAM on the UP5K."""
     result = synthesize(SHD, device, BUILD / f"shd-{device}")
     _check_sane(result, device)
-    weights = {f"delrec_top.core.{name}_0" for name in ("w_in", "w_rec")}
-    mapped = {name: result["memories"][name]["mapped_to"] for name in weights}
+    mapped = {name: memory["mapped_to"] for name, memory in result["memories"].items()
+              if name.startswith(("delrec_top.core.w_in_0.", "delrec_top.core.w_rec_0."))}
+    assert len(mapped) == (2 if device == "up5k" else 50), mapped
     # measured (seed 1): UP5K 2247/5280 logic cells, 25/30 EBR, 4/4 SPRAM, 4 DSP, ~18 MHz;
     # ECP5-25F 4630/24288 TRELLIS_COMB, 55/56 DP16KD, 4 MULT18X18D, ~41 MHz (speed grade 6)
     if device == "up5k":
         assert result["spram"] == 4, result["cells"]
         assert set(mapped.values()) == {"ICE40_SPRAM"}, mapped
+        assert sorted(result["spram_requested"]) == sorted(mapped)
         assert result["bram"] <= 30 and result["logic_cells"]["used"] <= 5280
         assert result["fmax_mhz"] >= 15
     else:
