@@ -109,6 +109,16 @@ class FixedOnlineNetwork:
         float step ``eta * sum L e / batch`` in stored units is
         ``acc / 2^k``; ``k`` is rounded to the nearest integer (an effective
         rate within a factor of sqrt(2) of the float one).
+
+        Delay traces kept per synapse hold ``w D >> (weight_bits - 1)``;
+        factored ones (axonal delays, soft reset) hold ``D`` and the update
+        multiplies by the forward weight without that shift, so their
+        accumulator is ``2^(weight_bits - 1)`` larger and their shift that
+        much more. One shift serves both delay streams: it follows the input
+        delays when they are learnable (else the recurrent ones), and a
+        network mixing the two layouts learns its recurrent delays at
+        ``2^(weight_bits - 1)`` times (or a ``2^(weight_bits - 1)``-th of)
+        the float rate.
         """
         top = (1 << (spec.signal_bits - 1)) - 1
         half = 1 << (spec.weight_bits - 1)
@@ -126,8 +136,10 @@ class FixedOnlineNetwork:
             err_unit, out_trace = theta, 1.0
             signal = theta * (theta / (1 << FixedOnlineNetwork.step_error_shift(spec))) / half
         # per-synapse delay traces hold w * D >> (weight_bits-1); factored ones hold D and
-        # the update multiplies by w_fwd: the same scale either way
-        trace_d = theta / half / lut_scale
+        # the update multiplies by w_fwd, without the shift
+        kind = config.input_delays if config.input_delays is not None else config.recurrent_delays
+        factored = kind == "axonal" and config.reset == "soft"
+        trace_d = theta / half / lut_scale * (half if factored else 1)
         ratios = {
             "lr_weight_shift": signal * theta * trace_w / (config.lr_weight * w_unit / batch),
             "lr_delay_shift": signal * theta * trace_d / (config.lr_delay * d_unit / batch),
@@ -331,6 +343,9 @@ class FixedOnlineNetwork:
                 else:
                     sig = signal[t] if signal is not None else self._step_signal(u, labels)
                     self._step_accumulate(acc, traces, sig, psi, spike, u, labels)
+            if learn and c.update_every and (t + 1) % c.update_every == 0:
+                self._apply_and_clear(acc, peaks)
+                w_out = self.forward_weight(self.w_out)
             s_prev = spike
         outputs = torch.stack(outputs)
         scores = outputs[c.loss_start:].sum(0)
@@ -342,9 +357,8 @@ class FixedOnlineNetwork:
                     result_learning = {"traces": {k: v.clone() for k, v in traces.items()},
                                        "eligibility": {k: v.clone() for k, v in elig.items()},
                                        "signal": sig.clone()}
-            for n, a in acc.items():
-                peaks[n] = int(a.abs().max()) if a.numel() else 0
-            self._apply(acc)
+            if not (c.update_every and T % c.update_every == 0):
+                self._apply_and_clear(acc, peaks)
         result = {"outputs": outputs, "scores": scores}
         if labels is not None:  # the host's view: cross-entropy of the scores in threshold units
             result["loss"] = F.cross_entropy(scores.to(torch.float64) / s.theta, labels)
@@ -483,9 +497,18 @@ class FixedOnlineNetwork:
         finally:
             del self._capture
 
+    def _apply_and_clear(self, acc, peaks):
+        """Apply the accumulated updates, record their peaks, and zero them."""
+        for n, a in acc.items():
+            peaks[n] = max(peaks.get(n, 0), int(a.abs().max()) if a.numel() else 0)
+        self._apply(acc)
+        for a in acc.values():
+            a.zero_()
+
     def _apply(self, acc):
-        if hasattr(self, "_capture"):
-            self._capture.update(acc)
+        if hasattr(self, "_capture"):   # not applied: the chunks of update_every add up
+            for n, a in acc.items():
+                self._capture[n] = self._capture[n] + a if n in self._capture else a.clone()
             return
         c, s = self.config, self.spec
         shifts = {"w_in": s.lr_weight_shift, "bias": s.lr_weight_shift, "w_rec": s.lr_weight_shift,

@@ -145,15 +145,19 @@ def test_fixed_point_training_run(tmp_path):
         make_online_configs(task, dict(arithmetic="double"))
 
 
-def test_applied_updates_match_float_rates_for_every_parameter():
+@pytest.mark.parametrize("kw", [
+    dict(input_delays="synaptic"),
+    dict(input_delays="axonal"),    # factored delay traces: a shift of weight_bits - 1 more
+    dict(input_delays="axonal", signal="step", loss="mse"),
+])
+def test_applied_updates_match_float_rates_for_every_parameter(kw):
     """One batch learned in fixed point moves every parameter as the float rule would
     (same direction, magnitude within the factor sqrt(2) of the power-of-two shifts)."""
     import copy
 
     from delrec.golden.online_training import OnlineTrainConfig, make_spec
 
-    c = config(input_delays="synaptic", lr_weight=0.5, lr_delay=100.0, lr_readout=0.02,
-               readout_bias=True)
+    c = config(lr_weight=0.5, lr_delay=100.0, lr_readout=0.02, readout_bias=True, **kw)
     fx = FixedOnlineNetwork(copy.deepcopy(c), make_spec(c, OnlineTrainConfig(batch_size=8)), seed=5)
     fl = fx.to_float()
     fl.config = copy.deepcopy(c)
@@ -168,4 +172,51 @@ def test_applied_updates_match_float_rates_for_every_parameter():
         df = getattr(fl, n) - before_f[n]
         ratio = float(dq.norm() / df.norm())
         assert 0.5 <= ratio <= 2.0, f"{n}: fixed/float update ratio {ratio:.3f}"
+        assert cosine(dq, df) >= 0.9, n
+
+
+def test_updates_every_k_steps():
+    """``update_every`` in fixed point: k >= T is one update at the end; k = 1 updates every
+    step, so later steps run on changed parameters, and moves them as the float rule does."""
+    import copy
+
+    from delrec.golden.online_training import OnlineTrainConfig, make_spec
+
+    base = config(input_delays="axonal", signal="step", loss="mse", lr_weight=0.5, lr_delay=100.0,
+                  lr_readout=0.02, readout_bias=True)
+    spec = make_spec(base, OnlineTrainConfig(batch_size=8))
+    x, labels = data(base, T=30, seed=6)
+
+    def learned(every):
+        c = copy.deepcopy(base)
+        c.update_every = every
+        net = FixedOnlineNetwork(c, spec, seed=6)
+        result = net.run(x, labels, learn=True)
+        return net, result
+
+    end, r_end = learned(0)
+    for every in (30, 45):   # T % 30 == 0 applies inside the loop, 45 after it: the same update
+        net, r = learned(every)
+        assert all(torch.equal(p, end.parameters()[n]) for n, p in net.parameters().items())
+        assert torch.equal(r["outputs"], r_end["outputs"]) and r["peaks"] == r_end["peaks"]
+    # the accumulators of a sample are the same whatever the update interval (nothing applied)
+    acc0 = FixedOnlineNetwork(base, spec, seed=6).accumulators(x, labels)
+    c7 = copy.deepcopy(base)
+    c7.update_every = 7
+    acc7 = FixedOnlineNetwork(c7, spec, seed=6).accumulators(x, labels)
+    assert all(torch.equal(acc0[n], acc7[n]) for n in acc0)
+
+    step, r_step = learned(1)
+    assert torch.equal(r_step["outputs"][0], r_end["outputs"][0])    # step 0 runs before any update
+    assert not torch.equal(r_step["outputs"][1:], r_end["outputs"][1:])
+    # against the float rule updating every step from the same start
+    start = FixedOnlineNetwork(step.config, spec, seed=6)
+    fl = start.to_float()
+    fl.config = copy.deepcopy(step.config)
+    before = {n: p.clone() for n, p in fl.named_parameters()}
+    fl.run(x.double(), labels, learn=True)
+    after_q = dict(step.to_float().named_parameters())
+    for n in ("w_in", "d_in", "w_out"):
+        dq, df = after_q[n] - before[n], getattr(fl, n) - before[n]
+        assert 0.5 <= float(dq.norm() / df.norm()) <= 2.0, n
         assert cosine(dq, df) >= 0.9, n
