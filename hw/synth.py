@@ -17,10 +17,10 @@ The YoWASP tools cannot see paths outside their working directory on some
 machines (``/tmp`` is hidden): every tool runs with ``out_dir`` as its
 working directory and relative file names.
 
-Memory placement: on the iCE40 the two big weight memories go to the four
-SPRAMs (the core gives them one shared address and two weights per 16-bit
-word, see :class:`~delrec.hw.core.InferenceCore`), everything else to block
-RAM. On the ECP5 the weights fill 50 of the 25F's 56 ``DP16KD``, so every
+Memory placement: on the iCE40 the weight memories go to the four SPRAMs
+while they fit there, largest first (:func:`mark_spram`; the core gives them
+one shared address and two weights per 16-bit word, see
+:class:`~delrec.hw.core.InferenceCore`), everything else to block RAM. On the ECP5 the weights fill 50 of the 25F's 56 ``DP16KD``, so every
 memory of at most 4 Kbit is marked ``ram_style = "distributed"`` (LUT RAM;
 ``Device.lutram_max_bits``). Any memory of 256 bits or more that yosys turns
 into flip-flops is listed in ``memories_as_registers``.
