@@ -37,7 +37,7 @@ from amaranth.lib import wiring
 
 from .host_top import CHARACTER_BITS, HostTop
 from .synth import (DEVICES, SynthesisError, _memory_mapping, _run, _tail, _tool, _utilization_from_log,
-                    cell_counts, place_memories, memory_sizes, timing_from_report)
+                    cell_counts, memory_sizes, place_memories, timing_from_report)
 
 __all__ = ["BOARDS", "Board", "BoardTop", "BoardError", "build_bitstream", "clocks_per_bit_for"]
 

@@ -20,8 +20,9 @@ working directory and relative file names.
 Memory placement: on the iCE40 the weight memories go to the four SPRAMs
 while they fit there, largest first (:func:`mark_spram`; the core gives them
 one shared address and two weights per 16-bit word, see
-:class:`~delrec.hw.core.InferenceCore`), everything else to block RAM. On the ECP5 the weights fill 50 of the 25F's 56 ``DP16KD``, so every
-memory of at most 4 Kbit is marked ``ram_style = "distributed"`` (LUT RAM;
+:class:`~delrec.hw.core.InferenceCore`), everything else to block RAM. On
+the ECP5 the weights fill 50 of the 25F's 56 ``DP16KD``, so every memory of
+at most 4 Kbit is marked ``ram_style = "distributed"`` (LUT RAM;
 ``Device.lutram_max_bits``). Any memory of 256 bits or more that yosys turns
 into flip-flops is listed in ``memories_as_registers``.
 
@@ -48,7 +49,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["DEVICES", "Device", "SynthesisError", "synthesize", "strip_zero_memory_init",
-           "mark_lut_ram", "mark_spram", "place_memories", "memory_sizes", "summarize_critical_path", "TOP_NAME",
+           "mark_lut_ram", "mark_spram", "place_memories", "memory_sizes", "summarize_critical_path",
+           "TOP_NAME",
            "synthesis_case", "SUMMARY_KEYS", "tool_versions"]
 
 #: Module name of the synthesised top level.
@@ -216,25 +218,31 @@ def strip_zero_memory_init(rtlil_text: str) -> tuple[str, int]:
     return _MEMINIT.sub(drop, rtlil_text), removed
 
 
+def _memories(rtlil_text: str):
+    """Every memory of an RTLIL design: ``(match, hierarchical name, width, depth)``.
+
+    The names are the ones yosys logs after flattening (``top.sub.memory``);
+    ``match`` is the memory's declaration line (its indent is group 1).
+    """
+    starts = [(m.start(), m.group(1)) for m in _MODULE.finditer(rtlil_text)] or [(0, "")]
+    for index, (start, module) in enumerate(starts):
+        end = starts[index + 1][0] if index + 1 < len(starts) else len(rtlil_text)
+        for mem in _MEMORY.finditer(rtlil_text, start, end):
+            name = f"{module}.{mem.group(4)}" if module else mem.group(4)
+            yield mem, name, int(mem.group(2)), int(mem.group(3))
+
+
 def _mark_memories(rtlil_text: str, choose, style: str) -> tuple[str, list]:
     """Give ``ram_style = style`` to every memory for which ``choose(name, width, depth)`` holds.
 
     ``name`` is the hierarchical name of :func:`memory_sizes`. Returns the
     text and the names marked.
     """
-    marked = []
-    starts = [(m.start(), m.group(1)) for m in _MODULE.finditer(rtlil_text)] or [(0, "")]
-    pieces, last = [], 0
-    for index, (start, module) in enumerate(starts):
-        end = starts[index + 1][0] if index + 1 < len(starts) else len(rtlil_text)
-        for mem in _MEMORY_LINE.finditer(rtlil_text, start, end):
-            width, depth, name = int(mem.group(2)), int(mem.group(3)), mem.group(4)
-            full = f"{module}.{name}" if module else name
-            if not choose(full, width, depth):
-                continue
-            marked.append(full)
-            pieces += [rtlil_text[last:mem.start()],
-                       f'{mem.group(1)}attribute \\ram_style "{style}"\n']
+    marked, pieces, last = [], [], 0
+    for mem, name, width, depth in _memories(rtlil_text):
+        if choose(name, width, depth):
+            marked.append(name)
+            pieces += [rtlil_text[last:mem.start()], f'{mem.group(1)}attribute \\ram_style "{style}"\n']
             last = mem.start()
     pieces.append(rtlil_text[last:])
     return "".join(pieces), marked
@@ -310,8 +318,7 @@ def mark_spram(rtlil_text: str, capacity: int, words: int = 16384, width: int = 
 
 
 _MODULE = re.compile(r"^module \\(\S+)", re.M)
-_MEMORY = re.compile(r"^\s*memory width (\d+)(?: offset \d+)? size (\d+)\s+\\(\S+)", re.M)
-_MEMORY_LINE = re.compile(r"^([ \t]*)memory width (\d+)(?: offset \d+)? size (\d+)\s+\\(\S+)[^\n]*$", re.M)
+_MEMORY = re.compile(r"^([ \t]*)memory width (\d+)(?: offset \d+)? size (\d+)\s+\\(\S+)[^\n]*$", re.M)
 
 
 def memory_sizes(rtlil_text: str) -> dict:
@@ -319,14 +326,8 @@ def memory_sizes(rtlil_text: str) -> dict:
 
     The names are the ones yosys logs after flattening (``top.sub.memory``).
     """
-    sizes = {}
-    starts = [(m.start(), m.group(1)) for m in _MODULE.finditer(rtlil_text)]
-    for index, (start, module) in enumerate(starts):
-        end = starts[index + 1][0] if index + 1 < len(starts) else len(rtlil_text)
-        for mem in _MEMORY.finditer(rtlil_text, start, end):
-            width, depth, name = int(mem.group(1)), int(mem.group(2)), mem.group(3)
-            sizes[f"{module}.{name}"] = dict(width=width, depth=depth, bits=width * depth)
-    return sizes
+    return {name: dict(width=width, depth=depth, bits=width * depth)
+            for _, name, width, depth in _memories(rtlil_text)}
 
 
 def _memory_mapping(log_text: str, sizes: dict) -> dict:
@@ -620,8 +621,8 @@ def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, se
 
 #: The numbers of a :func:`synthesize` result a benchmark keeps.
 SUMMARY_KEYS = ("lut", "ff", "bram", "spram", "dsp", "fmax_mhz", "freq_target_mhz", "timing_met",
-                "cells", "logic_cells", "memories_as_registers", "lut_ram_requested", "spram_requested", "yosys_command",
-                "timing_notes", "yosys_seconds", "nextpnr_seconds")
+                "cells", "logic_cells", "memories_as_registers", "lut_ram_requested", "spram_requested",
+                "yosys_command", "timing_notes", "yosys_seconds", "nextpnr_seconds")
 
 
 def synthesis_case(build, device: str, out_dir, *, seed: int = 1, dsp: bool = True) -> dict:

@@ -9,12 +9,14 @@ places and routes the core with YoWASP (:func:`delrec.hw.synth.synthesis_case`).
 From both: steps per second at fmax, synaptic events per second and the
 latency of one sample. Points run in parallel processes and are cached by a
 hash of what determines them (gateware source, build, device, workload,
-seed), so a re-run only does the new points. ``delrec sweep`` writes ``sweep.json``,
-``sweep.md`` (a table) and ``sweep.png`` (area against latency).
+seed), so a re-run only does the new points. ``delrec sweep`` writes
+``sweep.json``, ``sweep.md`` (a table) and ``sweep.png`` (area against
+latency).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -60,6 +62,7 @@ def sweep_builds(inputs: int, classes: int, neurons, lanes, queues, delay_bits, 
     return builds
 
 
+@functools.lru_cache(maxsize=None)
 def gateware_version() -> str:
     """A hash of the gateware's source (``delrec.hw`` and the arithmetic it is written from).
 
@@ -77,7 +80,8 @@ def gateware_version() -> str:
 
 
 def _key(*parts) -> str:
-    return hashlib.sha256(json.dumps([gateware_version(), *parts], sort_keys=True).encode()).hexdigest()[:16]
+    parts = [gateware_version(), *parts]
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _cached(path: Path, compute):
