@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 from delrec.arith import CoreSpec
@@ -45,13 +46,9 @@ def fmax_by_seed(cases: list) -> dict:
     for case in cases:
         if case.get("fmax_mhz") is not None:
             by_name.setdefault(case["name"], []).append((case["seed"], case["fmax_mhz"]))
-    summary = {}
-    for name, runs in by_name.items():
-        values = sorted(f for _, f in runs)
-        summary[name] = dict(seeds=[s for s, _ in runs], min=values[0], max=values[-1],
-                             median=values[len(values) // 2] if len(values) % 2 else
-                             round((values[len(values) // 2 - 1] + values[len(values) // 2]) / 2, 2))
-    return summary
+    return {name: dict(seeds=[s for s, _ in runs], min=min(f for _, f in runs), max=max(f for _, f in runs),
+                       median=round(statistics.median(f for _, f in runs), 2))
+            for name, runs in by_name.items()}
 
 
 def main(argv=None) -> int:
