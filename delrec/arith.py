@@ -165,6 +165,16 @@ class FixedSpec:
     def decay(self) -> float:
         return 1.0 - 2.0 ** -self.leak_shift
 
+    @property
+    def step_error_shift(self) -> int:
+        """Right shift that brings a per-step readout error ``u - theta`` to ``signal_bits``.
+
+        The per-step learning signal's error is
+        ``clamp(round((u_k - theta [k = label]) >> step_error_shift), +-top)``
+        with ``top = 2^(signal_bits - 1) - 1``.
+        """
+        return max(0, self.theta.bit_length() + 1 - (self.signal_bits - 1))
+
     def round_delay(self, d: int) -> int:
         return rshift_round(d, self.delay_frac_bits)
 

@@ -8,9 +8,12 @@ the same writes go to the simulated core and to a board.
 
 What the core supports, checked by :func:`online_geometry` with a message
 naming the setting: one feedforward LIF layer with a soft reset, input
-delays (synaptic or axonal), a readout without leak, a per-sample learning
-signal, symmetric feedback when the core broadcasts the errors (random
-feedback is the host's: send per-neuron signals), round-half-up updates.
+delays (synaptic or axonal), a readout without leak, round-half-up updates,
+and either a per-sample learning signal (applied at the end of the sample;
+symmetric feedback when the core broadcasts the errors, random feedback is
+the host's: send per-neuron signals) or a per-step signal formed on chip
+from the sample's label (axonal delays and the readout learn, the input
+weights stay, symmetric feedback, an update every step).
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from delrec.image import check_range
 from delrec.hw.online_ports import (OnlineConfigRegister, OnlineFlag, OnlineGeometry,
                                     OnlineWriteTarget, SignalKind)
 
-__all__ = ["online_geometry", "parameter_writes", "rule_writes", "signal_beats", "check_supported",
-           "OnlineBuild"]
+__all__ = ["online_geometry", "parameter_writes", "rule_writes", "signal_beats", "label_writes",
+           "check_supported", "OnlineBuild"]
 
 
 def check_supported(config, spec) -> None:
@@ -33,7 +36,16 @@ def check_supported(config, spec) -> None:
         (config.reset != "soft", f"reset={config.reset!r} (the core resets softly)"),
         (config.input_delays not in ("synaptic", "axonal"),
          f"input_delays={config.input_delays!r} (the core needs synaptic or axonal input delays)"),
-        (config.signal != "sample", f"signal={config.signal!r} (the core learns from a per-sample signal)"),
+        (config.signal not in ("sample", "step"), f"signal={config.signal!r} (per sample or per step)"),
+        (config.signal == "step" and config.update_every != 1,
+         f"update_every={config.update_every!r} with a per-step signal (the core updates every step: 1)"),
+        (config.signal == "step" and config.input_delays != "axonal",
+         f"input_delays={config.input_delays!r} with a per-step signal (axonal delays only)"),
+        (config.signal == "step" and config.learn_weights,
+         "learn_weights=True with a per-step signal (the input weights stay; delays and readout learn)"),
+        (config.signal == "step" and config.feedback != "symmetric",
+         f"feedback={config.feedback!r} with a per-step signal (the core broadcasts through the "
+         "readout weights)"),
         (config.readout_decay != 0, f"readout_decay={config.readout_decay!r} (the readout has no leak)"),
         (config.forward != "hard", f"forward={config.forward!r} (the core reads integer delays)"),
         (spec.stochastic, "stochastic rounding (the core rounds half up)"),
@@ -56,7 +68,7 @@ def online_geometry(net, max_steps: int = 255, count_bits: int = 4,
     if reach > max_reach:
         raise ValueError(f"LUT half-width {reach} exceeds the core's maximum reach {max_reach}")
     return OnlineGeometry(c.inputs, c.hidden, c.classes, net.spec, c.input_delays, max_reach,
-                          max_steps, count_bits)
+                          max_steps, count_bits, c.signal)
 
 
 def _array(value) -> np.ndarray:
@@ -140,6 +152,15 @@ def signal_beats(geometry: OnlineGeometry, values, kind: SignalKind) -> np.ndarr
     return np.array(beats, dtype=np.int64)
 
 
+def label_writes(geometry: OnlineGeometry, label: int) -> np.ndarray:
+    """``[1, 3]``: the ``LABEL`` register for a sample (the per-step error's target class)."""
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or \
+            not 0 <= int(label) < geometry.classes:
+        raise ValueError(f"Label {label!r} is outside the core's classes 0..{geometry.classes - 1}")
+    return np.array([(OnlineWriteTarget.CONFIG.value, int(OnlineConfigRegister.LABEL), int(label))],
+                    dtype=np.int64)
+
+
 def _masked(rows: np.ndarray, bits: int) -> np.ndarray:
     rows = rows.copy()
     rows[:, 2] &= (1 << bits) - 1
@@ -153,12 +174,13 @@ class OnlineBuild:
     """
 
     def __init__(self, inputs: int, neurons: int, classes: int, spec=None, delay_kind: str = "synaptic",
-                 max_reach: int = 768, max_steps: int = 255, count_bits: int = 4, learning: bool = True):
+                 max_reach: int = 768, max_steps: int = 255, count_bits: int = 4, learning: bool = True,
+                 signal: str = "sample"):
         from delrec.arith import FixedSpec
 
         self.spec = spec if spec is not None else FixedSpec()
         self.geometry = OnlineGeometry(inputs, neurons, classes, self.spec, delay_kind, max_reach,
-                                       max_steps, count_bits)
+                                       max_steps, count_bits, signal)
         self.learning = bool(learning)
 
     def make_core(self):
@@ -167,7 +189,7 @@ class OnlineBuild:
         g = self.geometry
         return OnlineCore(inputs=g.inputs, neurons=g.neurons, classes=g.classes, spec=g.spec,
                           delay_kind=g.delay_kind, max_reach=g.max_reach, max_steps=g.max_steps,
-                          count_bits=g.count_bits, learning=self.learning)
+                          count_bits=g.count_bits, learning=self.learning, signal=g.signal)
 
     def to_dict(self) -> dict:
         return dict(self.geometry.to_dict(), learning=self.learning, core="online")

@@ -134,7 +134,7 @@ class FixedOnlineNetwork:
             signal = theta * top / half
         else:
             err_unit, out_trace = theta, 1.0
-            signal = theta * (theta / (1 << FixedOnlineNetwork.step_error_shift(spec))) / half
+            signal = theta * (theta / (1 << spec.step_error_shift)) / half
         # per-synapse delay traces hold w * D >> (weight_bits-1); factored ones hold D and
         # the update multiplies by w_fwd, without the shift
         kind = config.input_delays if config.input_delays is not None else config.recurrent_delays
@@ -275,7 +275,10 @@ class FixedOnlineNetwork:
         ``peaks`` (largest accumulator magnitudes) when learning. With
         ``record`` and a per-sample signal, ``learning`` holds the state at
         the end of the sample, before the update: ``traces``,
-        ``eligibility`` sums and the ``signal`` applied.
+        ``eligibility`` sums and the ``signal`` applied; with a per-step
+        signal, ``learning_steps`` holds per step, after that step's update
+        (if any), the ``traces``, the last ``signal`` computed (zeros before
+        ``loss_start``) and every parameter (``parameters``).
         """
         c, s = self.config, self.spec
         if x.dim() != 3 or x.shape[2] != c.inputs:
@@ -306,7 +309,8 @@ class FixedOnlineNetwork:
         traces, elig = {}, {}
         acc = {n: torch.zeros_like(p) for n, p in self.parameters().items()} if learn else None
         peaks = {}
-        outputs, spikes_rec, mem_rec = [], [], []
+        outputs, spikes_rec, mem_rec, step_learning = [], [], [], []
+        last_signal = torch.zeros(B, N, dtype=i64)
         w_out = self.forward_weight(self.w_out)
         for t in range(T):
             hist_in[t % L] = x[t]
@@ -342,10 +346,15 @@ class FixedOnlineNetwork:
                     accumulate_eligibility(c, elig, traces, psi, spike)
                 else:
                     sig = signal[t] if signal is not None else self._step_signal(u, labels)
+                    last_signal = sig
                     self._step_accumulate(acc, traces, sig, psi, spike, u, labels)
             if learn and c.update_every and (t + 1) % c.update_every == 0:
                 self._apply_and_clear(acc, peaks)
                 w_out = self.forward_weight(self.w_out)
+            if record and learn and c.signal == "step":  # what the chip holds after this step
+                step_learning.append({"traces": {k: v.clone() for k, v in traces.items()},
+                                      "signal": last_signal.clone(),
+                                      "parameters": {n: p.clone() for n, p in self.parameters().items()}})
             s_prev = spike
         outputs = torch.stack(outputs)
         scores = outputs[c.loss_start:].sum(0)
@@ -369,6 +378,8 @@ class FixedOnlineNetwork:
             result["membrane"] = torch.stack(mem_rec)
             if learn and c.signal == "sample":
                 result["learning"] = result_learning
+            elif learn:
+                result["learning_steps"] = step_learning
         return result
 
     # -- learning signal ---------------------------------------------------------------
@@ -390,17 +401,12 @@ class FixedOnlineNetwork:
     def sample_signal(self, scores, labels):
         return self._broadcast(self.output_error(scores, labels))
 
-    @staticmethod
-    def step_error_shift(spec: FixedSpec) -> int:
-        """Right shift that brings the on-chip error ``u - theta`` to ``signal_bits``."""
-        return max(0, spec.theta.bit_length() + 1 - (spec.signal_bits - 1))
-
     def _step_signal(self, u, labels):
         """On-chip per-step signal: ``err = sat((u - theta onehot) >> shift)``, then broadcast."""
         s = self.spec
         target = F.one_hot(labels, self.config.classes).to(i64) * s.theta
         top = (1 << (s.signal_bits - 1)) - 1
-        err = _rshift_round(u - target, self.step_error_shift(s)).clamp(-top, top)
+        err = _rshift_round(u - target, s.step_error_shift).clamp(-top, top)
         return self._broadcast(err)
 
     # -- traces and accumulators ---------------------------------------------------------

@@ -38,22 +38,41 @@ def _clamp(value, lo: int, hi: int):
     return Mux(value < lo, lo, Mux(value > hi, hi, value))
 
 
-class _Ram:
-    """One memory with a synchronous read port and a write port, driven from the FSM."""
+def _times(value, constant: int):
+    """``value * constant`` as shifted additions (a constant row stride, no multiplier)."""
+    terms = [value << n for n in range(constant.bit_length()) if constant >> n & 1]
+    out = terms[0] if terms else Const(0)
+    for term in terms[1:]:
+        out = out + term
+    return out
 
-    def __init__(self, m: Module, name: str, shape, depth: int):
+
+class _Ram:
+    """One memory with a synchronous read port and a write port, driven from the FSM.
+
+    With ``shared``, reads and writes use one address (one access per
+    cycle; the read data stays as it was in the cycle after a write), so that
+    a single-port RAM (the iCE40 SPRAM) can hold it; the memory is then named
+    ``<name>_shared`` (what :func:`delrec.hw.synth.mark_spram` looks for).
+    """
+
+    def __init__(self, m: Module, name: str, shape, depth: int, shared: bool = False):
         self.depth = depth
         self.memory = Memory(shape=shape, depth=depth, init=[])
-        m.submodules[name] = self.memory
+        m.submodules[f"{name}_shared" if shared else name] = self.memory
         self.rd = self.memory.read_port()
         self.wr = self.memory.write_port()
         self.data = self.rd.data
+        self.shared = shared
+        if shared:  # a single-port RAM keeps its output while it writes
+            m.d.comb += [self.wr.addr.eq(self.rd.addr), self.rd.en.eq(~self.wr.en)]
 
     def read(self, m: Module, addr) -> None:
         m.d.comb += self.rd.addr.eq(addr)
 
     def write(self, m: Module, addr, data) -> None:
-        m.d.comb += [self.wr.addr.eq(addr), self.wr.data.eq(data), self.wr.en.eq(1)]
+        port = self.rd if self.shared else self.wr
+        m.d.comb += [port.addr.eq(addr), self.wr.data.eq(data), self.wr.en.eq(1)]
 
 
 class OnlineCore(wiring.Component):
@@ -85,6 +104,28 @@ class OnlineCore(wiring.Component):
       (D-1) 2^f]``, the biases, and with errors the readout
       ``W_out -= round(err spikes >> k_out)``.
 
+    With ``signal="step"`` (axonal delays) the third factor is formed on
+    chip every step that counts (``t >= loss_start``) and the update is
+    applied at once, before the step's ``last=1`` spike beat, as
+    :class:`~delrec.golden.online_fixed.FixedOnlineNetwork` does with a
+    per-step signal and ``update_every=1``; the input weights and biases do
+    not learn (the ``LEARN_WEIGHTS`` flag is ignored):
+
+    * **errors and broadcast** -- ``err_k = u_k - theta [k = LABEL]``,
+      ``e_k = clamp(round(err_k >> spec.step_error_shift), +-top)``,
+      ``L_i = sat(round(sum_k e_k w_out[k, i] >> (weight_bits - 1)))`` with
+      the readout weights before this step's update, and
+      ``W_out[k, i] -= round(err_k >> k_out)`` for every neuron that fired
+      (saturated), the readout biases ``-= round(err_k >> k_out)``;
+    * **delays** -- ``d_c -= round(S_c eps_d,c >> k_d)``, clipped to
+      ``[0, (D-1) 2^f]``, with the back-projection
+      ``S_c = sum_i L_i psi_i w_ic`` over the forward input weights.
+
+    The state it keeps is one delay trace per channel and ``psi``, the
+    spike and ``L psi`` per neuron, instead of two eligibility sums per
+    synapse; the input and readout weights have one address for reads and
+    writes, so that single-port RAM (the UP5K's SPRAM) can hold them.
+
     Every memory is an :class:`~amaranth.lib.memory.Memory` with one
     synchronous read port and one write port (block RAM); every sum is
     exact by the widths of :class:`~delrec.hw.online_ports.OnlineGeometry`.
@@ -98,13 +139,16 @@ class OnlineCore(wiring.Component):
     * step (its ``last=1`` input beat to its ``last=1`` spike beat, the
       ``STEP_CYCLES`` counter): inference ``2K + 1 + C' + N (5 + 2C)``
       (synaptic; axonal ``2K + 1 + C' + 2C + N (5 + C)``) ``+ K + 1`` per
-      spike, ``C'`` the history's row stride; learning adds, per synapse
+      spike; learning adds, per synapse
       (axonal: per channel), one trace write and the LUT taps -- the
       integers ``m`` in ``[0, t]`` with ``|m 2^f - d| <= R`` -- and ``C``
       per neuron with ``psi > 0`` (its eligibility sums);
     * update: ``2 + 2 N K + K`` (errors: broadcast and readout) ``+ N C + N``
       (``+ C`` axonal) when weights or delays learn;
-    * ``CLEAR``: ``max(N C, H C')`` (every state memory zeroed in parallel).
+    * per-step update (``signal="step"``, a learning step that counts):
+      ``N K + K s + K`` (broadcast and readout, ``s`` spikes)
+      ``+ C (N + 2)`` when delays learn;
+    * ``CLEAR``: ``max(N C, H C)`` (every state memory zeroed in parallel).
 
     Parameters
     ----------
@@ -127,13 +171,15 @@ class OnlineCore(wiring.Component):
         Build the learning unit (traces, eligibility sums, LUT, update
         datapath, the ``signal`` stream). Without it the core is the same
         network for inference only: the difference is the unit's cost.
+    signal : {"sample", "step"}
+        The learning signal's mode (see above); ``"step"`` needs axonal delays.
 
     Attributes
     ----------
     inputs : In(stream.Signature(geometry.input_layout()))
     spikes : Out(stream.Signature(geometry.spike_layout()))
     signal : In(stream.Signature(geometry.signal_layout()))
-        Only with ``learning``. Beats with an index outside ``K`` (errors)
+        Only with ``learning`` and a per-sample signal. Beats with an index outside ``K`` (errors)
         or ``N`` (signals) are dropped and counted (``BAD_SIGNALS``); entries
         not sent since ``CLEAR`` are 0.
     write : In(stream.Signature(geometry.write_layout()))
@@ -146,9 +192,9 @@ class OnlineCore(wiring.Component):
 
     def __init__(self, *, inputs: int, neurons: int, classes: int, spec: FixedSpec = FixedSpec(),
                  delay_kind: str = "synaptic", max_reach: int = 768, max_steps: int = 255,
-                 count_bits: int = 4, learning: bool = True):
+                 count_bits: int = 4, learning: bool = True, signal: str = "sample"):
         self.geometry = g = OnlineGeometry(inputs, neurons, classes, spec, delay_kind, max_reach,
-                                           max_steps, count_bits)
+                                           max_steps, count_bits, signal)
         self.learning = bool(learning)
         members = {
             "inputs": In(stream.Signature(g.input_layout())),
@@ -158,7 +204,9 @@ class OnlineCore(wiring.Component):
             "read_data": Out(stream.Signature(g.read_data_layout())),
             "busy": Out(1),
         }
-        if self.learning:
+        self.per_sample = self.learning and g.signal == "sample"
+        self.per_step = self.learning and g.signal == "step"
+        if self.per_sample:
             members["signal"] = In(stream.Signature(g.signal_layout()))
         super().__init__(members)
 
@@ -169,45 +217,52 @@ class OnlineCore(wiring.Component):
         f, wfrac, tf = s.delay_frac_bits, s.weight_frac_bits, s.trace_frac_bits
         wb = s.weight_bits
         synaptic = g.delay_kind == "synaptic"
-        learning = self.learning
+        learning, per_sample, per_step = self.learning, self.per_sample, self.per_step
         H = g.history_rows
-        cbits, hbits = g.channel_stride.bit_length() - 1, H.bit_length() - 1
         dmax = s.delay_max
         m = Module()
 
         # -- memories ----------------------------------------------------------------------
-        def ram(name, shape, depth):
-            return _Ram(m, name, shape, depth)
+        def ram(name, shape, depth, shared=False):
+            return _Ram(m, name, shape, depth, shared)
 
-        w_in = ram("w_in", signed(g.weight_width), N * C)
+        # per step, the weights are never read and written in one cycle: one address each
+        w_in = ram("w_in", signed(g.weight_width), N * C, shared=per_step)
         delay = ram("delay", unsigned(g.delay_width), g.delay_count)
         bias = ram("bias", signed(g.bias_width), N)
-        w_out = ram("w_out", signed(g.weight_width), K * N)
+        w_out = ram("w_out", signed(g.weight_width), K * N, shared=per_step)
         b_out = ram("b_out", signed(g.bias_width), K)
         v_mem = ram("membrane", signed(s.v_bits), N)
-        hist = ram("history", unsigned(g.count_bits), H * g.channel_stride)
+        hist = ram("history", unsigned(g.count_bits), H * C)
         u_mem = ram("output", signed(g.output_width), K)
         score = ram("score", signed(g.score_width), K)
         prebuf = None if synaptic else ram("delayed_input", unsigned(g.count_bits), C)
         state_mems = [v_mem, hist, u_mem, score]
+        tr_w = None
         if learning:
             lut = ram("lut", signed(s.lut_bits), g.lut_depth)
-            tr_w = ram("trace_w", signed(s.trace_bits), g.delay_count)
             tr_d = ram("trace_d", signed(s.trace_bits), g.delay_count)
+            sig = ram("learning_signal", signed(s.signal_bits), N)
+            state_mems += [tr_d, sig]
+        if per_step:
+            psi_spike = ram("psi_spike", unsigned(g.psi_width + 1), N)   # {spike, psi} of the step
+            back = ram("back_signal", signed(g.back_signal_width), N)    # L_i psi_i
+        if per_sample:
+            tr_w = ram("trace_w", signed(s.trace_bits), g.delay_count)
             tr_b = ram("trace_b", signed(s.trace_bits), N)
             el_w = ram("elig_w", signed(g.eligibility_width), N * C)
             el_d = ram("elig_d", signed(g.eligibility_width), N * C)
             el_b = ram("elig_b", signed(g.eligibility_width), N)
             cnt = ram("spike_count", unsigned(g.step_bits), N)
             err = ram("error", signed(s.signal_bits), K)
-            sig = ram("learning_signal", signed(s.signal_bits), N)
-            state_mems += [tr_w, tr_d, tr_b, el_w, el_d, el_b, cnt, err, sig]
+            state_mems += [tr_w, tr_b, el_w, el_d, el_b, cnt, err]
 
         # -- registers -----------------------------------------------------------------------
         flags = Signal(len(OnlineFlag))
         reach = Signal(range(g.max_reach + 1))
         loss_start = Signal(COUNTER_BITS)
         k_w, k_d, k_out = (Signal(g.shift_bits) for _ in range(3))
+        label = Signal(g.signal_index_bits)
         learn = flags[0] if learning else Const(0)
         learn_w, learn_d, readout_bias = flags[1], flags[2], flags[3]
 
@@ -221,7 +276,7 @@ class OnlineCore(wiring.Component):
         dropped_events, bad_signals, overruns = (Signal(COUNTER_BITS) for _ in range(3))
 
         i = Signal(range(N + 1))
-        j = Signal(range(max(C, g.channel_stride) + 1))
+        j = Signal(range(C + 1))
         k = Signal(range(K + 1))
         a = Signal(range(N * C + C + K * N + 1))   # synapse or readout address
         a_base = Signal.like(a)
@@ -235,10 +290,18 @@ class OnlineCore(wiring.Component):
         channel = Signal(g.channel_bits)
         commit_error = Signal()
 
-        row_now = t[:hbits]
+        row_now = Signal(range(H))               # t mod H: the history row of this step
+
+        def row_back(lag):
+            """``(t - lag) mod H`` for ``0 <= lag <= H``."""
+            diff = Signal(signed(len(row_now) + 2))
+            m.d.comb += diff.eq(row_now - lag)
+            return Mux(diff < 0, diff + H, diff)
 
         def hist_addr(row, ch):
-            return Cat(ch[:cbits], row[:hbits])
+            return _times(row.as_unsigned()[:len(row_now)], C) + ch
+
+        row_next = Mux(row_now == H - 1, 0, row_now + 1)
 
         # the delayed read and its tap window, from the delay word on ``delay.data``
         d_now = delay.data
@@ -265,7 +328,10 @@ class OnlineCore(wiring.Component):
             m_hi = Mux(m_hi_raw > t_near, t_near, m_hi_raw)
             acc = Signal(signed(s.signal_bits + g.eligibility_width + wb + g.neuron_bits + 2))
             bc_acc = Signal(signed(s.signal_bits + wb + g.signal_index_bits + 2))
-            err_reg = Signal(signed(s.signal_bits))
+        if per_step:
+            back_acc = Signal(signed(g.back_projection_width))          # S_c
+            back_prod = Signal(signed(g.back_projection_width + s.trace_bits))  # S_c eps_d,c
+            delay_reg = Signal(unsigned(g.delay_width))
 
         # -- stream defaults -----------------------------------------------------------------
         idle = Signal()
@@ -273,13 +339,13 @@ class OnlineCore(wiring.Component):
             self.write.ready.eq(idle),
             self.read.ready.eq(idle & ~self.write.valid),
             self.inputs.ready.eq(idle & ~self.write.valid & ~self.read.valid
-                                 & ~(self.signal.valid if learning else 0)),
+                                 & ~(self.signal.valid if per_sample else 0)),
         ]
-        if learning:
+        if per_sample:
             m.d.comb += self.signal.ready.eq(idle & ~self.write.valid & ~self.read.valid)
         read_target = Signal(OnlineReadTarget)
         read_addr = Signal(g.addr_bits)
-        clear_addr = Signal(range(max(N * C, H * g.channel_stride, K, N) + 1))
+        clear_addr = Signal(range(max(N * C, H * C, K, N) + 1))
         in_step = Signal()
         in_update = Signal()
         with m.If(in_step):
@@ -298,11 +364,13 @@ class OnlineCore(wiring.Component):
             """
             with m.State(f"{prefix}_LAG"):
                 m.d.sync += [w_reg.eq(w_in.data), lag_ok.eq(lag <= t_near)]
-                hist.read(m, hist_addr(t - lag, j))
+                hist.read(m, hist_addr(row_back(lag), j))
                 if learning:
-                    m.d.sync += [trw_reg.eq(tr_w.data), trd_reg.eq(tr_d.data),
+                    m.d.sync += [trd_reg.eq(tr_d.data),
                                  tap_m.eq(m_lo), tap_hi.eq(m_hi), has_taps.eq(m_lo <= m_hi),
                                  tap_idx.eq((m_lo << f) - d_now + reach)]
+                    if per_sample:
+                        m.d.sync += trw_reg.eq(tr_w.data)
                 m.next = f"{prefix}_PRE"
             with m.State(f"{prefix}_PRE"):
                 value = Mux(lag_ok, hist.data, 0)
@@ -311,7 +379,7 @@ class OnlineCore(wiring.Component):
                 if learning:
                     m.d.sync += [dsum.eq(0), pre_reg.eq(value)]
                     with m.If(learn & learn_d & has_taps):
-                        hist.read(m, hist_addr(t - tap_m, j))
+                        hist.read(m, hist_addr(row_back(tap_m), j))
                         lut.read(m, tap_idx)
                         m.next = f"{prefix}_TAP"
                     with m.Elif(learn):
@@ -327,13 +395,14 @@ class OnlineCore(wiring.Component):
                         m.next = f"{prefix}_WRITE"
                     with m.Else():
                         m.d.sync += [tap_m.eq(tap_m + 1), tap_idx.eq(tap_idx + (1 << f))]
-                        hist.read(m, hist_addr(t - tap_m - 1, j))
+                        hist.read(m, hist_addr(row_back(tap_m + 1), j))
                         lut.read(m, tap_idx + (1 << f))
                 with m.State(f"{prefix}_WRITE"):
-                    new_w = saturate(leak(trw_reg, s.leak_shift) + (pre_reg << tf), s.trace_bits)
                     new_d = saturate(leak(trd_reg, s.leak_shift) + delay_value, s.trace_bits)
-                    tr_w.write(m, trace_addr, Mux(learn_w, new_w, trw_reg))
                     tr_d.write(m, trace_addr, Mux(learn_d, new_d, trd_reg))
+                    if per_sample:
+                        new_w = saturate(leak(trw_reg, s.leak_shift) + (pre_reg << tf), s.trace_bits)
+                        tr_w.write(m, trace_addr, Mux(learn_w, new_w, trw_reg))
                     next_item()
 
         if learning:
@@ -349,7 +418,7 @@ class OnlineCore(wiring.Component):
                 with m.Elif(self.read.valid):
                     m.d.sync += [read_target.eq(rp.target), read_addr.eq(rp.addr)]
                     m.next = "READ_ISSUE"
-                if learning:
+                if per_sample:
                     sp = self.signal.payload
                     with m.Elif(self.signal.valid):
                         with m.If(sp.last):
@@ -405,7 +474,7 @@ class OnlineCore(wiring.Component):
                         mem.write(m, clear_addr, 0)
                 m.d.sync += clear_addr.eq(clear_addr + 1)
                 with m.If(clear_addr == max(mem.depth for mem in state_mems) - 1):
-                    m.d.sync += [t.eq(0), t_near.eq(0), counted.eq(0)]
+                    m.d.sync += [t.eq(0), t_near.eq(0), counted.eq(0), row_now.eq(0)]
                     m.next = "IDLE"
 
             # -- reads ---------------------------------------------------------------------
@@ -441,7 +510,8 @@ class OnlineCore(wiring.Component):
                     else:
                         delay.read(m, 0)
                         if learning:
-                            tr_w.read(m, 0)
+                            if per_sample:
+                                tr_w.read(m, 0)
                             tr_d.read(m, 0)
                         m.next = "CH_LAG"
                 with m.Else():
@@ -460,7 +530,8 @@ class OnlineCore(wiring.Component):
                         m.d.sync += j.eq(j + 1)
                         delay.read(m, j + 1)
                         if learning:
-                            tr_w.read(m, j + 1)
+                            if per_sample:
+                                tr_w.read(m, j + 1)
                             tr_d.read(m, j + 1)
                         m.next = "CH_LAG"
 
@@ -469,7 +540,7 @@ class OnlineCore(wiring.Component):
             with m.State("NEURON_READ"):
                 v_mem.read(m, i)
                 bias.read(m, i)
-                if learning:
+                if per_sample:
                     for mem in (tr_b, el_b, cnt):
                         mem.read(m, i)
                 m.next = "NEURON_LATCH"
@@ -479,7 +550,8 @@ class OnlineCore(wiring.Component):
                 if synaptic:
                     delay.read(m, addr)
                     if learning:
-                        tr_w.read(m, addr)
+                        if per_sample:
+                            tr_w.read(m, addr)
                         tr_d.read(m, addr)
                 else:
                     prebuf.read(m, ch)
@@ -487,7 +559,7 @@ class OnlineCore(wiring.Component):
             with m.State("NEURON_LATCH"):
                 m.d.sync += [v_reg.eq(v_mem.data), cur.eq(_top(bias.data, wfrac)), j.eq(0),
                              a_base.eq(a)]
-                if learning:
+                if per_sample:
                     m.d.sync += [trb_reg.eq(tr_b.data), elb_reg.eq(el_b.data), cnt_reg.eq(cnt.data)]
                 issue_synapse(a, 0)
                 m.next = "SYN_LAG" if synaptic else "SYN_MAC"
@@ -522,7 +594,9 @@ class OnlineCore(wiring.Component):
                 psi_now = Mux(dist >= (1 << s.psi_bits), 0, (1 << s.psi_bits) - dist)
                 v_mem.write(m, i, Mux(fired, saturate(h - s.theta, s.v_bits), h))
                 m.d.sync += [psi.eq(psi_now), spike.eq(fired)]
-                if learning:
+                if per_step:
+                    psi_spike.write(m, i, Cat(psi_now[:g.psi_width], fired))
+                if per_sample:
                     new_trb = Mux(learn_w, saturate(leak(trb_reg, s.leak_shift) + (1 << tf),
                                                     s.trace_bits), trb_reg)
                     with m.If(learn):
@@ -554,12 +628,13 @@ class OnlineCore(wiring.Component):
                     w_out.read(m, ka + N)
 
             with m.State("ELIG_START"):
-                if learning:
+                if per_sample:
                     with m.If(learn & counting & (psi != 0) & (learn_w | learn_d)):
                         m.d.sync += [j.eq(0), a.eq(a_base)]
                         el_w.read(m, a_base)
                         el_d.read(m, a_base)
-                        tr_w.read(m, a_base if synaptic else 0)
+                        if per_sample:
+                            tr_w.read(m, a_base if synaptic else 0)
                         tr_d.read(m, a_base if synaptic else 0)
                         m.next = "ELIG"
                     with m.Else():
@@ -567,7 +642,7 @@ class OnlineCore(wiring.Component):
                 else:
                     m.next = "NEXT_NEURON"
 
-            if learning:
+            if per_sample:
                 with m.State("ELIG"):
                     el_w.write(m, a, Mux(learn_w, el_w.data + psi * tr_w.data, el_w.data))
                     el_d.write(m, a, Mux(learn_d, el_d.data + psi * tr_d.data, el_d.data))
@@ -577,7 +652,8 @@ class OnlineCore(wiring.Component):
                         m.d.sync += [j.eq(j + 1), a.eq(a + 1)]
                         el_w.read(m, a + 1)
                         el_d.read(m, a + 1)
-                        tr_w.read(m, a + 1 if synaptic else j + 1)
+                        if per_sample:
+                            tr_w.read(m, a + 1 if synaptic else j + 1)
                         tr_d.read(m, a + 1 if synaptic else j + 1)
 
             with m.State("NEXT_NEURON"):
@@ -595,16 +671,26 @@ class OnlineCore(wiring.Component):
                     score.write(m, k, score.data + u_mem.data)
                 with m.If(k == K - 1):
                     m.d.sync += j.eq(0)
-                    m.next = "CLEAR_ROW"
+                    if per_step:  # this step's update, before its last spike beat
+                        with m.If(learn & counting):
+                            m.d.sync += [i.eq(0), k.eq(0), ka.eq(0), bc_acc.eq(0)]
+                            w_out.read(m, 0)
+                            u_mem.read(m, 0)
+                            psi_spike.read(m, 0)
+                            m.next = "STEP_BROADCAST"
+                        with m.Else():
+                            m.next = "CLEAR_ROW"
+                    else:
+                        m.next = "CLEAR_ROW"
                 with m.Else():
                     m.d.sync += k.eq(k + 1)
                     u_mem.read(m, k + 1)
                     score.read(m, k + 1)
 
             with m.State("CLEAR_ROW"):  # the row the next step's events go to
-                hist.write(m, hist_addr(t + 1, j), 0)
+                hist.write(m, hist_addr(row_next, j), 0)
                 m.d.sync += j.eq(j + 1)
-                with m.If(j == g.channel_stride - 1):
+                with m.If(j == C - 1):
                     m.next = "STEP_END"
 
             with m.State("STEP_END"):
@@ -614,13 +700,15 @@ class OnlineCore(wiring.Component):
                         m.d.sync += t_near.eq(t_near + 1)
                     with m.If(counting & (counted != (1 << g.step_bits) - 1)):
                         m.d.sync += counted.eq(counted + 1)
-                    m.d.sync += [t.eq(t + 1), in_step.eq(0),
+                    m.d.sync += [t.eq(t + 1), row_now.eq(row_next), in_step.eq(0),
                                  last_step_cycles.eq(step_cycles)]
                     m.next = "IDLE"
 
             # -- the update ----------------------------------------------------------------
-            if learning:
+            if per_sample:
                 self._update_states(m, locals())
+            if per_step:
+                self._step_update_states(m, locals())
 
         m.d.comb += self.busy.eq(~idle)
         return m
@@ -642,7 +730,7 @@ class OnlineCore(wiring.Component):
                 R = OnlineConfigRegister
                 regs = {R.FLAGS: env["flags"], R.REACH: env["reach"], R.LOSS_START: env["loss_start"],
                         R.LR_WEIGHT_SHIFT: env["k_w"], R.LR_DELAY_SHIFT: env["k_d"],
-                        R.LR_READOUT_SHIFT: env["k_out"]}
+                        R.LR_READOUT_SHIFT: env["k_out"], R.LABEL: env["label"]}
                 with m.Switch(wp.addr):
                     for addr, reg in regs.items():
                         with m.Case(addr):
@@ -662,19 +750,130 @@ class OnlineCore(wiring.Component):
                T.OUTPUT: env["u_mem"], T.SCORE: env["score"]}
         out = {key: (mem, mem.depth) for key, mem in out.items()}
         if self.learning:
-            for key, name in ((T.TRACE_W, "tr_w"), (T.TRACE_D, "tr_d"), (T.TRACE_B, "tr_b"),
-                              (T.ELIG_W, "el_w"), (T.ELIG_D, "el_d"), (T.ELIG_B, "el_b"),
-                              (T.SPIKE_COUNT, "cnt"), (T.SIGNAL, "sig")):
+            for key, name in ((T.TRACE_D, "tr_d"), (T.SIGNAL, "sig")):
+                out[key] = (env[name], env[name].depth)
+        if self.per_sample:
+            for key, name in ((T.TRACE_W, "tr_w"), (T.TRACE_B, "tr_b"), (T.ELIG_W, "el_w"),
+                              (T.ELIG_D, "el_d"), (T.ELIG_B, "el_b"), (T.SPIKE_COUNT, "cnt")):
                 out[key] = (env[name], env[name].depth)
         counters = [env["last_step_cycles"], env["last_update_cycles"], env["t"],
                     env["dropped_events"], env["bad_signals"], env["overruns"]]
         assert len(counters) == len(OnlineCounter)
         out[T.COUNTER] = (_select(env["read_addr"], counters), len(counters))
         R = OnlineConfigRegister
-        regs = [env["flags"], env["reach"], env["loss_start"], env["k_w"], env["k_d"], env["k_out"]]
+        regs = [env["flags"], env["reach"], env["loss_start"], env["k_w"], env["k_d"], env["k_out"],
+                env["label"]]
         assert len(regs) == len(R)
         out[T.CONFIG] = (_select(env["read_addr"], regs), len(regs))
         return out
+
+    def _step_update_states(self, m, env):
+        """A per-step update (``signal="step"``): broadcast and readout, readout biases, delays."""
+        g = self.geometry
+        s = g.spec
+        C, N, K = g.inputs, g.neurons, g.classes
+        wfrac, wb = s.weight_frac_bits, s.weight_bits
+        e = SimpleNamespace(**env)
+        i, j, k, a, ka = e.i, e.j, e.k, e.a, e.ka
+        top = (1 << (s.signal_bits - 1)) - 1
+
+        # the error of class k from this step's output (on u_mem.data): exact, and its signal
+        err = Signal(signed(g.output_width + 1))
+        m.d.comb += err.eq(e.u_mem.data - Mux(k == e.label, s.theta, 0))
+        err_signal = _clamp(rshift_round(err, s.step_error_shift), -top, top)
+        err_step = _rshift_round(err, e.k_out)                 # round(err_k >> k_out)
+        psi = e.psi_spike.data[:g.psi_width]
+        fired = e.psi_spike.data[g.psi_width]
+
+        def next_broadcast():
+            """Issue the reads of the next (i, k), or go on to the readout biases."""
+            with m.If(k == K - 1):
+                with m.If(i == N - 1):
+                    m.d.sync += k.eq(0)
+                    e.b_out.read(m, 0)
+                    e.u_mem.read(m, 0)
+                    m.next = "STEP_BIAS_OUT"
+                with m.Else():
+                    m.d.sync += [i.eq(i + 1), k.eq(0), ka.eq(i + 1)]
+                    e.w_out.read(m, i + 1)
+                    e.u_mem.read(m, 0)
+                    e.psi_spike.read(m, i + 1)
+                    m.next = "STEP_BROADCAST"
+            with m.Else():
+                m.d.sync += [k.eq(k + 1), ka.eq(ka + N)]
+                e.w_out.read(m, ka + N)
+                e.u_mem.read(m, k + 1)
+                e.psi_spike.read(m, i)
+                m.next = "STEP_BROADCAST"
+
+        # neuron i, class k at ka = k N + i: L_i sums the old weights; a neuron that fired
+        # writes its new weight back (one address: the next read waits a cycle)
+        with m.State("STEP_BROADCAST"):
+            total = e.bc_acc + err_signal * _top(e.w_out.data, wfrac)
+            with m.If(k == K - 1):
+                L = Signal(signed(s.signal_bits))
+                m.d.comb += L.eq(saturate(rshift_round(total, wb - 1), s.signal_bits))
+                e.sig.write(m, i, L)
+                e.back.write(m, i, L * psi)
+                m.d.sync += e.bc_acc.eq(0)
+            with m.Else():
+                m.d.sync += e.bc_acc.eq(total)
+            with m.If(fired):
+                e.w_out.write(m, ka, saturate(e.w_out.data - err_step, g.weight_width))
+                m.next = "STEP_WRITTEN"
+            with m.Else():
+                next_broadcast()
+
+        with m.State("STEP_WRITTEN"):
+            next_broadcast()
+
+        with m.State("STEP_BIAS_OUT"):
+            with m.If(e.readout_bias):
+                e.b_out.write(m, k, saturate(e.b_out.data - err_step, g.bias_width))
+            with m.If(k == K - 1):
+                with m.If(e.learn_d):
+                    m.d.sync += [i.eq(0), j.eq(0), a.eq(0), e.back_acc.eq(0)]
+                    e.w_in.read(m, 0)
+                    e.back.read(m, 0)
+                    m.next = "STEP_BACK"
+                with m.Else():
+                    m.d.sync += j.eq(0)
+                    m.next = "CLEAR_ROW"
+            with m.Else():
+                m.d.sync += k.eq(k + 1)
+                e.b_out.read(m, k + 1)
+                e.u_mem.read(m, k + 1)
+
+        # S_c = sum_i L_i psi_i w_ic over synapse a = i C + c (a column of the input weights)
+        with m.State("STEP_BACK"):
+            total = e.back_acc + e.back.data * _top(e.w_in.data, wfrac)
+            m.d.sync += e.back_acc.eq(total)
+            with m.If(i == N - 1):
+                e.delay.read(m, j)
+                e.tr_d.read(m, j)
+                m.next = "STEP_PRODUCT"
+            with m.Else():
+                m.d.sync += [i.eq(i + 1), a.eq(a + C)]
+                e.w_in.read(m, a + C)
+                e.back.read(m, i + 1)
+
+        with m.State("STEP_PRODUCT"):
+            m.d.sync += [e.back_prod.eq(e.back_acc * e.tr_d.data), e.delay_reg.eq(e.delay.data)]
+            m.next = "STEP_DELAY"
+
+        # d_c -= round(S_c eps_d,c >> k_d), clipped
+        with m.State("STEP_DELAY"):
+            step = _rshift_round(e.back_prod, e.k_d)
+            e.delay.write(m, j, _clamp(e.delay_reg - step, 0, s.delay_max))
+            m.d.sync += [e.back_acc.eq(0), i.eq(0)]
+            with m.If(j == C - 1):
+                m.d.sync += j.eq(0)
+                m.next = "CLEAR_ROW"
+            with m.Else():
+                m.d.sync += [j.eq(j + 1), a.eq(j + 1)]
+                e.w_in.read(m, j + 1)
+                e.back.read(m, 0)
+                m.next = "STEP_BACK"
 
     def _update_states(self, m, env):
         """Broadcast, readout, synapse, delay and bias updates after a commit beat."""

@@ -18,7 +18,9 @@ Streams (all :mod:`amaranth.lib.stream`, payloads are :class:`~amaranth.lib.data
 ``signal``
     ``kind`` (:class:`SignalKind`), ``index``, ``value`` (``signal_bits``
     signed), ``last``: the third factor of one sample, then (``last=1``) the
-    commit that applies the update.
+    commit that applies the update. Only a core with a per-sample signal
+    has it; one with a per-step signal forms the third factor itself from
+    the ``LABEL`` register.
 ``write``, ``read``, ``read_data``
     ``target`` (:class:`OnlineWriteTarget` / :class:`OnlineReadTarget`),
     ``addr``, ``data``.
@@ -33,9 +35,12 @@ from amaranth.lib import data, enum
 from delrec.arith import FixedSpec
 
 __all__ = ["OnlineWriteTarget", "OnlineReadTarget", "OnlineConfigRegister", "OnlineCounter",
-           "OnlineFlag", "SignalKind", "OnlineGeometry", "DELAY_KINDS"]
+           "OnlineFlag", "SignalKind", "OnlineGeometry", "DELAY_KINDS", "SIGNAL_MODES"]
 
 DELAY_KINDS = ("synaptic", "axonal")
+
+#: When the third factor arrives: once per sample from the host, or every step from the chip.
+SIGNAL_MODES = ("sample", "step")
 
 #: Width of the counters and of the configuration registers' data.
 COUNTER_BITS = 32
@@ -97,7 +102,7 @@ class OnlineReadTarget(enum.Enum, shape=5):
     SPIKE_COUNT = 12  #: ``i``: spikes since ``loss_start``
     OUTPUT = 13      #: ``k``: readout potential ``u_k`` of the last step
     SCORE = 14       #: ``k``: ``sum_t u_k[t]`` from ``loss_start`` on
-    SIGNAL = 15      #: ``i``: learning signal ``L_i`` of the last update
+    SIGNAL = 15      #: ``i``: learning signal ``L_i`` of the last update (per step: last counted step)
     COUNTER = 16     #: an :class:`OnlineCounter`
     CONFIG = 17      #: an :class:`OnlineConfigRegister`
 
@@ -111,6 +116,7 @@ class OnlineConfigRegister(enum.IntEnum):
     LR_WEIGHT_SHIFT = 3   #: ``k`` of the weight and bias updates
     LR_DELAY_SHIFT = 4    #: ``k`` of the delay updates
     LR_READOUT_SHIFT = 5  #: ``k`` of the readout updates
+    LABEL = 6             #: the sample's class (per-step signal: the error's target; >= K: none)
 
 
 class OnlineFlag(enum.IntFlag):
@@ -171,10 +177,16 @@ class OnlineGeometry:
         counts and scores so that they are exact.
     count_bits : int
         Width of one channel's event count in one step.
+    signal : {"sample", "step"}
+        The learning signal's mode: per sample from the host (the ``signal``
+        stream, eligibility sums per synapse) or per step on chip from the
+        ``LABEL`` register, every step's update applied at once (axonal
+        delays and the readout learn; one delay trace per channel, no sums).
     """
 
     def __init__(self, inputs: int, neurons: int, classes: int, spec: FixedSpec,
-                 delay_kind: str, max_reach: int, max_steps: int, count_bits: int):
+                 delay_kind: str, max_reach: int, max_steps: int, count_bits: int,
+                 signal: str = "sample"):
         for name, value in (("Input count", inputs), ("Neuron count", neurons),
                             ("Class count", classes), ("Maximum steps", max_steps),
                             ("Count width", count_bits)):
@@ -189,8 +201,13 @@ class OnlineGeometry:
         if spec.stochastic:
             raise ValueError("The learning unit rounds half up; stochastic rounding "
                              "(FixedSpec.stochastic) is a golden-model option only")
+        if signal not in SIGNAL_MODES:
+            raise ValueError(f"Signal mode must be one of {SIGNAL_MODES}, not {signal!r}")
+        if signal == "step" and delay_kind != "axonal":
+            raise ValueError("A per-step learning signal is built for axonal delays (one delay "
+                             f"trace per input channel), not {delay_kind!r} ones")
         self.inputs, self.neurons, self.classes = inputs, neurons, classes
-        self.spec, self.delay_kind = spec, delay_kind
+        self.spec, self.delay_kind, self.signal = spec, delay_kind, signal
         self.max_reach, self.max_steps, self.count_bits = max_reach, max_steps, count_bits
 
     # -- sizes -------------------------------------------------------------------------
@@ -204,16 +221,17 @@ class OnlineGeometry:
         return self.synapses if self.delay_kind == "synaptic" else self.inputs
 
     @property
-    def channel_stride(self) -> int:
-        """Row stride of the input history: ``C`` rounded up to a power of two."""
-        return 1 << _bits(self.inputs)
-
-    @property
     def history_rows(self) -> int:
-        """``H``: rows of the input history, a power of two above the longest lag read."""
+        """``H``: rows of the input history (``C`` counts each), one more than the longest lag read.
+
+        The longest lag is a tap of the widest LUT around the largest delay
+        word, ``(2^(delay_int + f) - 1 + R) >> f``, at most
+        ``D - 1 + ceil(R / 2^f) + 1``; rows are used as a ring
+        (``(row - lag) mod H``), so ``H`` need not be a power of two.
+        """
         s = self.spec
         longest = s.depth - 1 + -(-self.max_reach >> s.delay_frac_bits) + 1
-        return 1 << _bits(longest + 1)
+        return longest + 1
 
     @property
     def lut_depth(self) -> int:
@@ -268,6 +286,16 @@ class OnlineGeometry:
         """Signed width of ``D = sum_m lut x`` over one LUT span (exact)."""
         taps = 2 * (self.max_reach >> self.spec.delay_frac_bits) + 3
         return self.spec.lut_bits + self.count_bits + _bits(taps) + 1
+
+    @property
+    def back_signal_width(self) -> int:
+        """Signed width of ``L_i psi_i`` (per-step signal)."""
+        return self.spec.signal_bits + self.psi_width
+
+    @property
+    def back_projection_width(self) -> int:
+        """Signed width of ``S_c = sum_i L_i psi_i w_ic`` (exact over ``N`` neurons)."""
+        return self.back_signal_width + self.spec.weight_bits + _bits(self.neurons) + 1
 
     @property
     def shift_bits(self) -> int:
@@ -325,11 +353,11 @@ class OnlineGeometry:
         return {"inputs": self.inputs, "neurons": self.neurons, "classes": self.classes,
                 "spec": self.spec.to_dict(), "delay_kind": self.delay_kind,
                 "max_reach": self.max_reach, "max_steps": self.max_steps,
-                "count_bits": self.count_bits}
+                "count_bits": self.count_bits, "signal": self.signal}
 
 
 def step_cycles(geometry: OnlineGeometry, *, spikes: int, taps: int = 0, eligibility_passes: int = 0,
-                learn: bool = False) -> int:
+                learn: bool = False, step_update: bool = False, delays_learn: bool = True) -> int:
     """Cycles of one step of :class:`~delrec.hw.online_core.OnlineCore` (its ``STEP_CYCLES``).
 
     With a spike consumer that never stalls. ``spikes``: neurons that fire
@@ -339,20 +367,23 @@ def step_cycles(geometry: OnlineGeometry, *, spikes: int, taps: int = 0, eligibi
     not learn); ``eligibility_passes``: neurons with ``psi > 0`` in a step
     that counts (``t >= loss_start``) while weights or delays learn.
 
-    Inference: ``2K + 1 + C' + N (5 + 2C)`` (synaptic; axonal
-    ``2K + 1 + C' + 2C + N (5 + C)``) ``+ (K + 1)`` per spike, ``C'`` the
-    history's row stride (``C`` rounded up to a power of two). Learning adds
+    Inference: ``2K + 1 + C + N (5 + 2C)`` (synaptic; axonal
+    ``2K + 1 + 3C + N (5 + C)``) ``+ (K + 1)`` per spike. Learning adds
     one trace write per synapse (channel) plus its taps, and ``C`` per
-    eligibility pass.
+    eligibility pass. ``step_update``: a per-step core's update in this step
+    (learning, ``t >= loss_start``): ``N K + K s + K`` for the broadcast and
+    the readout (``s`` spikes) and, when ``delays_learn``, ``C (N + 2)``.
     """
     g = geometry
     C, N, K = g.inputs, g.neurons, g.classes
     per_item = 2 * C if g.delay_kind == "synaptic" else C
-    cycles = 2 * K + 1 + g.channel_stride + N * (5 + per_item) + spikes * (K + 1)
+    cycles = 2 * K + 1 + C + N * (5 + per_item) + spikes * (K + 1)
     if g.delay_kind == "axonal":
         cycles += 2 * C
     if learn:
         cycles += g.delay_count + taps + C * eligibility_passes
+    if step_update:
+        cycles += N * K + K * spikes + K + (C * (N + 2) if delays_learn else 0)
     return cycles
 
 

@@ -20,7 +20,8 @@ working directory and relative file names.
 Memory placement: on the iCE40 the weight memories go to the four SPRAMs
 while they fit there, largest first (:func:`mark_spram`; the core gives them
 one shared address and two weights per 16-bit word, see
-:class:`~delrec.hw.core.InferenceCore`), everything else to block RAM. On
+:class:`~delrec.hw.core.InferenceCore`; the per-step online core its input
+and readout weights, one per word), everything else to block RAM. On
 the ECP5 the weights fill 50 of the 25F's 56 ``DP16KD``, so every memory of
 at most 4 Kbit is marked ``ram_style = "distributed"`` (LUT RAM;
 ``Device.lutram_max_bits``). Any memory of 256 bits or more that yosys turns
@@ -284,9 +285,10 @@ def mark_lut_ram(rtlil_text: str, max_bits: int) -> tuple[str, list]:
                           "distributed")
 
 
-#: The inference core's packed weight memories (:class:`~delrec.hw.banked.BankedMemory`
-#: without banks): one shared address for reads and writes, so a single-port SPRAM holds them.
-_SINGLE_PORT_WEIGHTS = re.compile(r"\.w_(?:in|rec)_\d+\.words$")
+#: Weight memories with one shared address for reads and writes, which a single-port SPRAM
+#: can hold: the inference core's packed weights (:class:`~delrec.hw.banked.BankedMemory`
+#: without banks) and the per-step online core's input and readout weights (``*_shared``).
+_SINGLE_PORT_WEIGHTS = re.compile(r"\.(?:w_(?:in|rec)_\d+\.words|w_(?:in|out)_shared)$")
 
 
 def mark_spram(rtlil_text: str, capacity: int, words: int = 16384, width: int = 16) -> tuple[str, list]:

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from delrec.firmware.online import online_geometry, parameter_writes, rule_writes, signal_beats
+from delrec.firmware.online import (label_writes, online_geometry, parameter_writes, rule_writes,
+                                    signal_beats)
 from delrec.hw.online_ports import (OnlineCounter, OnlineGeometry, OnlineReadTarget,
                                     OnlineWriteTarget, SignalKind)
 
@@ -104,24 +105,31 @@ def _np(t) -> np.ndarray:
 
 def _expected_cycles(geometry: OnlineGeometry, net, sample: OnlineSample, delays: np.ndarray,
                      charge: np.ndarray, spikes: np.ndarray):
-    """The documented cycles of each step and of the update of one sample (no stalls)."""
+    """The documented cycles of each step and of the update of one sample (no stalls).
+
+    ``delays [T, ...]``: the delays each step runs with.
+    """
     from delrec.hw.online_ports import step_cycles, update_cycles
 
     c, s = net.config, net.spec
+    per_step = geometry.signal == "step"
     f, reach = s.delay_frac_bits, (len(net.lut) - 1) // 2
-    learn_synapses = sample.learn and (c.learn_weights or c.learn_delays)
-    lo = np.maximum(0, -((reach - delays) >> f))        # ceil((d - R) / 2^f), at least 0
-    hi = (delays + reach) >> f
+    learn_synapses = sample.learn and (c.learn_weights or c.learn_delays) and not per_step
     near = np.abs(charge - s.theta) < (1 << s.psi_bits)  # psi > 0
     steps = []
     for t in range(spikes.shape[0]):
+        lo = np.maximum(0, -((reach - delays[t]) >> f))   # ceil((d - R) / 2^f), at least 0
+        hi = (delays[t] + reach) >> f
         taps = int(np.clip(np.minimum(hi, t) - lo + 1, 0, None).sum()) if sample.learn and \
             c.learn_delays else 0
-        passes = int(near[t].sum()) if learn_synapses and t >= c.loss_start else 0
+        counts = t >= c.loss_start
+        passes = int(near[t].sum()) if learn_synapses and counts else 0
         steps.append(step_cycles(geometry, spikes=int(spikes[t].sum()), taps=taps,
-                                 eligibility_passes=passes, learn=sample.learn))
+                                 eligibility_passes=passes, learn=sample.learn,
+                                 step_update=per_step and sample.learn and counts,
+                                 delays_learn=c.learn_delays))
     update = update_cycles(geometry, errors=sample.signal is None, learn_synapses=bool(
-        c.learn_weights or c.learn_delays)) if sample.learn else None
+        c.learn_weights or c.learn_delays)) if sample.learn and not per_step else None
     return steps, update
 
 
@@ -149,6 +157,7 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
     geometry = online_geometry(golden, max_steps=max_steps, count_bits=count_bits, max_reach=max_reach)
     C, N, K = geometry.inputs, geometry.neurons, geometry.classes
     s = geometry.spec
+    per_step = geometry.signal == "step"
     arrays = {"writes_init": np.concatenate([parameter_writes(golden, geometry),
                                              rule_writes(golden, geometry, learn=True)])}
     meta, labels, learned, expected_cycles = [], [], [], []
@@ -171,10 +180,16 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
         if sample.rule is not None or sample.learn != current_learn:
             rule = rule_writes(golden, geometry, learn=sample.learn)
             current_learn = sample.learn
-        d_during = _np(golden.d_in)  # the delays this sample runs with (updates come at its end)
+        if per_step and sample.label is not None:
+            rule = np.concatenate([rule, label_writes(geometry, sample.label)])
+        d_start = _np(golden.d_in)
         xt = torch.from_numpy(x)[:, None, :]
         label = None if sample.label is None else torch.tensor([int(sample.label)])
-        if sample.learn:
+        if sample.learn and per_step:
+            if label is None or sample.signal is not None:
+                raise ValueError(f"Sample {n}: a per-step core learns from a label, not a signal")
+            r = golden.run(xt, label, learn=True, record=True)
+        elif sample.learn:
             if sample.signal is None and label is None:
                 raise ValueError(f"Sample {n} learns but has neither a label nor a signal")
             signal = None if sample.signal is None else \
@@ -189,7 +204,20 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
         arrays.update({f"rule{n}": rule, f"events{n}": input_events(x), f"spikes{n}": spikes,
                        f"v{n}": v, f"outputs{n}": _np(r["outputs"][:, 0]),
                        f"scores{n}": _np(r["scores"][0])})
-        if sample.learn:
+        steps_run = x.shape[0]
+        d_during = np.broadcast_to(d_start, (steps_run,) + d_start.shape)
+        if sample.learn and per_step:
+            record = r["learning_steps"]
+            params = [st["parameters"] for st in record]
+            d_during = np.stack([d_start] + [_np(p["d_in"]) for p in params[:-1]])[:steps_run]
+            if record and "d_in" in record[0]["traces"]:
+                arrays[f"step_trace_d{n}"] = np.stack([_np(st["traces"]["d_in"][0]) for st in record])
+            arrays[f"step_signal{n}"] = np.stack([_np(st["signal"][0]) for st in record])
+            for name in ("d_in", "w_out", "b_out"):
+                arrays[f"step_{name}{n}"] = np.stack([_np(p[name]).reshape(-1) for p in params])
+            for name in ("w_in", "d_in", "bias", "w_out", "b_out"):
+                arrays[f"{name}{n}"] = _np(getattr(golden, name))
+        elif sample.learn:
             state = r["learning"]
             for name, key in (("trace_w", "w_in"), ("trace_d", "d_in"), ("trace_b", "bias")):
                 if key in state["traces"]:
@@ -218,6 +246,7 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
         labels.append(sample.label)
         learned.append(bool(sample.learn))
     header = dict(seed=seed, stall=stall, check_state=check_state, neurons=N, classes=K,
+                  signal=geometry.signal,
                   samples=meta, fields=online_port_fields(geometry),
                   write_targets={t.name: t.value for t in OnlineWriteTarget},
                   read_targets={t.name: t.value for t in OnlineReadTarget},
@@ -228,8 +257,8 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
                               bias=geometry.bias_width))
     core = OnlineCore(inputs=C, neurons=N, classes=K, spec=s,
                       delay_kind=geometry.delay_kind, max_reach=geometry.max_reach,
-                      max_steps=max_steps, count_bits=count_bits)
-    name = f"online_{geometry.delay_kind}_c{C}_n{N}_k{K}_r{geometry.max_reach}"
+                      max_steps=max_steps, count_bits=count_bits, signal=geometry.signal)
+    name = f"online_{geometry.delay_kind}_{geometry.signal}_c{C}_n{N}_k{K}_r{geometry.max_reach}"
     sim = build_component(core, name, Path(build_root or default_build_root()))
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:8]
     work_dir = Path(work_dir or sim.build_dir / f"run-{seed}-{digest}")
@@ -259,29 +288,37 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
 
 
 def random_online_case(kind: str, rng: np.random.Generator, inputs: int = 6, neurons: int = 5,
-                       classes: int = 3, samples: int = 3, steps=(10, 30), max_sigma: float = 1.3):
+                       classes: int = 3, samples: int = 3, steps=(10, 30), max_sigma: float = 1.3,
+                       signal: str = "sample"):
     """A random network for a fixed core size and ``samples`` random samples to learn from.
 
     Everything the core takes at run time varies: what learns (weights,
     delays, readout bias), ``loss_start``, the surrogate width (a LUT of up
     to ``max_sigma``), the learning-rate shifts, the weights' scale (some
     saturate), the input rate and counts (1..3 events per channel and
-    step). The last sample learns from random per-neuron signals spanning
-    the whole signed range; the others from readout errors; every learning
-    sample also sends one bad signal beat.
+    step). With a per-sample ``signal`` the last sample learns from random
+    per-neuron signals spanning the whole signed range, the others from
+    readout errors, and every learning sample also sends one bad signal
+    beat. With a per-step one (axonal ``kind``) every sample learns from
+    its label, with fixed input weights and an update every step.
     """
     from delrec.arith import FixedSpec
     from delrec.golden.online import OnlineConfig
     from delrec.golden.online_fixed import FixedOnlineNetwork
 
+    per_step = signal == "step"
     learn_w, learn_d = [(True, True), (False, True), (True, False)][int(rng.integers(0, 3))]
+    if per_step:
+        learn_w, learn_d = False, True
     config = OnlineConfig(inputs=inputs, hidden=neurons, classes=classes, input_delays=kind,
-                          signal="sample", sigma=float(rng.uniform(0.4, max_sigma)), radius=3.0,
+                          signal=signal, update_every=1 if per_step else 0,
+                          sigma=float(rng.uniform(0.4, max_sigma)), radius=3.0,
                           delay_init=(0.0, float(rng.uniform(2, 40))), learn_weights=learn_w,
                           learn_delays=learn_d, readout_bias=bool(rng.integers(0, 2)),
                           loss_start=int(rng.integers(0, 6)), input_gain=float(rng.uniform(1, 10)),
                           readout_gain=float(rng.uniform(0.2, 3)))
-    spec = FixedSpec(lr_weight_shift=int(rng.integers(6, 16)), lr_delay_shift=int(rng.integers(8, 18)),
+    spec = FixedSpec(lr_weight_shift=int(rng.integers(6, 16)),
+                     lr_delay_shift=int(rng.integers(14, 24) if per_step else rng.integers(8, 18)),
                      lr_readout_shift=int(rng.integers(1, 8)))
     net = FixedOnlineNetwork(config, spec, seed=int(rng.integers(0, 1 << 16)))
     out = []
@@ -290,10 +327,10 @@ def random_online_case(kind: str, rng: np.random.Generator, inputs: int = 6, neu
         rate = float(rng.uniform(0.05, 0.5))
         x = rng.integers(1, 4, size=(T, inputs)) * (rng.random((T, inputs)) < rate)
         signal = None
-        if n == samples - 1:
+        if n == samples - 1 and not per_step:
             lo, hi = -(1 << (spec.signal_bits - 1)), (1 << (spec.signal_bits - 1)) - 1
             signal = rng.integers(lo, hi + 1, size=neurons)
             signal[0], signal[-1] = lo, hi
         out.append(OnlineSample(x=x.astype(np.int64), label=int(rng.integers(0, classes)),
-                                signal=signal, bad_beats=1))
+                                signal=signal, bad_beats=0 if per_step else 1))
     return net, out

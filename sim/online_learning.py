@@ -120,7 +120,9 @@ def learn_on_core(task, config, train, out_dir=None, eval_split: str = "val", de
         test_accuracy=history[-1]["accuracy"],
         cycles_per_step_learning=float(np.mean([h["cycles_per_step_mean"] for h in trains])),
         cycles_per_step_inference=float(np.mean([h["cycles_per_step_mean"] for h in evals])),
-        update_cycles=float(np.mean([h["update_cycles_mean"] for h in trains])),
+        # a per-step core has no separate update: its updates are in the learning steps' cycles
+        update_cycles=float(np.mean([h["update_cycles_mean"] for h in trains]))
+        if any("update_cycles_mean" in h for h in trains) else None,
         samples_simulated=len(samples), steps_simulated=int(sum(len(c) for c in result.step_cycles)),
         delay_mean_initial=float(initial_delays.double().mean() / (1 << f)),
         delay_mean_learned=float(learned.d_in.double().mean() / (1 << f)),

@@ -6,10 +6,12 @@ model. Its input is one ``.npz`` (path in ``$DELREC_TB_DATA``) written by
 writes (LUT and registers, when they change), the input events, the signal
 beats and the golden values. Per sample the testbench clears the core, runs
 the steps and compares each step's spikes (and, with ``check_state``, every
-membrane and readout potential); then the scores; then, when the sample
-learns, (with ``check_state``) every trace, eligibility sum and spike count,
-sends the signal beats, and compares the learning signal and every
-parameter after the update. Streams get random idle cycles and
+membrane and readout potential, and on a per-step core every delay trace,
+learning signal, delay and readout weight and bias after the step's
+update); then the scores; then, when the sample learns, (with
+``check_state``) every trace, eligibility sum and spike count, sends the
+signal beats, and compares the learning signal and every parameter after
+the update (a per-step core: every parameter after the last step). Streams get random idle cycles and
 backpressure. The first difference fails the test naming the sample, step,
 quantity and index with both values; a summary (cycles, scores, counters) is
 written next to the data.
@@ -31,7 +33,8 @@ class OnlineTB(CoreTB):
 
     def __init__(self, dut, cfg: dict):
         super().__init__(dut, cfg)
-        self.signal = StreamSource(dut, "signal", self.clk, self.rng, cfg["stall"])
+        self.signal = StreamSource(dut, "signal", self.clk, self.rng, cfg["stall"]) \
+            if cfg["signal"] == "sample" else None   # a per-step core forms its own signal
         self.write_targets, self.read_targets = cfg["write_targets"], cfg["read_targets"]
 
     async def clear(self) -> None:
@@ -77,6 +80,7 @@ async def online_core_matches_golden(dut):
     await tb.reset()
     N, K = cfg["neurons"], cfg["classes"]
     w = cfg["widths"]
+    per_step = cfg["signal"] == "step"
     await tb.load(data["writes_init"])
     summary = []
     for n, sample in enumerate(cfg["samples"]):
@@ -98,13 +102,31 @@ async def online_core_matches_golden(dut):
                 _compare("membrane", await tb.read_values("MEMBRANE", N, w["v"]), data[f"v{n}"][t], where)
                 _compare("output", await tb.read_values("OUTPUT", K, w["output"]),
                          data[f"outputs{n}"][t], where)
+                if per_step and sample["learn"]:  # after this step's update
+                    for name, target, width in (("step_trace_d", "TRACE_D", w["trace"]),
+                                                ("step_signal", "SIGNAL", w["signal"]),
+                                                ("step_d_in", "DELAY", None),
+                                                ("step_w_out", "W_OUT", w["weight"]),
+                                                ("step_b_out", "B_OUT", w["bias"])):
+                        key = f"{name}{n}"
+                        if key in data.files:
+                            want = data[key][t]
+                            _compare(name[5:], await tb.read_values(target, want.size, width), want,
+                                     where)
             cycles.append(await tb.counter("STEP_CYCLES"))
         where = f"sample {n}, end"
         scores = await tb.read_values("SCORE", K, w["score"])
         _compare("score", scores, data[f"scores{n}"], where)
         record = dict(sample=n, step_cycles=cycles, scores=scores,
                       spikes=int(spikes.sum()))
-        if sample["learn"]:
+        if sample["learn"] and per_step:  # every update came with its step
+            where = f"sample {n}, after its last step"
+            for name, target, width in (("w_in", "W_IN", w["weight"]), ("d_in", "DELAY", None),
+                                        ("bias", "BIAS", w["bias"]), ("w_out", "W_OUT", w["weight"]),
+                                        ("b_out", "B_OUT", w["bias"])):
+                want = data[f"{name}{n}"]
+                _compare(name, await tb.read_values(target, want.size, width), want, where)
+        elif sample["learn"]:
             if cfg["check_state"]:
                 for name, target, width in (("trace_w", "TRACE_W", w["trace"]),
                                             ("trace_d", "TRACE_D", w["trace"]),

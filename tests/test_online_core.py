@@ -29,6 +29,35 @@ def test_random_networks_learn_bit_exact(kind, tmp_path):
     assert len(result.step_cycles) == len(samples)
 
 
+@pytest.mark.parametrize("seed", [11, 12])
+def test_per_step_core_learns_every_step_bit_exact(seed, tmp_path):
+    """Per-step signal from the label: after every step, the delay traces, signals, delays and readout.
+
+    Without stalls the cycles of every step equal the documented count
+    (:func:`delrec.hw.online_ports.step_cycles` with ``step_update``).
+    """
+    rng = np.random.default_rng(seed)
+    net, samples = random_online_case("axonal", rng, signal="step")
+    samples.append(OnlineSample(x=samples[0].x, label=samples[0].label, learn=False))
+    before = {n: p.clone() for n, p in net.parameters().items()}
+    result = cosimulate_online(net, samples, stall=0.0 if seed % 2 else 0.3, seed=seed,
+                               max_reach=MAX_REACH, work_dir=tmp_path)
+    after = result.golden.parameters()
+    assert not torch.equal(after["d_in"], before["d_in"]) and not torch.equal(after["w_out"], before["w_out"])
+    assert torch.equal(after["w_in"], before["w_in"])          # input weights stay
+    # learning steps that count cost more than the same sample's inference (the last one)
+    assert np.mean(result.step_cycles[0]) > np.mean(result.step_cycles[-1])
+
+
+def test_label_is_checked():
+    from delrec.firmware.online import label_writes
+
+    g = OnlineGeometry(4, 4, 3, FixedSpec(), "axonal", 64, 100, 4, "step")
+    assert label_writes(g, 2).tolist() == [[6, 6, 2]]
+    with pytest.raises(ValueError, match=r"Label 3 is outside the core's classes 0..2"):
+        label_writes(g, 3)
+
+
 def test_delays_learn_from_errors_and_inference_matches(tmp_path):
     """Delays only (axonal factorisation off: synaptic), then inference with learning off."""
     config = OnlineConfig(inputs=4, hidden=3, classes=2, input_delays="synaptic", signal="sample",
@@ -53,8 +82,18 @@ def test_unsupported_networks_are_named():
         check_supported(OnlineConfig(recurrent=True), spec)
     with pytest.raises(ValueError, match="reset='hard'"):
         check_supported(OnlineConfig(reset="hard"), spec)
-    with pytest.raises(ValueError, match="signal='step'"):
-        check_supported(OnlineConfig(signal="step"), spec)
+    step = dict(signal="step", input_delays="axonal", update_every=1, learn_weights=False)
+    check_supported(OnlineConfig(**step), spec)   # the per-step core's network
+    for change, text in ((dict(update_every=0), "update_every=0 with a per-step signal"),
+                         (dict(input_delays="synaptic"), "input_delays='synaptic' with a per-step"),
+                         (dict(learn_weights=True), "learn_weights=True with a per-step signal"),
+                         (dict(feedback="random"), "feedback='random' with a per-step signal")):
+        with pytest.raises(ValueError, match=text):
+            check_supported(OnlineConfig(**dict(step, **change)), spec)
+    with pytest.raises(ValueError, match="per-step learning signal is built for axonal delays"):
+        OnlineGeometry(4, 4, 2, spec, "synaptic", 64, 100, 4, "step")
+    with pytest.raises(ValueError, match="Signal mode must be one of"):
+        OnlineGeometry(4, 4, 2, spec, "axonal", 64, 100, 4, "epoch")
     with pytest.raises(ValueError, match="stochastic"):
         check_supported(OnlineConfig(signal="sample"), FixedSpec(stochastic=True))
     with pytest.raises(ValueError, match="stochastic"):

@@ -212,6 +212,11 @@ def test_memory_marking_for_lut_ram_and_spram():
     assert len(spram) == 3
     _, spram = mark_spram(WEIGHTS, 1)   # w_in does not fit in one; the w_rec memories are tried next
     assert spram == ["top.core.w_rec_0.words"]
+    # the per-step online core's weights have one address too; its other memories do not
+    online = ("module \\top.core\n  memory width 16 size 35840 \\w_in_shared\n"
+              "  memory width 16 size 5120 \\w_out_shared\n  memory width 16 size 256 \\w_out\nend\n")
+    assert mark_spram(online, 4)[1] == ["top.core.w_in_shared", "top.core.w_out_shared"]
+    assert mark_spram(online, 3)[1] == ["top.core.w_in_shared"]
     text, lutram, spram = place_memories(RTLIL, DEVICES["up5k"])
     assert "$meminit" not in text and lutram == [] and spram == []
 
