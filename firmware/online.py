@@ -13,7 +13,8 @@ and either a per-sample learning signal (applied at the end of the sample;
 symmetric feedback when the core broadcasts the errors, random feedback is
 the host's: send per-neuron signals) or a per-step signal formed on chip
 from the sample's label (axonal delays and the readout learn, the input
-weights stay, symmetric feedback, an update every step).
+weights stay, symmetric feedback, an update every step), which may also be
+a recurrent layer with axonal recurrent delays.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ __all__ = ["online_geometry", "parameter_writes", "rule_writes", "signal_beats",
 def check_supported(config, spec) -> None:
     """Raise ``ValueError`` naming the first setting the online core cannot run."""
     problems = [
-        (config.recurrent, f"recurrent={config.recurrent!r} (the core is feedforward)"),
+        (config.recurrent and config.signal != "step",
+         "recurrent=True with a per-sample signal (a recurrent layer learns per step)"),
+        (config.recurrent and config.recurrent_delays != "axonal",
+         f"recurrent_delays={config.recurrent_delays!r} (a recurrent layer's delays are axonal)"),
         (config.reset != "soft", f"reset={config.reset!r} (the core resets softly)"),
         (config.input_delays not in ("synaptic", "axonal"),
          f"input_delays={config.input_delays!r} (the core needs synaptic or axonal input delays)"),
@@ -68,7 +72,7 @@ def online_geometry(net, max_steps: int = 255, count_bits: int = 4,
     if reach > max_reach:
         raise ValueError(f"LUT half-width {reach} exceeds the core's maximum reach {max_reach}")
     return OnlineGeometry(c.inputs, c.hidden, c.classes, net.spec, c.input_delays, max_reach,
-                          max_steps, count_bits, c.signal)
+                          max_steps, count_bits, c.signal, c.recurrent)
 
 
 def _array(value) -> np.ndarray:
@@ -91,14 +95,22 @@ def parameter_writes(net, geometry: OnlineGeometry) -> np.ndarray:
     b_out = _checked("Readout bias", _array(net.b_out), *signed_range(g.bias_width))
     delays = _checked("Delay", _array(net.d_in), 0, s.delay_max)
     want = {"w_in": (N, C), "w_out": (K, N), "bias": (N,), "b_out": (K,),
-            "d_in": (N, C) if g.delay_kind == "synaptic" else (C,)}
-    for name, array in (("w_in", w_in), ("w_out", w_out), ("bias", bias), ("b_out", b_out),
-                        ("d_in", delays)):
+            "d_in": (N, C) if g.delay_kind == "synaptic" else (C,), "w_rec": (N, N), "d_rec": (N,)}
+    arrays = [("w_in", w_in), ("w_out", w_out), ("bias", bias), ("b_out", b_out), ("d_in", delays)]
+    targets = [(T.W_IN, w_in), (T.BIAS, bias), (T.W_OUT, w_out), (T.B_OUT, b_out)]
+    if g.recurrent:
+        w_rec = _checked("Recurrent weight", _array(net.w_rec), *signed_range(g.weight_width))
+        d_rec = _checked("Recurrent delay", _array(net.d_rec), 0, s.delay_max)
+        arrays += [("w_rec", w_rec), ("d_rec", d_rec)]
+        targets.append((T.W_REC, w_rec))
+    for name, array in arrays:
         if array.shape != want[name]:
             raise ValueError(f"{name} has shape {list(array.shape)}, the core expects {list(want[name])}")
+    if g.recurrent:   # neuron j's spikes are delayed channel C + j
+        delays = np.concatenate([delays, d_rec])
+    targets.insert(1, (T.DELAY, delays))
     rows = []
-    for target, values in ((T.W_IN, w_in), (T.DELAY, delays), (T.BIAS, bias), (T.W_OUT, w_out),
-                           (T.B_OUT, b_out)):
+    for target, values in targets:
         flat = values.reshape(-1)
         rows.append(np.stack([np.full(flat.size, target.value), np.arange(flat.size), flat], 1))
     return _masked(np.concatenate(rows), g.write_data_bits)
@@ -175,12 +187,12 @@ class OnlineBuild:
 
     def __init__(self, inputs: int, neurons: int, classes: int, spec=None, delay_kind: str = "synaptic",
                  max_reach: int = 768, max_steps: int = 255, count_bits: int = 4, learning: bool = True,
-                 signal: str = "sample"):
+                 signal: str = "sample", recurrent: bool = False):
         from delrec.arith import FixedSpec
 
         self.spec = spec if spec is not None else FixedSpec()
         self.geometry = OnlineGeometry(inputs, neurons, classes, self.spec, delay_kind, max_reach,
-                                       max_steps, count_bits, signal)
+                                       max_steps, count_bits, signal, recurrent)
         self.learning = bool(learning)
 
     def make_core(self):
@@ -189,7 +201,8 @@ class OnlineBuild:
         g = self.geometry
         return OnlineCore(inputs=g.inputs, neurons=g.neurons, classes=g.classes, spec=g.spec,
                           delay_kind=g.delay_kind, max_reach=g.max_reach, max_steps=g.max_steps,
-                          count_bits=g.count_bits, learning=self.learning, signal=g.signal)
+                          count_bits=g.count_bits, learning=self.learning, signal=g.signal,
+                          recurrent=g.recurrent)
 
     def to_dict(self) -> dict:
         return dict(self.geometry.to_dict(), learning=self.learning, core="online")

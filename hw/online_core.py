@@ -173,6 +173,12 @@ class OnlineCore(wiring.Component):
         network for inference only: the difference is the unit's cost.
     signal : {"sample", "step"}
         The learning signal's mode (see above); ``"step"`` needs axonal delays.
+    recurrent : bool
+        A recurrent layer (per-step signal): neuron ``j``'s spikes are
+        history channel ``C + j``, read at ``1 + round(d_{C+j})`` steps
+        through a learnable axonal delay and weighted by ``W_REC``; the
+        recurrent weights have one address (SPRAM). Every ``C`` of the
+        delayed reads, traces, cycles and back-projection is then ``C + N``.
 
     Attributes
     ----------
@@ -192,9 +198,10 @@ class OnlineCore(wiring.Component):
 
     def __init__(self, *, inputs: int, neurons: int, classes: int, spec: FixedSpec = FixedSpec(),
                  delay_kind: str = "synaptic", max_reach: int = 768, max_steps: int = 255,
-                 count_bits: int = 4, learning: bool = True, signal: str = "sample"):
+                 count_bits: int = 4, learning: bool = True, signal: str = "sample",
+                 recurrent: bool = False):
         self.geometry = g = OnlineGeometry(inputs, neurons, classes, spec, delay_kind, max_reach,
-                                           max_steps, count_bits, signal)
+                                           max_steps, count_bits, signal, recurrent)
         self.learning = bool(learning)
         members = {
             "inputs": In(stream.Signature(g.input_layout())),
@@ -219,7 +226,8 @@ class OnlineCore(wiring.Component):
         synaptic = g.delay_kind == "synaptic"
         learning, per_sample, per_step = self.learning, self.per_sample, self.per_step
         H = g.history_rows
-        dmax = s.delay_max
+        rec = g.recurrent
+        CH = g.channels                      # history channels: inputs, then (recurrent) spikes
         m = Module()
 
         # -- memories ----------------------------------------------------------------------
@@ -231,12 +239,13 @@ class OnlineCore(wiring.Component):
         delay = ram("delay", unsigned(g.delay_width), g.delay_count)
         bias = ram("bias", signed(g.bias_width), N)
         w_out = ram("w_out", signed(g.weight_width), K * N, shared=per_step)
+        w_rec = ram("w_rec", signed(g.weight_width), N * N, shared=True) if rec else None
         b_out = ram("b_out", signed(g.bias_width), K)
         v_mem = ram("membrane", signed(s.v_bits), N)
-        hist = ram("history", unsigned(g.count_bits), H * C)
+        hist = ram("history", unsigned(g.count_bits), H * CH)
         u_mem = ram("output", signed(g.output_width), K)
         score = ram("score", signed(g.score_width), K)
-        prebuf = None if synaptic else ram("delayed_input", unsigned(g.count_bits), C)
+        prebuf = None if synaptic else ram("delayed_input", unsigned(g.count_bits), CH)
         state_mems = [v_mem, hist, u_mem, score]
         tr_w = None
         if learning:
@@ -276,10 +285,13 @@ class OnlineCore(wiring.Component):
         dropped_events, bad_signals, overruns = (Signal(COUNTER_BITS) for _ in range(3))
 
         i = Signal(range(N + 1))
-        j = Signal(range(C + 1))
+        j = Signal(range(CH + 1))
         k = Signal(range(K + 1))
         a = Signal(range(N * C + C + K * N + 1))   # synapse or readout address
         a_base = Signal.like(a)
+        ar = Signal(range(N * N + N + 1))          # recurrent synapse i * N + (j - C)
+        ar_base = Signal.like(ar)
+        is_rec = (j >= C) if rec else Const(0)     # channel j carries the layer's own spikes
         ka = Signal(range(K * N + N + 1))          # readout address k * N + i
 
         cur = Signal(signed(g.current_width))
@@ -299,7 +311,7 @@ class OnlineCore(wiring.Component):
             return Mux(diff < 0, diff + H, diff)
 
         def hist_addr(row, ch):
-            return _times(row.as_unsigned()[:len(row_now)], C) + ch
+            return _times(row.as_unsigned()[:len(row_now)], CH) + ch
 
         row_next = Mux(row_now == H - 1, 0, row_now + 1)
 
@@ -325,7 +337,9 @@ class OnlineCore(wiring.Component):
             m_lo_raw = (lo + ((1 << f) - 1)) >> f
             m_lo = Mux(m_lo_raw < 0, 0, m_lo_raw)
             m_hi_raw = (d_now + reach) >> f
-            m_hi = Mux(m_hi_raw > t_near, t_near, m_hi_raw)
+            t_limit = Signal(signed(len(t_near) + 1))   # the last tap read: m + is_rec <= t
+            m.d.comb += t_limit.eq(t_near - is_rec)
+            m_hi = Mux(m_hi_raw > t_limit, t_limit, m_hi_raw)
             acc = Signal(signed(s.signal_bits + g.eligibility_width + wb + g.neuron_bits + 2))
             bc_acc = Signal(signed(s.signal_bits + wb + g.signal_index_bits + 2))
         if per_step:
@@ -345,7 +359,7 @@ class OnlineCore(wiring.Component):
             m.d.comb += self.signal.ready.eq(idle & ~self.write.valid & ~self.read.valid)
         read_target = Signal(OnlineReadTarget)
         read_addr = Signal(g.addr_bits)
-        clear_addr = Signal(range(max(N * C, H * C, K, N) + 1))
+        clear_addr = Signal(range(max(mem.depth for mem in state_mems) + 1))
         in_step = Signal()
         in_update = Signal()
         with m.If(in_step):
@@ -363,8 +377,8 @@ class OnlineCore(wiring.Component):
             returns nothing; it is called in the last state of the item.
             """
             with m.State(f"{prefix}_LAG"):
-                m.d.sync += [w_reg.eq(w_in.data), lag_ok.eq(lag <= t_near)]
-                hist.read(m, hist_addr(row_back(lag), j))
+                m.d.sync += [w_reg.eq(w_in.data), lag_ok.eq(lag + is_rec <= t_near)]
+                hist.read(m, hist_addr(row_back(lag + is_rec), j))
                 if learning:
                     m.d.sync += [trd_reg.eq(tr_d.data),
                                  tap_m.eq(m_lo), tap_hi.eq(m_hi), has_taps.eq(m_lo <= m_hi),
@@ -379,7 +393,7 @@ class OnlineCore(wiring.Component):
                 if learning:
                     m.d.sync += [dsum.eq(0), pre_reg.eq(value)]
                     with m.If(learn & learn_d & has_taps):
-                        hist.read(m, hist_addr(row_back(tap_m), j))
+                        hist.read(m, hist_addr(row_back(tap_m + is_rec), j))
                         lut.read(m, tap_idx)
                         m.next = f"{prefix}_TAP"
                     with m.Elif(learn):
@@ -395,7 +409,7 @@ class OnlineCore(wiring.Component):
                         m.next = f"{prefix}_WRITE"
                     with m.Else():
                         m.d.sync += [tap_m.eq(tap_m + 1), tap_idx.eq(tap_idx + (1 << f))]
-                        hist.read(m, hist_addr(row_back(tap_m + 1), j))
+                        hist.read(m, hist_addr(row_back(tap_m + 1 + is_rec), j))
                         lut.read(m, tap_idx + (1 << f))
                 with m.State(f"{prefix}_WRITE"):
                     new_d = saturate(leak(trd_reg, s.leak_shift) + delay_value, s.trace_bits)
@@ -504,7 +518,7 @@ class OnlineCore(wiring.Component):
             with m.State("INIT_OUTPUT"):
                 u_mem.write(m, k, _top(b_out.data, wfrac))
                 with m.If(k == K - 1):
-                    m.d.sync += [k.eq(0), j.eq(0), i.eq(0), a.eq(0)]
+                    m.d.sync += [k.eq(0), j.eq(0), i.eq(0), a.eq(0), ar_base.eq(0)]
                     if synaptic:
                         m.next = "NEURON_READ"
                     else:
@@ -523,7 +537,7 @@ class OnlineCore(wiring.Component):
                     prebuf.write(m, j, value)
 
                 def next_channel():
-                    with m.If(j == C - 1):
+                    with m.If(j == CH - 1):
                         m.d.sync += [j.eq(0), i.eq(0), a.eq(0)]
                         m.next = "NEURON_READ"
                     with m.Else():
@@ -545,8 +559,14 @@ class OnlineCore(wiring.Component):
                         mem.read(m, i)
                 m.next = "NEURON_LATCH"
 
-            def issue_synapse(addr, ch):
-                w_in.read(m, addr)
+            def issue_synapse(addr, ch, rec_addr=None):
+                if rec:   # the layer's own spikes come after the inputs
+                    with m.If(ch < C):
+                        w_in.read(m, addr)
+                    with m.Else():
+                        w_rec.read(m, rec_addr)
+                else:
+                    w_in.read(m, addr)
                 if synaptic:
                     delay.read(m, addr)
                     if learning:
@@ -558,18 +578,21 @@ class OnlineCore(wiring.Component):
 
             with m.State("NEURON_LATCH"):
                 m.d.sync += [v_reg.eq(v_mem.data), cur.eq(_top(bias.data, wfrac)), j.eq(0),
-                             a_base.eq(a)]
+                             a_base.eq(a), ar.eq(ar_base)]
                 if per_sample:
                     m.d.sync += [trb_reg.eq(tr_b.data), elb_reg.eq(el_b.data), cnt_reg.eq(cnt.data)]
-                issue_synapse(a, 0)
+                issue_synapse(a, 0, ar_base)
                 m.next = "SYN_LAG" if synaptic else "SYN_MAC"
 
             def next_synapse():
-                with m.If(j == C - 1):
+                with m.If(j == CH - 1):
                     m.next = "NEURON_UPDATE"
                 with m.Else():
                     m.d.sync += [j.eq(j + 1), a.eq(a + 1)]
-                    issue_synapse(a + 1, j + 1)
+                    if rec:
+                        with m.If(j + 1 >= C):
+                            m.d.sync += ar.eq(ar + 1)
+                    issue_synapse(a + 1, j + 1, ar)
                     m.next = "SYN_LAG" if synaptic else "SYN_MAC"
 
             if synaptic:
@@ -582,7 +605,9 @@ class OnlineCore(wiring.Component):
                 delay_read_states("SYN", a, synapse_pre, delay_value, next_synapse)
             else:
                 with m.State("SYN_MAC"):
-                    m.d.sync += cur.eq(cur + _top(w_in.data, wfrac) * prebuf.data)
+                    weight = Mux(is_rec, _top(w_rec.data, wfrac), _top(w_in.data, wfrac)) if rec else \
+                        _top(w_in.data, wfrac)
+                    m.d.sync += cur.eq(cur + weight * prebuf.data)
                     next_synapse()
 
             with m.State("NEURON_UPDATE"):
@@ -596,6 +621,8 @@ class OnlineCore(wiring.Component):
                 m.d.sync += [psi.eq(psi_now), spike.eq(fired)]
                 if per_step:
                     psi_spike.write(m, i, Cat(psi_now[:g.psi_width], fired))
+                if rec:   # this step's spike, read from the next step on
+                    hist.write(m, hist_addr(row_now, C + i), fired)
                 if per_sample:
                     new_trb = Mux(learn_w, saturate(leak(trb_reg, s.leak_shift) + (1 << tf),
                                                     s.trace_bits), trb_reg)
@@ -657,7 +684,7 @@ class OnlineCore(wiring.Component):
                         tr_d.read(m, a + 1 if synaptic else j + 1)
 
             with m.State("NEXT_NEURON"):
-                m.d.sync += [a.eq(a_base + C), i.eq(i + 1)]
+                m.d.sync += [a.eq(a_base + C), ar_base.eq(ar_base + N), i.eq(i + 1)]
                 with m.If(i == N - 1):
                     m.d.sync += k.eq(0)
                     u_mem.read(m, 0)
@@ -690,7 +717,7 @@ class OnlineCore(wiring.Component):
             with m.State("CLEAR_ROW"):  # the row the next step's events go to
                 hist.write(m, hist_addr(row_next, j), 0)
                 m.d.sync += j.eq(j + 1)
-                with m.If(j == C - 1):
+                with m.If(j == CH - 1):
                     m.next = "STEP_END"
 
             with m.State("STEP_END"):
@@ -719,6 +746,8 @@ class OnlineCore(wiring.Component):
         T = OnlineWriteTarget
         mems = {T.W_IN: env["w_in"], T.DELAY: env["delay"], T.BIAS: env["bias"],
                 T.W_OUT: env["w_out"], T.B_OUT: env["b_out"]}
+        if g.recurrent:
+            mems[T.W_REC] = env["w_rec"]
         if self.learning:
             mems[T.LUT] = env["lut"]
         with m.Switch(wp.target):
@@ -748,6 +777,8 @@ class OnlineCore(wiring.Component):
         out = {T.W_IN: env["w_in"], T.DELAY: env["delay"], T.BIAS: env["bias"],
                T.W_OUT: env["w_out"], T.B_OUT: env["b_out"], T.MEMBRANE: env["v_mem"],
                T.OUTPUT: env["u_mem"], T.SCORE: env["score"]}
+        if self.geometry.recurrent:
+            out[T.W_REC] = env["w_rec"]
         out = {key: (mem, mem.depth) for key, mem in out.items()}
         if self.learning:
             for key, name in ((T.TRACE_D, "tr_d"), (T.SIGNAL, "sig")):
@@ -772,6 +803,7 @@ class OnlineCore(wiring.Component):
         g = self.geometry
         s = g.spec
         C, N, K = g.inputs, g.neurons, g.classes
+        CH, rec = g.channels, g.recurrent
         wfrac, wb = s.weight_frac_bits, s.weight_bits
         e = SimpleNamespace(**env)
         i, j, k, a, ka = e.i, e.j, e.k, e.a, e.ka
@@ -846,7 +878,10 @@ class OnlineCore(wiring.Component):
 
         # S_c = sum_i L_i psi_i w_ic over synapse a = i C + c (a column of the input weights)
         with m.State("STEP_BACK"):
-            total = e.back_acc + e.back.data * _top(e.w_in.data, wfrac)
+            weight = _top(e.w_in.data, wfrac)
+            if rec:
+                weight = Mux(e.is_rec, _top(e.w_rec.data, wfrac), weight)
+            total = e.back_acc + e.back.data * weight
             m.d.sync += e.back_acc.eq(total)
             with m.If(i == N - 1):
                 e.delay.read(m, j)
@@ -854,8 +889,15 @@ class OnlineCore(wiring.Component):
                 m.next = "STEP_PRODUCT"
             with m.Else():
                 m.d.sync += [i.eq(i + 1), a.eq(a + C)]
-                e.w_in.read(m, a + C)
                 e.back.read(m, i + 1)
+                if rec:
+                    m.d.sync += e.ar.eq(e.ar + N)
+                    with m.If(e.is_rec):
+                        e.w_rec.read(m, e.ar + N)
+                    with m.Else():
+                        e.w_in.read(m, a + C)
+                else:
+                    e.w_in.read(m, a + C)
 
         with m.State("STEP_PRODUCT"):
             m.d.sync += [e.back_prod.eq(e.back_acc * e.tr_d.data), e.delay_reg.eq(e.delay.data)]
@@ -866,14 +908,21 @@ class OnlineCore(wiring.Component):
             step = _rshift_round(e.back_prod, e.k_d)
             e.delay.write(m, j, _clamp(e.delay_reg - step, 0, s.delay_max))
             m.d.sync += [e.back_acc.eq(0), i.eq(0)]
-            with m.If(j == C - 1):
+            with m.If(j == CH - 1):
                 m.d.sync += j.eq(0)
                 m.next = "CLEAR_ROW"
             with m.Else():
                 m.d.sync += [j.eq(j + 1), a.eq(j + 1)]
-                e.w_in.read(m, j + 1)
                 e.back.read(m, 0)
                 m.next = "STEP_BACK"
+                if rec:   # column j + 1 of the input weights, or of the recurrent ones
+                    m.d.sync += e.ar.eq(j + 1 - C)
+                    with m.If(j + 1 < C):
+                        e.w_in.read(m, j + 1)
+                    with m.Else():
+                        e.w_rec.read(m, j + 1 - C)
+                else:
+                    e.w_in.read(m, j + 1)
 
     def _update_states(self, m, env):
         """Broadcast, readout, synapse, delay and bias updates after a commit beat."""

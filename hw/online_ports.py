@@ -46,7 +46,7 @@ SIGNAL_MODES = ("sample", "step")
 COUNTER_BITS = 32
 
 
-class OnlineWriteTarget(enum.Enum, shape=3):
+class OnlineWriteTarget(enum.Enum, shape=4):
     """What a ``write`` beat stores (``C`` inputs, ``N`` neurons, ``K`` classes).
 
     ``W_IN``
@@ -54,7 +54,8 @@ class OnlineWriteTarget(enum.Enum, shape=3):
         neuron ``i`` (``weight_bits + weight_frac_bits`` signed; the forward
         pass uses its top ``weight_bits``).
     ``DELAY``
-        ``i * C + c`` (synaptic) or ``c`` (axonal): delay in units of
+        ``i * C + c`` (synaptic) or ``c`` (axonal; a recurrent layer's
+        delays of neuron ``j``'s spikes at ``C + j``): delay in units of
         ``2^-delay_frac_bits`` steps, ``0..(D-1) 2^f``.
     ``BIAS``
         ``i``, ``v_bits + weight_frac_bits`` signed.
@@ -72,6 +73,9 @@ class OnlineWriteTarget(enum.Enum, shape=3):
         any address: zero the sample's state (membranes, input history,
         traces, eligibility sums, spike counts, outputs, scores, errors and
         signals, the step count), keep parameters and configuration.
+    ``W_REC``
+        ``i * N + j``: recurrent weight from neuron ``j`` to neuron ``i``
+        (learning copy, like ``W_IN``; a recurrent layer only).
     """
 
     W_IN = 0
@@ -82,6 +86,7 @@ class OnlineWriteTarget(enum.Enum, shape=3):
     LUT = 5
     CONFIG = 6
     CLEAR = 7
+    W_REC = 8
 
 
 class OnlineReadTarget(enum.Enum, shape=5):
@@ -105,6 +110,7 @@ class OnlineReadTarget(enum.Enum, shape=5):
     SIGNAL = 15      #: ``i``: learning signal ``L_i`` of the last update (per step: last counted step)
     COUNTER = 16     #: an :class:`OnlineCounter`
     CONFIG = 17      #: an :class:`OnlineConfigRegister`
+    W_REC = 18       #: ``i * N + j``: recurrent weight (a recurrent layer only)
 
 
 class OnlineConfigRegister(enum.IntEnum):
@@ -182,11 +188,15 @@ class OnlineGeometry:
         stream, eligibility sums per synapse) or per step on chip from the
         ``LABEL`` register, every step's update applied at once (axonal
         delays and the readout learn; one delay trace per channel, no sums).
+    recurrent : bool
+        A recurrent layer (per-step signal only): neuron ``j``'s spikes are
+        delayed channel ``C + j`` of the history, read at ``1 + round(d)``
+        steps through its own learnable axonal delay, weighted by ``W_REC``.
     """
 
     def __init__(self, inputs: int, neurons: int, classes: int, spec: FixedSpec,
                  delay_kind: str, max_reach: int, max_steps: int, count_bits: int,
-                 signal: str = "sample"):
+                 signal: str = "sample", recurrent: bool = False):
         for name, value in (("Input count", inputs), ("Neuron count", neurons),
                             ("Class count", classes), ("Maximum steps", max_steps),
                             ("Count width", count_bits)):
@@ -206,8 +216,12 @@ class OnlineGeometry:
         if signal == "step" and delay_kind != "axonal":
             raise ValueError("A per-step learning signal is built for axonal delays (one delay "
                              f"trace per input channel), not {delay_kind!r} ones")
+        if recurrent and signal != "step":
+            raise ValueError("A recurrent layer is built with a per-step learning signal (and axonal "
+                             f"delays), not a per-{signal} one")
         self.inputs, self.neurons, self.classes = inputs, neurons, classes
         self.spec, self.delay_kind, self.signal = spec, delay_kind, signal
+        self.recurrent = bool(recurrent)
         self.max_reach, self.max_steps, self.count_bits = max_reach, max_steps, count_bits
 
     # -- sizes -------------------------------------------------------------------------
@@ -216,9 +230,14 @@ class OnlineGeometry:
         return self.inputs * self.neurons
 
     @property
+    def channels(self) -> int:
+        """Channels of the input history: ``C``, plus ``N`` for a recurrent layer's spikes."""
+        return self.inputs + (self.neurons if self.recurrent else 0)
+
+    @property
     def delay_count(self) -> int:
         """Delays (and traces): one per synapse or one per channel."""
-        return self.synapses if self.delay_kind == "synaptic" else self.inputs
+        return self.synapses if self.delay_kind == "synaptic" else self.channels
 
     @property
     def history_rows(self) -> int:
@@ -231,7 +250,7 @@ class OnlineGeometry:
         """
         s = self.spec
         longest = s.depth - 1 + -(-self.max_reach >> s.delay_frac_bits) + 1
-        return longest + 1
+        return longest + 1 + int(self.recurrent)   # recurrent spikes arrive a step later
 
     @property
     def lut_depth(self) -> int:
@@ -269,7 +288,7 @@ class OnlineGeometry:
     def current_width(self) -> int:
         """Signed width of the exact input current ``bias + sum_c w x``."""
         s = self.spec
-        return max(s.v_bits, s.weight_bits + self.count_bits + _bits(self.inputs) + 1) + 2
+        return max(s.v_bits, s.weight_bits + self.count_bits + _bits(self.channels) + 1) + 2
 
     @property
     def output_width(self) -> int:
@@ -313,7 +332,8 @@ class OnlineGeometry:
 
     @property
     def addr_bits(self) -> int:
-        return _bits(max(self.synapses, self.lut_depth, len(OnlineCounter), self.classes * self.neurons))
+        return _bits(max(self.synapses, self.lut_depth, len(OnlineCounter), self.classes * self.neurons,
+                         self.neurons * self.neurons if self.recurrent else 1, self.delay_count))
 
     @property
     def write_data_bits(self) -> int:
@@ -353,7 +373,7 @@ class OnlineGeometry:
         return {"inputs": self.inputs, "neurons": self.neurons, "classes": self.classes,
                 "spec": self.spec.to_dict(), "delay_kind": self.delay_kind,
                 "max_reach": self.max_reach, "max_steps": self.max_steps,
-                "count_bits": self.count_bits, "signal": self.signal}
+                "count_bits": self.count_bits, "signal": self.signal, "recurrent": self.recurrent}
 
 
 def step_cycles(geometry: OnlineGeometry, *, spikes: int, taps: int = 0, eligibility_passes: int = 0,
@@ -373,9 +393,10 @@ def step_cycles(geometry: OnlineGeometry, *, spikes: int, taps: int = 0, eligibi
     eligibility pass. ``step_update``: a per-step core's update in this step
     (learning, ``t >= loss_start``): ``N K + K s + K`` for the broadcast and
     the readout (``s`` spikes) and, when ``delays_learn``, ``C (N + 2)``.
+    In a recurrent layer ``C`` is ``C + N`` (its spikes are channels).
     """
     g = geometry
-    C, N, K = g.inputs, g.neurons, g.classes
+    C, N, K = g.channels, g.neurons, g.classes
     per_item = 2 * C if g.delay_kind == "synaptic" else C
     cycles = 2 * K + 1 + C + N * (5 + per_item) + spikes * (K + 1)
     if g.delay_kind == "axonal":

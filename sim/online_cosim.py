@@ -103,6 +103,13 @@ def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.int64)
 
 
+def _delays(params: dict, geometry: OnlineGeometry) -> np.ndarray:
+    """The core's ``DELAY`` memory: the input delays, then (recurrent) the recurrent ones."""
+    if geometry.recurrent:
+        return np.concatenate([_np(params["d_in"]), _np(params["d_rec"])])
+    return _np(params["d_in"])
+
+
 def _expected_cycles(geometry: OnlineGeometry, net, sample: OnlineSample, delays: np.ndarray,
                      charge: np.ndarray, spikes: np.ndarray):
     """The documented cycles of each step and of the update of one sample (no stalls).
@@ -117,10 +124,13 @@ def _expected_cycles(geometry: OnlineGeometry, net, sample: OnlineSample, delays
     learn_synapses = sample.learn and (c.learn_weights or c.learn_delays) and not per_step
     near = np.abs(charge - s.theta) < (1 << s.psi_bits)  # psi > 0
     steps = []
+    # the layer's own spikes (channels C.. of a recurrent layer) are read a step later
+    later = (np.arange(delays.shape[-1]) >= geometry.inputs).astype(np.int64) \
+        if geometry.recurrent else 0
     for t in range(spikes.shape[0]):
         lo = np.maximum(0, -((reach - delays[t]) >> f))   # ceil((d - R) / 2^f), at least 0
         hi = (delays[t] + reach) >> f
-        taps = int(np.clip(np.minimum(hi, t) - lo + 1, 0, None).sum()) if sample.learn and \
+        taps = int(np.clip(np.minimum(hi, t - later) - lo + 1, 0, None).sum()) if sample.learn and \
             c.learn_delays else 0
         counts = t >= c.loss_start
         passes = int(near[t].sum()) if learn_synapses and counts else 0
@@ -182,7 +192,7 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
             current_learn = sample.learn
         if per_step and sample.label is not None:
             rule = np.concatenate([rule, label_writes(geometry, sample.label)])
-        d_start = _np(golden.d_in)
+        d_start = _delays(golden.parameters(), geometry)
         xt = torch.from_numpy(x)[:, None, :]
         label = None if sample.label is None else torch.tensor([int(sample.label)])
         if sample.learn and per_step:
@@ -209,14 +219,18 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
         if sample.learn and per_step:
             record = r["learning_steps"]
             params = [st["parameters"] for st in record]
-            d_during = np.stack([d_start] + [_np(p["d_in"]) for p in params[:-1]])[:steps_run]
-            if record and "d_in" in record[0]["traces"]:
-                arrays[f"step_trace_d{n}"] = np.stack([_np(st["traces"]["d_in"][0]) for st in record])
+            d_during = np.stack([d_start] + [_delays(p, geometry) for p in params[:-1]])[:steps_run]
+            if record and "d_in" in record[0]["traces"]:   # input channels, then recurrent ones
+                arrays[f"step_trace_d{n}"] = np.stack([
+                    np.concatenate([_np(st["traces"][key][0]) for key in ("d_in", "d_rec")
+                                    if key in st["traces"]]) for st in record])
             arrays[f"step_signal{n}"] = np.stack([_np(st["signal"][0]) for st in record])
-            for name in ("d_in", "w_out", "b_out"):
+            arrays[f"step_d_in{n}"] = np.stack([_delays(p, geometry) for p in params])
+            for name in ("w_out", "b_out"):
                 arrays[f"step_{name}{n}"] = np.stack([_np(p[name]).reshape(-1) for p in params])
-            for name in ("w_in", "d_in", "bias", "w_out", "b_out"):
+            for name in ("w_in", "bias", "w_out", "b_out") + (("w_rec",) if geometry.recurrent else ()):
                 arrays[f"{name}{n}"] = _np(getattr(golden, name))
+            arrays[f"d_in{n}"] = _delays(golden.parameters(), geometry)
         elif sample.learn:
             state = r["learning"]
             for name, key in (("trace_w", "w_in"), ("trace_d", "d_in"), ("trace_b", "bias")):
@@ -257,8 +271,10 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
                               bias=geometry.bias_width))
     core = OnlineCore(inputs=C, neurons=N, classes=K, spec=s,
                       delay_kind=geometry.delay_kind, max_reach=geometry.max_reach,
-                      max_steps=max_steps, count_bits=count_bits, signal=geometry.signal)
-    name = f"online_{geometry.delay_kind}_{geometry.signal}_c{C}_n{N}_k{K}_r{geometry.max_reach}"
+                      max_steps=max_steps, count_bits=count_bits, signal=geometry.signal,
+                      recurrent=geometry.recurrent)
+    name = (f"online_{geometry.delay_kind}_{geometry.signal}{'_rec' if geometry.recurrent else ''}"
+            f"_c{C}_n{N}_k{K}_r{geometry.max_reach}")
     sim = build_component(core, name, Path(build_root or default_build_root()))
     digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode()).hexdigest()[:8]
     work_dir = Path(work_dir or sim.build_dir / f"run-{seed}-{digest}")
@@ -289,7 +305,7 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
 
 def random_online_case(kind: str, rng: np.random.Generator, inputs: int = 6, neurons: int = 5,
                        classes: int = 3, samples: int = 3, steps=(10, 30), max_sigma: float = 1.3,
-                       signal: str = "sample"):
+                       signal: str = "sample", recurrent: bool = False):
     """A random network for a fixed core size and ``samples`` random samples to learn from.
 
     Everything the core takes at run time varies: what learns (weights,
@@ -300,7 +316,8 @@ def random_online_case(kind: str, rng: np.random.Generator, inputs: int = 6, neu
     per-neuron signals spanning the whole signed range, the others from
     readout errors, and every learning sample also sends one bad signal
     beat. With a per-step one (axonal ``kind``) every sample learns from
-    its label, with fixed input weights and an update every step.
+    its label, with fixed input weights and an update every step;
+    ``recurrent`` (per step) adds recurrent weights and axonal delays.
     """
     from delrec.arith import FixedSpec
     from delrec.golden.online import OnlineConfig
@@ -311,7 +328,9 @@ def random_online_case(kind: str, rng: np.random.Generator, inputs: int = 6, neu
     if per_step:
         learn_w, learn_d = False, True
     config = OnlineConfig(inputs=inputs, hidden=neurons, classes=classes, input_delays=kind,
-                          signal=signal, update_every=1 if per_step else 0,
+                          signal=signal, update_every=1 if per_step else 0, recurrent=recurrent,
+                          recurrent_delays="axonal" if recurrent else None,
+                          recurrent_gain=float(rng.uniform(0.5, 3)),
                           sigma=float(rng.uniform(0.4, max_sigma)), radius=3.0,
                           delay_init=(0.0, float(rng.uniform(2, 40))), learn_weights=learn_w,
                           learn_delays=learn_d, readout_bias=bool(rng.integers(0, 2)),

@@ -29,15 +29,16 @@ def test_random_networks_learn_bit_exact(kind, tmp_path):
     assert len(result.step_cycles) == len(samples)
 
 
-@pytest.mark.parametrize("seed", [11, 12])
-def test_per_step_core_learns_every_step_bit_exact(seed, tmp_path):
+@pytest.mark.parametrize("seed, recurrent", [(11, False), (12, False), (21, True), (22, True)])
+def test_per_step_core_learns_every_step_bit_exact(seed, recurrent, tmp_path):
     """Per-step signal from the label: after every step, the delay traces, signals, delays and readout.
 
-    Without stalls the cycles of every step equal the documented count
-    (:func:`delrec.hw.online_ports.step_cycles` with ``step_update``).
+    Feedforward and recurrent (the layer's spikes through learnable axonal
+    delays). Without stalls the cycles of every step equal the documented
+    count (:func:`delrec.hw.online_ports.step_cycles` with ``step_update``).
     """
     rng = np.random.default_rng(seed)
-    net, samples = random_online_case("axonal", rng, signal="step")
+    net, samples = random_online_case("axonal", rng, signal="step", recurrent=recurrent)
     samples.append(OnlineSample(x=samples[0].x, label=samples[0].label, learn=False))
     before = {n: p.clone() for n, p in net.parameters().items()}
     result = cosimulate_online(net, samples, stall=0.0 if seed % 2 else 0.3, seed=seed,
@@ -45,6 +46,9 @@ def test_per_step_core_learns_every_step_bit_exact(seed, tmp_path):
     after = result.golden.parameters()
     assert not torch.equal(after["d_in"], before["d_in"]) and not torch.equal(after["w_out"], before["w_out"])
     assert torch.equal(after["w_in"], before["w_in"])          # input weights stay
+    if recurrent:
+        assert not torch.equal(after["d_rec"], before["d_rec"])
+        assert torch.equal(after["w_rec"], before["w_rec"])
     # learning steps that count cost more than the same sample's inference (the last one)
     assert np.mean(result.step_cycles[0]) > np.mean(result.step_cycles[-1])
 
@@ -78,12 +82,17 @@ def test_delays_learn_from_errors_and_inference_matches(tmp_path):
 
 def test_unsupported_networks_are_named():
     spec = FixedSpec()
-    with pytest.raises(ValueError, match="recurrent=True"):
-        check_supported(OnlineConfig(recurrent=True), spec)
+    with pytest.raises(ValueError, match="recurrent=True with a per-sample signal"):
+        check_supported(OnlineConfig(recurrent=True, signal="sample"), spec)
     with pytest.raises(ValueError, match="reset='hard'"):
         check_supported(OnlineConfig(reset="hard"), spec)
     step = dict(signal="step", input_delays="axonal", update_every=1, learn_weights=False)
-    check_supported(OnlineConfig(**step), spec)   # the per-step core's network
+    check_supported(OnlineConfig(**step), spec)   # the per-step core's networks
+    check_supported(OnlineConfig(**step, recurrent=True, recurrent_delays="axonal"), spec)
+    with pytest.raises(ValueError, match="recurrent_delays='synaptic'"):
+        check_supported(OnlineConfig(**step, recurrent=True, recurrent_delays="synaptic"), spec)
+    with pytest.raises(ValueError, match="A recurrent layer is built with a per-step"):
+        OnlineGeometry(4, 4, 2, spec, "axonal", 64, 100, 4, "sample", recurrent=True)
     for change, text in ((dict(update_every=0), "update_every=0 with a per-step signal"),
                          (dict(input_delays="synaptic"), "input_delays='synaptic' with a per-step"),
                          (dict(learn_weights=True), "learn_weights=True with a per-step signal"),
