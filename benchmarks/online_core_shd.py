@@ -7,19 +7,17 @@ output size of the SHD network (C = 140 inputs, N = 256 neurons, K = 20
 classes) with learnable axonal input delays (one per input channel), the
 default :class:`~delrec.arith.FixedSpec` and a Gaussian-derivative LUT of up
 to R = 768 entries, behind the seven-pin serial top, synthesised, placed
-and routed with YoWASP yosys + nextpnr for each device, in both signal
-modes:
+and routed with YoWASP yosys + nextpnr for each device, in three modes:
 
 * ``sample`` -- a per-sample learning signal from the host: weights and
-  delays learn, two eligibility sums per synapse;
+  delays learn, two eligibility sums per synapse (feedforward);
 * ``step`` -- a per-step signal formed on chip from the label, an update
   every step: the delays and the readout learn, the input weights stay; one
-  delay trace per channel, and the input and readout weights in SPRAM on
-  the UP5K.
-
-It is the feedforward layer the learning core builds (its hidden layer has
-no recurrent connections), so it is the lower bound of what the recurrent
-SHD network with on-chip delay learning would need.
+  delay trace per channel; the weights and the input history packed in
+  single-port memory (SPRAM on the UP5K) (feedforward);
+* ``recurrent`` -- the same with the hidden layer recurrent (256 x 256
+  weights) and its 256 axonal recurrent delays learned too: the SHD DelRec
+  network learning its delays on chip.
 
 Each case records what synthesis measured, with the cycles of one learning
 step (:func:`delrec.hw.online_ports.step_cycles`, checked against the RTL's
@@ -42,7 +40,10 @@ from delrec.hw.synth import DEVICES, synthesis_case, write_benchmark_report
 SHD = dict(inputs=140, neurons=256, classes=20)
 MAX_REACH = 768
 #: (signal mode, device) measured by default
-CASES = ["sample:up5k", "sample:ecp5-25f", "sample:ecp5-85f", "step:up5k", "step:ecp5-25f"]
+CASES = ["sample:up5k", "sample:ecp5-25f", "sample:ecp5-85f", "step:up5k", "step:ecp5-25f",
+         "recurrent:up5k", "recurrent:ecp5-25f"]
+MODES = {"sample": dict(signal="sample"), "step": dict(signal="step"),
+         "recurrent": dict(signal="step", recurrent=True)}
 
 
 def learning_step_cycles(build: OnlineBuild, spikes: int) -> int:
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/online_core_shd.json"))
     parser.add_argument("--cases", nargs="+", default=CASES,
-                        help="SIGNAL:DEVICE pairs, SIGNAL in sample/step, DEVICE in "
+                        help="MODE:DEVICE pairs, MODE in sample/step/recurrent, DEVICE in "
                              + "/".join(sorted(DEVICES)))
     parser.add_argument("--work", type=Path, default=Path("build/online_core_shd"))
     parser.add_argument("--seed", type=int, default=1)
@@ -67,14 +68,14 @@ def main(argv=None) -> int:
 
     builds, cases = {}, []
     for spec in args.cases:
-        signal, _, device = spec.partition(":")
-        if signal not in ("sample", "step") or device not in DEVICES:
-            parser.error(f"Case must be SIGNAL:DEVICE with SIGNAL sample/step and DEVICE one of "
-                         f"{sorted(DEVICES)}, not {spec!r}")
-        build = builds.setdefault(signal, OnlineBuild(**SHD, delay_kind="axonal", max_reach=MAX_REACH,
-                                                      learning=True, signal=signal))
-        case = dict(name=f"{device}-{signal}", device=device, signal=signal)
-        case.update(synthesis_case(build, device, args.work / f"{signal}-{device}", seed=args.seed))
+        mode, _, device = spec.partition(":")
+        if mode not in MODES or device not in DEVICES:
+            parser.error(f"Case must be MODE:DEVICE with MODE one of {sorted(MODES)} and DEVICE one "
+                         f"of {sorted(DEVICES)}, not {spec!r}")
+        build = builds.setdefault(mode, OnlineBuild(**SHD, delay_kind="axonal", max_reach=MAX_REACH,
+                                                    learning=True, **MODES[mode]))
+        case = dict(name=f"{device}-{mode}", device=device, mode=mode)
+        case.update(synthesis_case(build, device, args.work / f"{mode}-{device}", seed=args.seed))
         cycles = {"silent": learning_step_cycles(build, 0),
                   "spikes_10_percent": learning_step_cycles(build, SHD["neurons"] // 10)}
         case["learning_step_cycles"] = cycles
@@ -86,10 +87,11 @@ def main(argv=None) -> int:
                                                   "wall_seconds")}), flush=True)
     report = dict(
         description="Online-learning core at the SHD size (C=140, N=256, K=20, learnable axonal "
-                    "input delays, LUT up to R=768) behind the seven-pin serial top, per-sample and "
-                    "per-step learning signal, synthesised, placed and routed with YoWASP yosys and "
-                    "nextpnr",
-        builds={signal: build.to_dict() for signal, build in builds.items()},
+                    "input delays, LUT up to R=768) behind the seven-pin serial top: per-sample and "
+                    "per-step learning signal, and per-step with a recurrent hidden layer and "
+                    "learnable axonal recurrent delays; synthesised, placed and routed with YoWASP "
+                    "yosys and nextpnr",
+        builds={mode: build.to_dict() for mode, build in builds.items()},
         seed=args.seed,
         cases=cases,
     )

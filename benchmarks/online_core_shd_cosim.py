@@ -1,7 +1,6 @@
 """The SHD-size per-step learning core learns from real spoken digits in co-simulation, bit-exact.
 
-    python benchmarks/online_core_shd_cosim.py --data ../shared/data/fsdd/recordings \
-        --out benchmarks/online_core_shd_cosim.json
+    python benchmarks/online_core_shd_cosim.py --data ../shared/data/fsdd/recordings [--recurrent]
 
 The core of ``benchmarks/online_core_shd.py`` that fits the UP5K -- C = 140
 inputs, N = 256 LIF neurons, K = 20 readouts, learnable axonal input delays,
@@ -42,11 +41,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder of FSDD-style wav files")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/online_core_shd_cosim.json"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default benchmarks/online_core_shd_cosim[_recurrent].json")
     parser.add_argument("--samples", type=int, default=3, help="learning samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("build/online_core_shd_cosim"))
+    parser.add_argument("--recurrent", action="store_true",
+                        help="the recurrent layer (256 x 256 weights, learnable recurrent delays)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        suffix = "_recurrent" if args.recurrent else ""
+        args.out = Path(f"benchmarks/online_core_shd_cosim{suffix}.json")
     if args.samples < 1:
         parser.error(f"--samples must be at least 1, not {args.samples}")
 
@@ -65,7 +70,8 @@ def main(argv=None) -> int:
 
     config = OnlineConfig(**SHD, input_delays="axonal", signal="step", update_every=1,
                           learn_weights=False, sigma=2.0, radius=3.0, delay_init=(0.0, 30.0),
-                          input_gain=1.0, lr_delay=1.0, lr_readout=1e-3)
+                          input_gain=1.0, lr_delay=1.0, lr_readout=1e-3, recurrent=args.recurrent,
+                          recurrent_delays="axonal" if args.recurrent else None)
     spec = FixedSpec(**FixedOnlineNetwork.equivalent_shifts(config, FixedSpec()))
     net = FixedOnlineNetwork(config, spec, seed=args.seed)
     samples = [OnlineSample(x=x, label=int(r.digit)) for x, r in zip(counts, chosen)]
@@ -76,12 +82,14 @@ def main(argv=None) -> int:
     cosim_seconds = time.perf_counter() - began
     f = spec.delay_frac_bits
     moved = (result.golden.d_in - net.d_in).abs()
+    if args.recurrent:
+        moved = torch.cat([moved, (result.golden.d_rec - net.d_rec).abs()])
     learning = [c for n, s in enumerate(samples) if s.learn for c in result.step_cycles[n]]
     inference = result.step_cycles[-1]
     report = dict(
-        description="SHD-size per-step learning core (C=140, N=256, K=20, axonal delays) on "
-                    "spoken digits through the cochlea encoder, co-simulated with Verilator "
-                    "against the fixed-point golden rule",
+        description=f"SHD-size per-step learning core (C=140, N=256, K=20, axonal delays"
+                    f"{', recurrent' if args.recurrent else ''}) on spoken digits through the "
+                    "cochlea encoder, co-simulated with Verilator against the fixed-point golden rule",
         geometry=result.geometry.to_dict(),
         recordings=[r.path.name for r in chosen],
         steps=[int(x.shape[0]) for x in counts],

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -74,6 +75,107 @@ class _Ram:
         port = self.rd if self.shared else self.wr
         m.d.comb += [port.addr.eq(addr), self.wr.data.eq(data), self.wr.en.eq(1)]
 
+    def forward(self, frac: int):
+        """The forward part of the word read (a learning weight's top bits)."""
+        return _top(self.data, frac)
+
+    @property
+    def readback(self):
+        return self.data
+
+
+class _Packed:
+    """Several arrays packed into one single-port memory of ``width``-bit words (an SPRAM).
+
+    Each array takes the largest power of two of elements per word that
+    fits (two 8-bit weights, four 4-bit counts, one 16-bit word) from its
+    own base address; a write enables only its element's lanes
+    (``granularity`` bits each). One address serves reads and writes, one
+    access per cycle: the FSM never touches two arrays of one memory in the
+    same cycle. The memory is named ``<name>_shared``
+    (:func:`delrec.hw.synth.mark_spram` looks for it).
+
+    ``arrays``: ``{name: (shape, depth, frac)}``; ``frac`` (or ``None``)
+    makes a forward-only weight array: a write stores the learning copy's
+    top bits ``data[frac:]``, a read-back returns them shifted back.
+    """
+
+    def __init__(self, m: Module, name: str, arrays: dict, width: int = 16):
+        shapes = {key: Shape.cast(shape) for key, (shape, _, _) in arrays.items()}
+        width = max([width] + [s.width for s in shapes.values()])
+        lanes = {key: 1 << ((width // s.width).bit_length() - 1) for key, s in shapes.items()}
+        granularity = width
+        for key in arrays:
+            granularity = math.gcd(granularity, width // lanes[key])
+        bases, words = {}, 0
+        for key, (_, depth, _) in arrays.items():
+            bases[key] = words
+            words += -(-depth // lanes[key])
+        self.memory = Memory(shape=unsigned(width), depth=max(1, words), init=[])
+        m.submodules[f"{name}_shared"] = self.memory
+        self.rd = self.memory.read_port()
+        self.wr = self.memory.write_port(granularity=granularity)
+        m.d.comb += [self.wr.addr.eq(self.rd.addr), self.rd.en.eq(~self.wr.en.any())]
+        self.regions = {key: _Region(m, self, bases[key], depth, shapes[key], lanes[key], width,
+                                     granularity, frac)
+                        for key, (_, depth, frac) in arrays.items()}
+
+    def __getitem__(self, key):
+        return self.regions[key]
+
+
+class _Region:
+    """One array of a :class:`_Packed` memory, used like :class:`_Ram`."""
+
+    def __init__(self, m, packed, base, depth, shape, lanes, width, granularity, frac):
+        self.packed, self.base, self.depth, self.shape = packed, base, depth, shape
+        self.lanes, self.frac = lanes, frac
+        self.lane_width = width // lanes
+        self.shift = lanes.bit_length() - 1
+        self.granules = self.lane_width // granularity
+        self.sel = Signal(range(lanes), name=f"lane_{base}") if lanes > 1 else None
+        self.data = Signal(shape, name=f"region_{base}_data")
+        words = packed.rd.data
+        values = [words[n * self.lane_width:n * self.lane_width + shape.width] for n in range(lanes)]
+        out = values[0]
+        for n in range(1, lanes):
+            out = Mux(self.sel == n, values[n], out)
+        m.d.comb += self.data.eq(out)
+
+    def _word(self, addr):
+        return self.base + (Value.cast(addr).as_unsigned() >> self.shift)
+
+    def read(self, m: Module, addr) -> None:
+        m.d.comb += self.packed.rd.addr.eq(self._word(addr))
+        if self.sel is not None:
+            m.d.sync += self.sel.eq(Value.cast(addr)[:self.shift])
+
+    def write(self, m: Module, addr, data) -> None:
+        data = Value.cast(data)
+        if self.frac is not None:
+            data = data[self.frac:self.frac + self.shape.width]
+        element = Signal(self.shape, name=f"region_{self.base}_write")   # extended or truncated
+        m.d.comb += element.eq(data)
+        lane = Cat(element, Const(0, self.lane_width - self.shape.width))
+        if self.sel is None:
+            enable = Const(-1, self.granules * self.lanes)
+        else:
+            which = Value.cast(addr)[:self.shift]
+            enable = Cat(*[(which == n).replicate(self.granules) for n in range(self.lanes)])
+        m.d.comb += [self.packed.rd.addr.eq(self._word(addr)),
+                     self.packed.wr.data.eq(Cat(*[lane] * self.lanes)),
+                     self.packed.wr.en.eq(enable)]
+
+    def forward(self, frac: int):
+        return self.data if self.frac is not None else _top(self.data, frac)
+
+    @property
+    def readback(self):
+        """What a host read returns: the word, or a forward-only weight at its learning scale."""
+        if self.frac is None:
+            return self.data
+        return Cat(Const(0, self.frac), self.data)
+
 
 class OnlineCore(wiring.Component):
     """``C`` inputs -> ``N`` LIF neurons with learnable input delays -> ``K`` readouts, learning online.
@@ -123,8 +225,11 @@ class OnlineCore(wiring.Component):
 
     The state it keeps is one delay trace per channel and ``psi``, the
     spike and ``L psi`` per neuron, instead of two eligibility sums per
-    synapse; the input and readout weights have one address for reads and
-    writes, so that single-port RAM (the UP5K's SPRAM) can hold them.
+    synapse. The input weights (their forward ``weight_bits``: they do not
+    learn; a read-back returns them at the learning copy's scale), the
+    readout weights and the input history are packed in one single-port
+    memory (two weights or four counts per 16-bit word, lane write
+    enables), the recurrent weights in another: the UP5K's SPRAM holds them.
 
     Every memory is an :class:`~amaranth.lib.memory.Memory` with one
     synchronous read port and one write port (block RAM); every sum is
@@ -176,9 +281,9 @@ class OnlineCore(wiring.Component):
     recurrent : bool
         A recurrent layer (per-step signal): neuron ``j``'s spikes are
         history channel ``C + j``, read at ``1 + round(d_{C+j})`` steps
-        through a learnable axonal delay and weighted by ``W_REC``; the
-        recurrent weights have one address (SPRAM). Every ``C`` of the
-        delayed reads, traces, cycles and back-projection is then ``C + N``.
+        through a learnable axonal delay and weighted by ``W_REC``. Every
+        ``C`` of the delayed reads, traces, cycles and back-projection is
+        then ``C + N``.
 
     Attributes
     ----------
@@ -234,15 +339,26 @@ class OnlineCore(wiring.Component):
         def ram(name, shape, depth, shared=False):
             return _Ram(m, name, shape, depth, shared)
 
-        # per step, the weights are never read and written in one cycle: one address each
-        w_in = ram("w_in", signed(g.weight_width), N * C, shared=per_step)
+        packed = g.signal == "step"
+        if packed:
+            # input weights (forward part: they do not learn), readout weights and the input
+            # history share one single-port memory, the recurrent weights another (SPRAM)
+            shared = _Packed(m, "weights", {
+                "w_in": (signed(wb), N * C, wfrac),
+                "w_out": (signed(g.weight_width), K * N, None),
+                "history": (unsigned(g.count_bits), H * CH, None)})
+            w_in, w_out, hist = shared["w_in"], shared["w_out"], shared["history"]
+            w_rec = _Packed(m, "recurrent", {"w_rec": (signed(wb), N * N, wfrac)})["w_rec"] \
+                if rec else None
+        else:
+            w_in = ram("w_in", signed(g.weight_width), N * C)
+            w_out = ram("w_out", signed(g.weight_width), K * N)
+            hist = ram("history", unsigned(g.count_bits), H * CH)
+            w_rec = None
         delay = ram("delay", unsigned(g.delay_width), g.delay_count)
         bias = ram("bias", signed(g.bias_width), N)
-        w_out = ram("w_out", signed(g.weight_width), K * N, shared=per_step)
-        w_rec = ram("w_rec", signed(g.weight_width), N * N, shared=True) if rec else None
         b_out = ram("b_out", signed(g.bias_width), K)
         v_mem = ram("membrane", signed(s.v_bits), N)
-        hist = ram("history", unsigned(g.count_bits), H * CH)
         u_mem = ram("output", signed(g.output_width), K)
         score = ram("score", signed(g.score_width), K)
         prebuf = None if synaptic else ram("delayed_input", unsigned(g.count_bits), CH)
@@ -497,7 +613,7 @@ class OnlineCore(wiring.Component):
                 with m.State(state):
                     with m.Switch(read_target):
                         for target, (mem, _) in sources.items():
-                            if isinstance(mem, _Ram):
+                            if isinstance(mem, (_Ram, _Region)):
                                 with m.Case(target):
                                     mem.read(m, read_addr)
                     if state == "READ_ISSUE":
@@ -507,7 +623,7 @@ class OnlineCore(wiring.Component):
                         with m.Switch(read_target):
                             for target, (mem, limit) in sources.items():
                                 with m.Case(target):
-                                    raw = mem.data if isinstance(mem, _Ram) else mem
+                                    raw = mem.readback if isinstance(mem, (_Ram, _Region)) else mem
                                     m.d.comb += value.eq(Mux(read_addr < limit,
                                                              raw.as_unsigned(), 0))
                         m.d.comb += [self.read_data.valid.eq(1), self.read_data.payload.data.eq(value)]
@@ -605,8 +721,8 @@ class OnlineCore(wiring.Component):
                 delay_read_states("SYN", a, synapse_pre, delay_value, next_synapse)
             else:
                 with m.State("SYN_MAC"):
-                    weight = Mux(is_rec, _top(w_rec.data, wfrac), _top(w_in.data, wfrac)) if rec else \
-                        _top(w_in.data, wfrac)
+                    weight = Mux(is_rec, w_rec.forward(wfrac), w_in.forward(wfrac)) if rec else \
+                        w_in.forward(wfrac)
                     m.d.sync += cur.eq(cur + weight * prebuf.data)
                     next_synapse()
 
@@ -878,9 +994,9 @@ class OnlineCore(wiring.Component):
 
         # S_c = sum_i L_i psi_i w_ic over synapse a = i C + c (a column of the input weights)
         with m.State("STEP_BACK"):
-            weight = _top(e.w_in.data, wfrac)
+            weight = e.w_in.forward(wfrac)
             if rec:
-                weight = Mux(e.is_rec, _top(e.w_rec.data, wfrac), weight)
+                weight = Mux(e.is_rec, e.w_rec.forward(wfrac), weight)
             total = e.back_acc + e.back.data * weight
             m.d.sync += e.back_acc.eq(total)
             with m.If(i == N - 1):

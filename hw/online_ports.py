@@ -52,7 +52,8 @@ class OnlineWriteTarget(enum.Enum, shape=4):
     ``W_IN``
         ``i * C + c``: learning copy of the input weight of channel ``c`` to
         neuron ``i`` (``weight_bits + weight_frac_bits`` signed; the forward
-        pass uses its top ``weight_bits``).
+        pass uses its top ``weight_bits``, which is all a per-step core keeps:
+        its input and recurrent weights do not learn).
     ``DELAY``
         ``i * C + c`` (synaptic) or ``c`` (axonal; a recurrent layer's
         delays of neuron ``j``'s spikes at ``C + j``): delay in units of

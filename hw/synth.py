@@ -287,8 +287,9 @@ def mark_lut_ram(rtlil_text: str, max_bits: int) -> tuple[str, list]:
 
 #: Weight memories with one shared address for reads and writes, which a single-port SPRAM
 #: can hold: the inference core's packed weights (:class:`~delrec.hw.banked.BankedMemory`
-#: without banks) and the per-step online core's input and readout weights (``*_shared``).
-_SINGLE_PORT_WEIGHTS = re.compile(r"\.(?:w_(?:in|rec)_\d+\.words|w_(?:in|out)_shared)$")
+#: without banks) and the per-step online core's packed memories (``*_shared``: weights and
+#: the input history).
+_SINGLE_PORT_WEIGHTS = re.compile(r"\.(?:w_(?:in|rec)_\d+\.words|\w+_shared)$")
 
 
 def mark_spram(rtlil_text: str, capacity: int, words: int = 16384, width: int = 16) -> tuple[str, list]:

@@ -230,6 +230,10 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
                 arrays[f"step_{name}{n}"] = np.stack([_np(p[name]).reshape(-1) for p in params])
             for name in ("w_in", "bias", "w_out", "b_out") + (("w_rec",) if geometry.recurrent else ()):
                 arrays[f"{name}{n}"] = _np(getattr(golden, name))
+            wfrac = s.weight_frac_bits   # the core keeps the forward part of the fixed weights
+            for name in ("w_in", "w_rec"):
+                if f"{name}{n}" in arrays:
+                    arrays[f"{name}{n}"] = (arrays[f"{name}{n}"] >> wfrac) << wfrac
             arrays[f"d_in{n}"] = _delays(golden.parameters(), geometry)
         elif sample.learn:
             state = r["learning"]

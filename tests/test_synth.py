@@ -7,7 +7,9 @@ the iCE40 UP5K and the ECP5-25F (a few seconds each once YoWASP has compiled
 its tools; the first YoWASP call on a machine costs ~30 s per tool).
 
 ``slow``: the SHD-size network (C=140, N=256, D=64, K=20, 8-bit weights,
-P=1, spike-history queue) on both devices, with what it achieved.
+P=1, spike-history queue) on both devices, with what it achieved, and the
+same network learning its delays on chip (the per-step online core) on the
+UP5K.
 """
 
 from __future__ import annotations
@@ -213,10 +215,10 @@ def test_memory_marking_for_lut_ram_and_spram():
     _, spram = mark_spram(WEIGHTS, 1)   # w_in does not fit in one; the w_rec memories are tried next
     assert spram == ["top.core.w_rec_0.words"]
     # the per-step online core's weights have one address too; its other memories do not
-    online = ("module \\top.core\n  memory width 16 size 35840 \\w_in_shared\n"
-              "  memory width 16 size 5120 \\w_out_shared\n  memory width 16 size 256 \\w_out\nend\n")
-    assert mark_spram(online, 4)[1] == ["top.core.w_in_shared", "top.core.w_out_shared"]
-    assert mark_spram(online, 3)[1] == ["top.core.w_in_shared"]
+    online = ("module \\top.core\n  memory width 16 size 30762 \\weights_shared\n"
+              "  memory width 16 size 32768 \\recurrent_shared\n  memory width 16 size 256 \\w_out\nend\n")
+    assert sorted(mark_spram(online, 4)[1]) == ["top.core.recurrent_shared", "top.core.weights_shared"]
+    assert mark_spram(online, 3)[1] == ["top.core.recurrent_shared"]
     text, lutram, spram = place_memories(RTLIL, DEVICES["up5k"])
     assert "$meminit" not in text and lutram == [] and spram == []
 
@@ -314,3 +316,27 @@ def test_shd_network_places_and_routes(device):
         assert set(mapped.values()) == {"DP16KD"}, mapped
         assert result["bram"] <= 56 and result["logic_cells"]["used"] <= 24288
         assert result["fmax_mhz"] >= 30
+
+
+@pytest.mark.slow
+@needs_yowasp
+def test_shd_recurrent_learning_core_fits_up5k():
+    """The SHD DelRec layer learning its input and recurrent delays on chip fits the UP5K.
+
+    The per-step online core with C=140, N=256 recurrent, K=20, axonal input
+    and recurrent delays (issue: "the same network with on-chip axonal delay
+    learning ... whether it still fits the UP5K"): weights and input history
+    packed into the four SPRAMs, everything else in block RAM.
+    """
+    from delrec.firmware.online import OnlineBuild
+
+    build = OnlineBuild(140, 256, 20, delay_kind="axonal", max_reach=768, signal="step", recurrent=True)
+    result = synthesize(build, "up5k", BUILD / "shd-online-recurrent-up5k")
+    _check_sane(result, "up5k")
+    mapped = {name: memory["mapped_to"] for name, memory in result["memories"].items()
+              if name.endswith("_shared")}
+    assert sorted(mapped) == ["delrec_top.core.recurrent_shared", "delrec_top.core.weights_shared"]
+    assert set(mapped.values()) == {"ICE40_SPRAM"}, mapped
+    # measured (seed 1): 5133/5280 logic cells, 21/30 EBR, 4/4 SPRAM, 5 DSP, 13.9 MHz
+    assert result["spram"] == 4 and result["bram"] <= 30
+    assert result["fmax_mhz"] >= 12   # the iCEBreaker's clock
