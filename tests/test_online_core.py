@@ -248,3 +248,30 @@ def test_core_learns_delayed_xor_as_the_golden_rule_does(tmp_path):
     assert onchip["test_accuracy"] == golden["test_accuracy"]
     assert onchip["eval_accuracy"][-1] >= onchip["untrained_accuracy"] + 0.2
     assert onchip["delay_mean_learned"] != onchip["delay_mean_initial"]
+
+
+def test_learn_on_core_with_the_per_step_signal(tmp_path):
+    """``delrec learn-on-core`` drives the per-step core too: the same accuracies as the golden rule.
+
+    A tiny delayed-xor run (16 training samples) of the per-step rule (axonal
+    delays and readout learn every step, fixed input weights): the RTL's
+    predictions equal ``train_online``'s in fixed point with the same seed,
+    the delays move, and there is no separate update (its cycles are in
+    the learning steps).
+    """
+    from delrec.golden.online_training import train_online
+    from delrec.golden.tasks.base import load_task
+    from delrec.sim.online_learning import ONCHIP_TASK_OPTIONS, learn_on_core, onchip_configs
+
+    options = dict(ONCHIP_TASK_OPTIONS, train_size=16, val_size=8, test_size=8)
+    task = load_task("delayed-xor", **options)
+    config, train = onchip_configs(task, {"seed": 0, "epochs": 1, "task_options": options,
+                                          "input_delays": "axonal", "signal": "step",
+                                          "update_every": 1, "learn_weights": False})
+    onchip = learn_on_core(task, config, train, out_dir=tmp_path / "core", progress=False)
+    golden = train_online(config, train, tmp_path / "golden", progress=False, task=task)
+    assert onchip["bit_exact"] and onchip["update_cycles"] is None
+    assert onchip["eval_accuracy"] == [h["val_accuracy"] for h in golden["history"]]
+    assert onchip["test_accuracy"] == golden["test_accuracy"]
+    assert onchip["delay_mean_learned"] != onchip["delay_mean_initial"]
+    assert onchip["cycles_per_step_learning"] > onchip["cycles_per_step_inference"]
