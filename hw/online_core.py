@@ -49,31 +49,21 @@ def _times(value, constant: int):
 
 
 class _Ram:
-    """One memory with a synchronous read port and a write port, driven from the FSM.
+    """One memory with a synchronous read port and a write port, driven from the FSM."""
 
-    With ``shared``, reads and writes use one address (one access per
-    cycle; the read data stays as it was in the cycle after a write), so that
-    a single-port RAM (the iCE40 SPRAM) can hold it; the memory is then named
-    ``<name>_shared`` (what :func:`delrec.hw.synth.mark_spram` looks for).
-    """
-
-    def __init__(self, m: Module, name: str, shape, depth: int, shared: bool = False):
+    def __init__(self, m: Module, name: str, shape, depth: int):
         self.depth = depth
         self.memory = Memory(shape=shape, depth=depth, init=[])
-        m.submodules[f"{name}_shared" if shared else name] = self.memory
+        m.submodules[name] = self.memory
         self.rd = self.memory.read_port()
         self.wr = self.memory.write_port()
         self.data = self.rd.data
-        self.shared = shared
-        if shared:  # a single-port RAM keeps its output while it writes
-            m.d.comb += [self.wr.addr.eq(self.rd.addr), self.rd.en.eq(~self.wr.en)]
 
     def read(self, m: Module, addr) -> None:
         m.d.comb += self.rd.addr.eq(addr)
 
     def write(self, m: Module, addr, data) -> None:
-        port = self.rd if self.shared else self.wr
-        m.d.comb += [port.addr.eq(addr), self.wr.data.eq(data), self.wr.en.eq(1)]
+        m.d.comb += [self.wr.addr.eq(addr), self.wr.data.eq(data), self.wr.en.eq(1)]
 
     def forward(self, frac: int):
         """The forward part of the word read (a learning weight's top bits)."""
@@ -91,8 +81,9 @@ class _Packed:
     fits (two 8-bit weights, four 4-bit counts, one 16-bit word) from its
     own base address; a write enables only its element's lanes
     (``granularity`` bits each). One address serves reads and writes, one
-    access per cycle: the FSM never touches two arrays of one memory in the
-    same cycle. The memory is named ``<name>_shared``
+    access per cycle (the read data stays as it was in the cycle after a
+    write): the FSM never touches two arrays of one memory in the same
+    cycle. The memory is named ``<name>_shared``
     (:func:`delrec.hw.synth.mark_spram` looks for it).
 
     ``arrays``: ``{name: (shape, depth, frac)}``; ``frac`` (or ``None``)
@@ -116,7 +107,7 @@ class _Packed:
         self.rd = self.memory.read_port()
         self.wr = self.memory.write_port(granularity=granularity)
         m.d.comb += [self.wr.addr.eq(self.rd.addr), self.rd.en.eq(~self.wr.en.any())]
-        self.regions = {key: _Region(m, self, bases[key], depth, shapes[key], lanes[key], width,
+        self.regions = {key: _Region(m, self, key, bases[key], depth, shapes[key], lanes[key], width,
                                      granularity, frac)
                         for key, (_, depth, frac) in arrays.items()}
 
@@ -127,14 +118,15 @@ class _Packed:
 class _Region:
     """One array of a :class:`_Packed` memory, used like :class:`_Ram`."""
 
-    def __init__(self, m, packed, base, depth, shape, lanes, width, granularity, frac):
+    def __init__(self, m, packed, name, base, depth, shape, lanes, width, granularity, frac):
         self.packed, self.base, self.depth, self.shape = packed, base, depth, shape
         self.lanes, self.frac = lanes, frac
         self.lane_width = width // lanes
         self.shift = lanes.bit_length() - 1
         self.granules = self.lane_width // granularity
-        self.sel = Signal(range(lanes), name=f"lane_{base}") if lanes > 1 else None
-        self.data = Signal(shape, name=f"region_{base}_data")
+        self.sel = Signal(range(lanes), name=f"{name}_lane") if lanes > 1 else None
+        self.data = Signal(shape, name=f"{name}_data")
+        self.name = name
         words = packed.rd.data
         values = [words[n * self.lane_width:n * self.lane_width + shape.width] for n in range(lanes)]
         out = values[0]
@@ -154,7 +146,7 @@ class _Region:
         data = Value.cast(data)
         if self.frac is not None:
             data = data[self.frac:self.frac + self.shape.width]
-        element = Signal(self.shape, name=f"region_{self.base}_write")   # extended or truncated
+        element = Signal(self.shape, name=f"{self.name}_write")   # extended or truncated
         m.d.comb += element.eq(data)
         lane = Cat(element, Const(0, self.lane_width - self.shape.width))
         if self.sel is None:
@@ -232,7 +224,8 @@ class OnlineCore(wiring.Component):
     enables), the recurrent weights in another: the UP5K's SPRAM holds them.
 
     Every memory is an :class:`~amaranth.lib.memory.Memory` with one
-    synchronous read port and one write port (block RAM); every sum is
+    synchronous read port and one write port (block RAM; the packed ones
+    with one address for both); every sum is
     exact by the widths of :class:`~delrec.hw.online_ports.OnlineGeometry`.
 
     Cycles (one memory access per array per cycle, simple FSM control; the
@@ -242,8 +235,8 @@ class OnlineCore(wiring.Component):
 
     * input: 2 per event;
     * step (its ``last=1`` input beat to its ``last=1`` spike beat, the
-      ``STEP_CYCLES`` counter): inference ``2K + 1 + C' + N (5 + 2C)``
-      (synaptic; axonal ``2K + 1 + C' + 2C + N (5 + C)``) ``+ K + 1`` per
+      ``STEP_CYCLES`` counter): inference ``2K + 1 + C + N (5 + 2C)``
+      (synaptic; axonal ``2K + 1 + 3C + N (5 + C)``) ``+ K + 1`` per
       spike; learning adds, per synapse
       (axonal: per channel), one trace write and the LUT taps -- the
       integers ``m`` in ``[0, t]`` with ``|m 2^f - d| <= R`` -- and ``C``
@@ -290,9 +283,9 @@ class OnlineCore(wiring.Component):
     inputs : In(stream.Signature(geometry.input_layout()))
     spikes : Out(stream.Signature(geometry.spike_layout()))
     signal : In(stream.Signature(geometry.signal_layout()))
-        Only with ``learning`` and a per-sample signal. Beats with an index outside ``K`` (errors)
-        or ``N`` (signals) are dropped and counted (``BAD_SIGNALS``); entries
-        not sent since ``CLEAR`` are 0.
+        Only with ``learning`` and a per-sample signal. Beats with an index
+        outside ``K`` (errors) or ``N`` (signals) are dropped and counted
+        (``BAD_SIGNALS``); entries not sent since ``CLEAR`` are 0.
     write : In(stream.Signature(geometry.write_layout()))
         Ready only between steps; a write outside its target is dropped.
     read : In(stream.Signature(geometry.read_layout()))
@@ -336,8 +329,8 @@ class OnlineCore(wiring.Component):
         m = Module()
 
         # -- memories ----------------------------------------------------------------------
-        def ram(name, shape, depth, shared=False):
-            return _Ram(m, name, shape, depth, shared)
+        def ram(name, shape, depth):
+            return _Ram(m, name, shape, depth)
 
         packed = g.signal == "step"
         if packed:
@@ -776,8 +769,7 @@ class OnlineCore(wiring.Component):
                         m.d.sync += [j.eq(0), a.eq(a_base)]
                         el_w.read(m, a_base)
                         el_d.read(m, a_base)
-                        if per_sample:
-                            tr_w.read(m, a_base if synaptic else 0)
+                        tr_w.read(m, a_base if synaptic else 0)
                         tr_d.read(m, a_base if synaptic else 0)
                         m.next = "ELIG"
                     with m.Else():
@@ -795,8 +787,7 @@ class OnlineCore(wiring.Component):
                         m.d.sync += [j.eq(j + 1), a.eq(a + 1)]
                         el_w.read(m, a + 1)
                         el_d.read(m, a + 1)
-                        if per_sample:
-                            tr_w.read(m, a + 1 if synaptic else j + 1)
+                        tr_w.read(m, a + 1 if synaptic else j + 1)
                         tr_d.read(m, a + 1 if synaptic else j + 1)
 
             with m.State("NEXT_NEURON"):

@@ -220,14 +220,15 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
             record = r["learning_steps"]
             params = [st["parameters"] for st in record]
             d_during = np.stack([d_start] + [_delays(p, geometry) for p in params[:-1]])[:steps_run]
-            if record and "d_in" in record[0]["traces"]:   # input channels, then recurrent ones
-                arrays[f"step_trace_d{n}"] = np.stack([
-                    np.concatenate([_np(st["traces"][key][0]) for key in ("d_in", "d_rec")
-                                    if key in st["traces"]]) for st in record])
-            arrays[f"step_signal{n}"] = np.stack([_np(st["signal"][0]) for st in record])
-            arrays[f"step_d_in{n}"] = np.stack([_delays(p, geometry) for p in params])
-            for name in ("w_out", "b_out"):
-                arrays[f"step_{name}{n}"] = np.stack([_np(p[name]).reshape(-1) for p in params])
+            if check_state and record:   # what the testbench compares after every step
+                if "d_in" in record[0]["traces"]:   # input channels, then recurrent ones
+                    arrays[f"step_trace_d{n}"] = np.stack([
+                        np.concatenate([_np(st["traces"][key][0]) for key in ("d_in", "d_rec")
+                                        if key in st["traces"]]) for st in record])
+                arrays[f"step_signal{n}"] = np.stack([_np(st["signal"][0]) for st in record])
+                arrays[f"step_d_in{n}"] = np.stack([_delays(p, geometry) for p in params])
+                for name in ("w_out", "b_out"):
+                    arrays[f"step_{name}{n}"] = np.stack([_np(p[name]).reshape(-1) for p in params])
             for name in ("w_in", "bias", "w_out", "b_out") + (("w_rec",) if geometry.recurrent else ()):
                 arrays[f"{name}{n}"] = _np(getattr(golden, name))
             wfrac = s.weight_frac_bits   # the core keeps the forward part of the fixed weights
