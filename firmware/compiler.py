@@ -115,7 +115,7 @@ def compile_network(net: FixedNetwork, build: CoreBuild, max_input: int = 1,
     if net.spec != build.spec:
         diff = {k: (v, getattr(build.spec, k)) for k, v in net.spec.to_dict().items()
                 if getattr(build.spec, k) != v}
-        raise ValueError(f"The network's arithmetic differs from the core build's: "
+        raise ValueError("The network's arithmetic differs from the core build's: "
                          + ", ".join(f"{k} {a!r} (network) vs {b!r} (core)" for k, (a, b) in diff.items()))
     for what, value, limit in (("input channels", net.inputs, build.inputs),
                                ("neurons", net.neurons, build.neurons),

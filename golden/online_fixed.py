@@ -289,7 +289,7 @@ class FixedOnlineNetwork:
         if int(x.min()) < 0:
             raise ValueError(f"Spike counts must be non-negative, not {int(x.min())}")
         T, B, _ = x.shape
-        N, K = c.hidden, c.classes
+        N = c.hidden
         if signal is not None:
             lo, hi = signed_range(s.signal_bits)
             if int(signal.min()) < lo or int(signal.max()) > hi:
