@@ -242,7 +242,7 @@ class OnlineGeometry:
 
     @property
     def history_rows(self) -> int:
-        """``H``: rows of the input history (``C`` counts each), one more than the longest lag read.
+        """``H``: rows of the input history (one count per channel), one more than the longest lag read.
 
         The longest lag is a tap of the widest LUT around the largest delay
         word, ``(2^(delay_int + f) - 1 + R) >> f``, at most
