@@ -116,6 +116,12 @@ class FixedSpec:
        ``param -= round_k(L * E)`` with ``k = lr_*_shift`` and round half up,
        or stochastic rounding with :class:`Lfsr16`; delays clipped to
        ``[0, (D-1) 2^f]``, weights saturated to their learning width.
+
+    The learning signal broadcast through the readout (or feedback) weights
+    ``L = sat(round(sum_k err_k (w_k >> (weight_frac_bits - feedback_frac_bits))
+    >> (weight_bits - 1 + feedback_frac_bits)))`` reads ``feedback_frac_bits``
+    of the learning copy's fraction below the forward bits (0: the forward
+    weights only; the same scale either way).
     """
 
     weight_bits: int = 8
@@ -130,6 +136,7 @@ class FixedSpec:
     trace_frac_bits: int = 7
     lut_bits: int = 8
     signal_bits: int = 8
+    feedback_frac_bits: int = 0
     lr_weight_shift: int = 18
     lr_delay_shift: int = 26
     lr_readout_shift: int = 6
@@ -150,6 +157,9 @@ class FixedSpec:
                              f"not {self.theta!r}")
         if not 1 <= self.leak_shift <= self.v_bits:
             raise ValueError(f"Leak shift must be in 1..{self.v_bits}, not {self.leak_shift!r}")
+        if not 0 <= self.feedback_frac_bits <= self.weight_frac_bits:
+            raise ValueError(f"Feedback fraction bits must be in 0..{self.weight_frac_bits} (the "
+                             f"weights' fraction bits), not {self.feedback_frac_bits!r}")
 
     @property
     def depth(self) -> int:

@@ -392,11 +392,16 @@ class FixedOnlineNetwork:
         return torch.floor(err * top + 0.5).to(i64)
 
     def _broadcast(self, err: torch.Tensor) -> torch.Tensor:
-        """``L_i = sat(round(sum_k B_ik err_k >> (weight_bits - 1)))`` (feedback weights' top bits)."""
+        """``L_i = sat(round(sum_k B_ik err_k >> (weight_bits - 1 + x)))``, ``x = feedback_frac_bits``.
+
+        ``B`` holds the feedback weights' top ``weight_bits + x`` bits (the
+        forward bits and ``x`` bits of the learning copy's fraction).
+        """
         s, c = self.spec, self.config
-        fb = self.forward_weight(self.w_out).T if c.feedback == "symmetric" else \
-            self.forward_weight(self.feedback)
-        return _sat(_rshift_round(err @ fb.T, s.weight_bits - 1), s.signal_bits)
+        x = s.feedback_frac_bits
+        weights = self.w_out.T if c.feedback == "symmetric" else self.feedback
+        fb = weights >> (s.weight_frac_bits - x)
+        return _sat(_rshift_round(err @ fb.T, s.weight_bits - 1 + x), s.signal_bits)
 
     def sample_signal(self, scores, labels):
         return self._broadcast(self.output_error(scores, labels))

@@ -450,7 +450,7 @@ class OnlineCore(wiring.Component):
             m.d.comb += t_limit.eq(t_near - is_rec)
             m_hi = Mux(m_hi_raw > t_limit, t_limit, m_hi_raw)
             acc = Signal(signed(s.signal_bits + g.eligibility_width + wb + g.neuron_bits + 2))
-            bc_acc = Signal(signed(s.signal_bits + wb + g.signal_index_bits + 2))
+            bc_acc = Signal(signed(s.signal_bits + wb + s.feedback_frac_bits + g.signal_index_bits + 2))
         if per_step:
             back_acc = Signal(signed(g.back_projection_width))          # S_c
             back_prod = Signal(signed(g.back_projection_width + s.trace_bits))  # S_c eps_d,c
@@ -948,10 +948,11 @@ class OnlineCore(wiring.Component):
         # neuron i, class k at ka = k N + i: L_i sums the old weights; a neuron that fired
         # writes its new weight back (one address: the next read waits a cycle)
         with m.State("STEP_BROADCAST"):
-            total = e.bc_acc + err_signal * _top(e.w_out.data, wfrac)
+            total = e.bc_acc + err_signal * _top(e.w_out.data, wfrac - s.feedback_frac_bits)
             with m.If(k == K - 1):
                 L = Signal(signed(s.signal_bits))
-                m.d.comb += L.eq(saturate(rshift_round(total, wb - 1), s.signal_bits))
+                m.d.comb += L.eq(saturate(rshift_round(total, wb - 1 + s.feedback_frac_bits),
+                                          s.signal_bits))
                 e.sig.write(m, i, L)
                 e.back.write(m, i, L * psi)
                 m.d.sync += e.bc_acc.eq(0)
@@ -1063,9 +1064,10 @@ class OnlineCore(wiring.Component):
 
         # L_i = sat(round(sum_k err_k w_out[k, i] >> (wb - 1)))
         with m.State("BC_MAC"):
-            total = e.bc_acc + e.err.data * _top(e.w_out.data, wfrac)
+            total = e.bc_acc + e.err.data * _top(e.w_out.data, wfrac - s.feedback_frac_bits)
             with m.If(k == K - 1):
-                e.sig.write(m, i, saturate(rshift_round(total, wb - 1), s.signal_bits))
+                e.sig.write(m, i, saturate(rshift_round(total, wb - 1 + s.feedback_frac_bits),
+                                           s.signal_bits))
                 m.d.sync += [e.bc_acc.eq(0), k.eq(0)]
                 with m.If(i == N - 1):
                     m.d.sync += [k.eq(0), i.eq(0), ka.eq(0)]

@@ -14,6 +14,7 @@ sample, step, quantity, index and both values.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -185,6 +186,9 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
         rule = np.zeros((0, 3), np.int64)
         if sample.rule is not None:
             sigma, spec = sample.rule
+            if spec.feedback_frac_bits != s.feedback_frac_bits:
+                raise ValueError(f"Sample {n} changes feedback_frac_bits to {spec.feedback_frac_bits}; "
+                                 f"the core is built with {s.feedback_frac_bits}")
             golden.set_sigma(sigma)
             golden.spec = spec
         if sample.rule is not None or sample.learn != current_learn:
@@ -357,4 +361,6 @@ def random_online_case(kind: str, rng: np.random.Generator, inputs: int = 6, neu
             signal[0], signal[-1] = lo, hi
         out.append(OnlineSample(x=x.astype(np.int64), label=int(rng.integers(0, classes)),
                                 signal=signal, bad_beats=0 if per_step else 1))
+    # drawn last, so that the cases above stay those of the same seed without it
+    net.spec = dataclasses.replace(net.spec, feedback_frac_bits=4 * int(rng.integers(0, 2)))
     return net, out

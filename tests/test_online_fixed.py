@@ -220,3 +220,23 @@ def test_updates_every_k_steps():
         dq, df = after_q[n] - before[n], getattr(fl, n) - before[n]
         assert 0.5 <= float(dq.norm() / df.norm()) <= 2.0, n
         assert cosine(dq, df) >= 0.9, n
+
+
+def test_feedback_fraction_bits_refine_the_broadcast_signal():
+    """``feedback_frac_bits`` reads the readout weights' learning copy below the forward bits."""
+    import dataclasses
+    import math
+
+    config = OnlineConfig(inputs=4, hidden=3, classes=2, signal="sample", sigma=1.0)
+    net = FixedOnlineNetwork(config, FixedSpec(), seed=0)
+    net.w_out = torch.tensor([[300, -70, 5], [-1, 129, 255]], dtype=torch.int64)  # [K, N]
+    err = torch.tensor([[100, -50]], dtype=torch.int64)
+    exact = (err.double() @ net.w_out.double()) / 2 ** 15     # w / 2^(frac + weight_bits - 1)
+    coarse = net._broadcast(err)
+    net.spec = dataclasses.replace(net.spec, feedback_frac_bits=8)
+    fine = net._broadcast(err)
+    assert fine.tolist() == [[math.floor(v + 0.5) for v in exact[0].tolist()]]
+    # the forward bits alone floor -70 to -1 and 5 to 0: a different signal
+    assert coarse.tolist() != fine.tolist()
+    with pytest.raises(ValueError, match=r"Feedback fraction bits must be in 0..8"):
+        FixedSpec(feedback_frac_bits=9)
