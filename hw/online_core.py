@@ -208,7 +208,9 @@ class OnlineCore(wiring.Component):
     * **errors and broadcast** -- ``err_k = u_k - theta [k = LABEL]``,
       ``e_k = clamp(round(err_k >> spec.step_error_shift), +-top)``,
       ``L_i = sat(round(sum_k e_k w_out[k, i] >> (weight_bits - 1)))`` with
-      the readout weights before this step's update, and
+      the readout weights before this step's update (their top
+      ``weight_bits + spec.feedback_frac_bits`` bits, the shift that much
+      larger), and
       ``W_out[k, i] -= round(err_k >> k_out)`` for every neuron that fired
       (saturated), the readout biases ``-= round(err_k >> k_out)``;
     * **delays** -- ``d_c -= round(S_c eps_d,c >> k_d)``, clipped to
