@@ -50,7 +50,7 @@ def learning_step_cycles(build: OnlineBuild, spikes: int) -> int:
     """Cycles of one learning step that counts, every channel reading three LUT taps."""
     g = build.geometry
     per_step = g.signal == "step"
-    return step_cycles(g, spikes=spikes, taps=3 * g.inputs, learn=True,
+    return step_cycles(g, spikes=spikes, taps=3 * g.channels, learn=True,
                        eligibility_passes=0 if per_step else spikes,
                        step_update=per_step, delays_learn=True)
 

@@ -35,6 +35,7 @@ from delrec.sim.online_cosim import OnlineSample, cosimulate_online
 
 SHD = dict(inputs=140, hidden=256, classes=20)
 MAX_REACH = 768
+COUNT_BITS = 4   # events per channel and step the core counts: 0..15
 
 
 def main(argv=None) -> int:
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
     encode_seconds = time.perf_counter() - began
     # the core counts up to 2^count_bits - 1 events per channel and step: the host saturates
     # the few bins above it (reported), as the core would drop and count the extra events
-    top = (1 << 4) - 1
+    top = (1 << COUNT_BITS) - 1
     counts = [np.minimum(x, top) for x in raw]
     saturated = [int((x > top).sum()) for x in raw]
 
@@ -78,6 +79,7 @@ def main(argv=None) -> int:
     samples.append(OnlineSample(x=counts[0], label=int(chosen[0].digit), learn=False))
     began = time.perf_counter()
     result = cosimulate_online(net, samples, stall=0.0, check_state=False, max_reach=MAX_REACH,
+                               count_bits=COUNT_BITS,
                                build_root=args.work, progress=True)
     cosim_seconds = time.perf_counter() - began
     f = spec.delay_frac_bits
