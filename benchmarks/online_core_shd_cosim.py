@@ -29,7 +29,7 @@ import torch
 from delrec.arith import FixedSpec
 from delrec.golden.online import OnlineConfig
 from delrec.golden.online_fixed import FixedOnlineNetwork
-from delrec.golden.tasks.spoken import _encoder_params, encode_recording, scan_recordings
+from delrec.golden.tasks.spoken import encoder_parameters, encode_recording, scan_recordings
 from delrec.hw.synth import write_benchmark_report
 from delrec.sim.online_cosim import OnlineSample, cosimulate_online
 
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     recordings = scan_recordings(args.data)
     rng = np.random.default_rng(args.seed)
     chosen = [recordings[n] for n in rng.choice(len(recordings), args.samples, replace=False)]
-    params = _encoder_params("cochlea", dict(bin_ms=10.0, pool=5))
+    params = encoder_parameters("cochlea", dict(bin_ms=10.0, pool=5))
     began = time.perf_counter()
     raw = [encode_recording(r.path, params).astype(np.int64) for r in chosen]
     encode_seconds = time.perf_counter() - began

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     from sklearn.neural_network import MLPClassifier
     from sklearn.preprocessing import StandardScaler
 
-    from delrec.golden.tasks.spoken import _encoder_params, encode_folder, scan_recordings
+    from delrec.golden.tasks.spoken import encoder_parameters, encode_folder, scan_recordings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
     recordings = scan_recordings(args.data)
-    params = _encoder_params(args.encoder, dict(bin_ms=10.0, pool=5 if args.encoder == "cochlea" else 1))
+    params = encoder_parameters(args.encoder, dict(bin_ms=10.0, pool=5 if args.encoder == "cochlea" else 1))
     counts = encode_folder(recordings, params)
     X = np.stack([segment_features(c) for c in counts])
     y = np.array([r.digit for r in recordings])

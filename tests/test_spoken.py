@@ -139,9 +139,9 @@ def test_augmentations_on_the_training_split_only(folder, tmp_path):
 
 def test_real_recording_mel_encoding():
     path = sorted(FSDD.glob("7_*_0.wav"))[0]
-    from delrec.golden.tasks.spoken import _encoder_params, encode_recording
+    from delrec.golden.tasks.spoken import encoder_parameters, encode_recording
 
-    counts = encode_recording(path, _encoder_params("mel", dict(bin_ms=10.0, pool=1)))
+    counts = encode_recording(path, encoder_parameters("mel", dict(bin_ms=10.0, pool=1)))
     audio, rate = read_wav(path)
     assert counts.shape == (int(np.ceil(len(audio) / rate * 100)), 64)
     assert counts.sum() > 100 and counts.max() <= 10

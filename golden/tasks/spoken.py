@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 from .base import SpikeTask, SpikeTensorDataset, register_task
 from .events import AugmentedSpikes, check_augmentation
 
-__all__ = ["Recording", "scan_recordings", "read_wav", "encode_recording", "spoken_digits"]
+__all__ = ["Recording", "scan_recordings", "read_wav", "encoder_parameters", "encode_recording",
+           "encode_folder", "spoken_digits"]
 
 # Bump when an encoder's output changes, so old cache entries are not reused.
 ENCODER_VERSION = 1
@@ -96,7 +97,12 @@ def read_wav(path) -> tuple[np.ndarray, int]:
     return data, int(rate)
 
 
-def _encoder_params(encoder: str, options: dict) -> dict:
+def encoder_parameters(encoder: str, options: dict) -> dict:
+    """The full parameter set of ``encoder`` (the cache key), defaults filled in.
+
+    ``options`` must hold ``bin_ms`` and ``pool``; the encoder's own options
+    (e.g. ``cochlea_mode``, ``bands``) default as in :func:`spoken_digits`.
+    """
     if encoder == "cochlea":
         keys = {"cochlea_mode": "fast", "window": "hann", "ramp_ms": 10.0, "channels": 700,
                 "fibres": 40}
@@ -208,7 +214,7 @@ def spoken_digits(data=None, encoder: str = "mel", test_speakers=None, bin_ms: f
     recordings = scan_recordings(data)
     if pool is None:
         pool = 5 if encoder == "cochlea" else 1
-    params = _encoder_params(encoder, dict(encoder_options, bin_ms=bin_ms, pool=pool))
+    params = encoder_parameters(encoder, dict(encoder_options, bin_ms=bin_ms, pool=pool))
     unknown = set(encoder_options) - set(params)
     if unknown:
         raise ValueError(f"Unknown option(s) {sorted(unknown)} for the {encoder!r} encoder")
