@@ -196,8 +196,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--hidden", type=int, nargs="+", help="default: the task's")
     parser.add_argument("--hold-out-each-speaker", action="store_true",
                         help="spoken digits: one split per speaker, held out as the test set")
+    parser.add_argument("--hold-out", nargs="+", metavar="SPEAKER",
+                        help="spoken digits: one split per named speaker, held out as the test "
+                             "set (the splits of --hold-out-each-speaker, for these speakers)")
     parser.add_argument("--standard-split", action="store_true",
-                        help="with --hold-out-each-speaker: also the standard split")
+                        help="with --hold-out-each-speaker or --hold-out: also the standard split")
     parser.add_argument("--workers", type=int, help="parallel runs (default: CPU count)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/compare"),
                         help="run folders; identical finished runs there are reused")
@@ -210,12 +213,21 @@ def main_from_args(args) -> int:
     if args.data is not None:
         task_options["data"] = str(args.data)
     splits = None
-    if args.hold_out_each_speaker:
+    if args.hold_out_each_speaker or args.hold_out:
         from .tasks.spoken import scan_recordings
 
+        option = "--hold-out-each-speaker" if args.hold_out_each_speaker else "--hold-out"
+        if args.hold_out_each_speaker and args.hold_out:
+            raise ValueError("Give --hold-out-each-speaker or --hold-out SPEAKER ..., not both")
         if "data" not in task_options:
-            raise ValueError("--hold-out-each-speaker needs --data")
+            raise ValueError(f"{option} needs --data")
         speakers = sorted({r.speaker for r in scan_recordings(task_options["data"])})
+        if args.hold_out:
+            unknown = sorted(set(args.hold_out) - set(speakers))
+            if unknown:
+                raise ValueError(f"--hold-out speaker(s) {unknown} not among the speakers of "
+                                 f"{task_options['data']}: {speakers}")
+            speakers = list(dict.fromkeys(args.hold_out))
         splits = {"standard": {}} if args.standard_split else {}
         splits.update({f"held out: {s}": {"test_speakers": [s]} for s in speakers})
     overrides = dict(args.set)

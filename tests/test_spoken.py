@@ -119,6 +119,32 @@ def test_held_out_speakers(folder, tmp_path):
         load_task("spoken-digits", data=str(folder), encoder="cochlea", bands=3)
 
 
+def test_bench_holds_out_the_named_speakers(folder, monkeypatch, capsys):
+    from delrec.cli import main
+    from delrec.golden import experiments
+
+    seen = {}
+
+    def capture(task, models, seeds, out_dir, **kwargs):
+        seen.update(kwargs)
+        raise KeyboardInterrupt  # stop before training: only the splits are under test
+
+    monkeypatch.setattr(experiments, "compare_models", capture)
+    with pytest.raises(KeyboardInterrupt):
+        main(["bench", "accuracy", "--task", "spoken-digits", "--data", str(folder),
+              "--hold-out", "cyd", "ann", "--standard-split"])
+    assert list(seen["splits"]) == ["standard", "held out: cyd", "held out: ann"]
+    assert seen["splits"]["held out: cyd"] == {"test_speakers": ["cyd"]}
+    # the same labels (so the same run folders) as --hold-out-each-speaker
+    with pytest.raises(KeyboardInterrupt):
+        main(["bench", "accuracy", "--task", "spoken-digits", "--data", str(folder),
+              "--hold-out-each-speaker"])
+    assert list(seen["splits"]) == ["held out: ann", "held out: bob", "held out: cyd"]
+    assert main(["bench", "accuracy", "--task", "spoken-digits", "--data", str(folder),
+                 "--hold-out", "zoe"]) == 2
+    assert "--hold-out speaker(s) ['zoe'] not among the speakers" in capsys.readouterr().err
+
+
 def test_augmentations_on_the_training_split_only(folder, tmp_path):
     options = dict(data=str(folder), cache_dir=str(tmp_path / "c"), progress=False)
     plain = load_task("spoken-digits", **options)
