@@ -72,6 +72,13 @@ class OnlineTrainConfig:
             raise ValueError(f"Number of epochs must be positive, not {self.epochs!r}")
         if self.batch_size < 1:
             raise ValueError(f"Batch size must be positive, not {self.batch_size!r}")
+        if not isinstance(self.spec, dict):
+            raise ValueError(f"spec must be a JSON object of FixedSpec fields (e.g. "
+                             f"spec='{{\"feedback_frac_bits\": 4}}'), not {self.spec!r}")
+        unknown = sorted(set(self.spec) - {f.name for f in fields(FixedSpec)})
+        if unknown:
+            raise ValueError(f"Unknown FixedSpec field(s) {unknown} in spec; the fields are "
+                             f"{sorted(f.name for f in fields(FixedSpec))}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "OnlineTrainConfig":

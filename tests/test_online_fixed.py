@@ -143,6 +143,11 @@ def test_fixed_point_training_run(tmp_path):
     assert len(metrics["history"]) == 2 and (tmp_path / "run" / "run.png").stat().st_size > 0
     with pytest.raises(ValueError, match="Arithmetic must be 'float' or 'fixed', not 'double'"):
         make_online_configs(task, dict(arithmetic="double"))
+    # a shell that ate the quotes of --set 'spec={"feedback_frac_bits": 4}' hands over a string
+    with pytest.raises(ValueError, match="spec must be a JSON object of FixedSpec fields"):
+        make_online_configs(task, dict(spec="{feedback_frac_bits:4}"))
+    with pytest.raises(ValueError, match=r"Unknown FixedSpec field\(s\) \['feedback_bits'\]"):
+        make_online_configs(task, dict(spec={"feedback_bits": 4}))
 
 
 @pytest.mark.parametrize("kw", [
