@@ -90,6 +90,7 @@ def make_online_configs(task: SpikeTask, overrides: dict) -> tuple[OnlineConfig,
     """Network and training configuration: defaults, then the task's, then ``overrides``.
 
     A None in ``overrides`` is a value (``input_delays=None``: no delays), not "unset".
+    ``spec`` (the fixed-point arithmetic's settings) is dropped from float runs.
     """
     values = dict(ONLINE_TASK_DEFAULTS.get(task.name, {}))
     values.update(overrides)
@@ -97,7 +98,12 @@ def make_online_configs(task: SpikeTask, overrides: dict) -> tuple[OnlineConfig,
         if len(values["hidden"]) != 1:
             raise ValueError(f"The online rule trains one hidden layer, not {values['hidden']!r}")
         values["hidden"] = values["hidden"][0]
-    return split_settings(task, values, OnlineConfig, OnlineTrainConfig, " for the online rule")
+    net, train = split_settings(task, values, OnlineConfig, OnlineTrainConfig, " for the online rule")
+    if train.arithmetic == "float":
+        # spec sets the fixed-point arithmetic: a float run has none, so a comparison that sets
+        # it for its fixed-point variants records (and reuses) the same float runs as one without
+        train.spec = {}
+    return net, train
 
 
 def rates_at(config: OnlineConfig, train: OnlineTrainConfig, epoch: int) -> OnlineConfig:

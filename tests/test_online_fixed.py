@@ -148,6 +148,9 @@ def test_fixed_point_training_run(tmp_path):
         make_online_configs(task, dict(spec="{feedback_frac_bits:4}"))
     with pytest.raises(ValueError, match=r"Unknown FixedSpec field\(s\) \['feedback_bits'\]"):
         make_online_configs(task, dict(spec={"feedback_bits": 4}))
+    fixed = make_online_configs(task, dict(arithmetic="fixed", spec={"feedback_frac_bits": 4}))[1]
+    plain = make_online_configs(task, dict(spec={"feedback_frac_bits": 4}))[1]
+    assert fixed.spec == {"feedback_frac_bits": 4} and plain.spec == {}
 
 
 @pytest.mark.parametrize("kw", [
