@@ -40,10 +40,12 @@ ONLINE_TASK_DEFAULTS = {
     "ps-digits": dict(hidden=128, epochs=20, batch_size=32, input_delays="axonal", tau=2.0,
                       signal="sample", lr_weight=0.5, lr_delay=100.0, lr_readout=0.05,
                       readout_bias=False, sigma=4.0, sigma_final=1.0),
-    # measured on the mel standard split (README): 93.6 % after 10 epochs
-    "spoken-digits": dict(hidden=128, epochs=10, batch_size=32, input_delays="axonal",
+    # measured on the mel standard split (README): 97.5 % over 3 seeds after 20 epochs. A
+    # readout started at gain 0.08 (about one 8-bit step of the forward weights) gives the
+    # fixed-point rule a back-projected signal from the start; 0.02 (a fifth of a step) did not.
+    "spoken-digits": dict(hidden=128, epochs=20, batch_size=32, input_delays="axonal",
                           delay_init=[0.0, 30.0], tau=2.0, signal="sample", input_gain=0.5,
-                          readout_gain=0.02, lr_weight=0.1, lr_delay=200.0, lr_readout=4e-4,
+                          readout_gain=0.08, lr_weight=0.1, lr_delay=200.0, lr_readout=4e-4,
                           lr_final=0.1, readout_bias=False, sigma=4.0, sigma_final=1.0),
 }
 
