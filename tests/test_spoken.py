@@ -140,9 +140,13 @@ def test_bench_holds_out_the_named_speakers(folder, monkeypatch, capsys):
         main(["bench", "accuracy", "--task", "spoken-digits", "--data", str(folder),
               "--hold-out-each-speaker"])
     assert list(seen["splits"]) == ["held out: ann", "held out: bob", "held out: cyd"]
+    monkeypatch.undo()
     assert main(["bench", "accuracy", "--task", "spoken-digits", "--data", str(folder),
                  "--hold-out", "zoe"]) == 2
-    assert "--hold-out speaker(s) ['zoe'] not among the speakers" in capsys.readouterr().err
+    assert "Test speaker(s) ['zoe'] not among the speakers" in capsys.readouterr().err
+    assert main(["bench", "accuracy", "--task", "spoken-digits", "--data", str(folder),
+                 "--hold-out", "ann", "--hold-out-each-speaker"]) == 2
+    assert "Give --hold-out-each-speaker or --hold-out SPEAKER ..., not both" in capsys.readouterr().err
 
 
 def test_augmentations_on_the_training_split_only(folder, tmp_path):
