@@ -35,6 +35,18 @@ def _top(value, frac: int):
     return value[frac:].as_signed()
 
 
+def _feedback_weight(value, spec):
+    """The bits of a readout weight's learning copy the broadcast reads: the forward
+    ``weight_bits`` and ``spec.feedback_frac_bits`` of the fraction below them."""
+    return _top(value, spec.weight_frac_bits - spec.feedback_frac_bits)
+
+
+def _broadcast_signal(total, spec):
+    """``L = sat(round(sum_k err_k B_ik >> (weight_bits - 1 + feedback_frac_bits)))``."""
+    return saturate(rshift_round(total, spec.weight_bits - 1 + spec.feedback_frac_bits),
+                    spec.signal_bits)
+
+
 def _clamp(value, lo: int, hi: int):
     return Mux(value < lo, lo, Mux(value > hi, hi, value))
 
@@ -913,7 +925,7 @@ class OnlineCore(wiring.Component):
         s = g.spec
         C, N, K = g.inputs, g.neurons, g.classes
         CH, rec = g.channels, g.recurrent
-        wfrac, wb = s.weight_frac_bits, s.weight_bits
+        wfrac = s.weight_frac_bits
         e = SimpleNamespace(**env)
         i, j, k, a, ka = e.i, e.j, e.k, e.a, e.ka
         top = (1 << (s.signal_bits - 1)) - 1
@@ -950,11 +962,10 @@ class OnlineCore(wiring.Component):
         # neuron i, class k at ka = k N + i: L_i sums the old weights; a neuron that fired
         # writes its new weight back (one address: the next read waits a cycle)
         with m.State("STEP_BROADCAST"):
-            total = e.bc_acc + err_signal * _top(e.w_out.data, wfrac - s.feedback_frac_bits)
+            total = e.bc_acc + err_signal * _feedback_weight(e.w_out.data, s)
             with m.If(k == K - 1):
                 L = Signal(signed(s.signal_bits))
-                m.d.comb += L.eq(saturate(rshift_round(total, wb - 1 + s.feedback_frac_bits),
-                                          s.signal_bits))
+                m.d.comb += L.eq(_broadcast_signal(total, s))
                 e.sig.write(m, i, L)
                 e.back.write(m, i, L * psi)
                 m.d.sync += e.bc_acc.eq(0)
@@ -1039,7 +1050,7 @@ class OnlineCore(wiring.Component):
         g = self.geometry
         s = g.spec
         C, N, K = g.inputs, g.neurons, g.classes
-        wfrac, wb = s.weight_frac_bits, s.weight_bits
+        wfrac = s.weight_frac_bits
         synaptic = g.delay_kind == "synaptic"
         e = SimpleNamespace(**env)
         i, j, k, a, ka = e.i, e.j, e.k, e.a, e.ka
@@ -1066,10 +1077,9 @@ class OnlineCore(wiring.Component):
 
         # L_i = sat(round(sum_k err_k w_out[k, i] >> (wb - 1)))
         with m.State("BC_MAC"):
-            total = e.bc_acc + e.err.data * _top(e.w_out.data, wfrac - s.feedback_frac_bits)
+            total = e.bc_acc + e.err.data * _feedback_weight(e.w_out.data, s)
             with m.If(k == K - 1):
-                e.sig.write(m, i, saturate(rshift_round(total, wb - 1 + s.feedback_frac_bits),
-                                           s.signal_bits))
+                e.sig.write(m, i, _broadcast_signal(total, s))
                 m.d.sync += [e.bc_acc.eq(0), k.eq(0)]
                 with m.If(i == N - 1):
                     m.d.sync += [k.eq(0), i.eq(0), ka.eq(0)]
