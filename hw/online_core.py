@@ -1075,7 +1075,8 @@ class OnlineCore(wiring.Component):
         def lane_a(factor, value, shift, param):
             m.d.comb += [a_factor.eq(factor), a_value.eq(value), a_shift.eq(shift), a_param.eq(param)]
 
-        # L_i = sat(round(sum_k err_k w_out[k, i] >> (wb - 1)))
+        # L_i = sat(round(sum_k err_k B_ik >> (weight_bits - 1 + feedback_frac_bits))),
+        # B_ik the feedback bits of w_out[k, i] (_feedback_weight, _broadcast_signal)
         with m.State("BC_MAC"):
             total = e.bc_acc + e.err.data * _feedback_weight(e.w_out.data, s)
             with m.If(k == K - 1):
