@@ -104,11 +104,33 @@ class FixedOnlineNetwork:
     def equivalent_shifts(config: OnlineConfig, spec: FixedSpec, batch: int = 1) -> dict:
         """Learning-rate shifts that make the integer updates match the float rule's.
 
+        :meth:`exact_shifts` rounded to the nearest integer (and at least 0).
+        """
+        return {k: max(0, int(round(v)))
+                for k, v in FixedOnlineNetwork.exact_shifts(config, spec, batch).items()}
+
+    @staticmethod
+    def chip_rate_factors(config: OnlineConfig, spec: FixedSpec, batch: int = 1) -> dict:
+        """The rates ``spec``'s shifts apply, as multiples of ``config``'s float rates.
+
+        A shift ``k`` where :meth:`exact_shifts` gives ``x`` applies
+        ``2^(x - k)`` times the float rate: between ``1/sqrt(2)`` and
+        ``sqrt(2)`` for the shifts of :meth:`equivalent_shifts`. Keys are
+        ``lr_weight``, ``lr_delay`` and ``lr_readout``.
+        """
+        exact = FixedOnlineNetwork.exact_shifts(config, spec, batch)
+        return {"lr_" + name[3:-6]: 2.0 ** (x - getattr(spec, name)) for name, x in exact.items()}
+
+    @staticmethod
+    def exact_shifts(config: OnlineConfig, spec: FixedSpec, batch: int = 1) -> dict:
+        """The real-valued shifts ``log2(...)`` at which the integer updates equal the float rule's.
+
         From the scale of each factor (signal ``theta * top / 2^(weight_bits-1)``,
         surrogate ``theta``, traces ``2^trace_frac`` and the LUT's unit) the
         float step ``eta * sum L e / batch`` in stored units is
-        ``acc / 2^k``; ``k`` is rounded to the nearest integer (an effective
-        rate within a factor of sqrt(2) of the float one).
+        ``acc / 2^x``; the chip shifts by an integer ``k``
+        (:meth:`equivalent_shifts`: ``x`` rounded, an effective rate within a
+        factor of sqrt(2) of the float one).
 
         Delay traces kept per synapse hold ``w D >> (weight_bits - 1)``;
         factored ones (axonal delays, soft reset) hold ``D`` and the update
@@ -145,7 +167,7 @@ class FixedOnlineNetwork:
             "lr_delay_shift": signal * theta * trace_d / (config.lr_delay * d_unit / batch),
             "lr_readout_shift": err_unit * out_trace / (config.lr_readout * w_unit / batch),
         }
-        return {k: max(0, int(round(math.log2(v)))) for k, v in ratios.items()}
+        return {k: math.log2(v) for k, v in ratios.items()}
 
     @property
     def lut_scale(self) -> float:

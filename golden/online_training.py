@@ -27,7 +27,7 @@ from .tasks.base import SpikeTask, load_task, make_loader
 from .training import save_checkpoint_atomic, split_settings
 
 __all__ = ["OnlineTrainConfig", "ONLINE_TASK_DEFAULTS", "make_online_configs", "train_online",
-           "evaluate_online", "load_online_checkpoint", "ONLINE_CHECKPOINT_FORMAT"]
+           "applied_rates", "evaluate_online", "load_online_checkpoint", "ONLINE_CHECKPOINT_FORMAT"]
 
 ONLINE_CHECKPOINT_FORMAT = "delrec-online-checkpoint-v1"
 
@@ -64,8 +64,11 @@ class OnlineTrainConfig:
     lr_final: float = 1.0
     arithmetic: str = "float"
     spec: dict = field(default_factory=dict)
+    chip_rates: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.chip_rates, bool):
+            raise ValueError(f"chip_rates must be true or false, not {self.chip_rates!r}")
         if not 0 < self.lr_final <= 1:
             raise ValueError(f"Final learning-rate fraction must be in (0, 1], not {self.lr_final!r}")
         if self.arithmetic not in ("float", "fixed"):
@@ -101,10 +104,13 @@ def make_online_configs(task: SpikeTask, overrides: dict) -> tuple[OnlineConfig,
             raise ValueError(f"The online rule trains one hidden layer, not {values['hidden']!r}")
         values["hidden"] = values["hidden"][0]
     net, train = split_settings(task, values, OnlineConfig, OnlineTrainConfig, " for the online rule")
-    if train.arithmetic == "float":
+    if train.arithmetic == "float" and not train.chip_rates:
         # spec sets the fixed-point arithmetic: a float run has none, so a comparison that sets
         # it for its fixed-point variants records (and reuses) the same float runs as one without
         train.spec = {}
+    if train.arithmetic == "fixed":
+        # a fixed-point run always learns at the chip's rates: the same run with or without
+        train.chip_rates = False
     return net, train
 
 
@@ -178,6 +184,22 @@ def _named(net) -> dict:
     return dict(net.named_parameters())
 
 
+def applied_rates(epoch_config: OnlineConfig, train: OnlineTrainConfig) -> dict:
+    """The learning rates a run applies in an epoch, in the float rule's units.
+
+    Float runs apply ``epoch_config``'s rates, or with ``train.chip_rates``
+    those the fixed-point rule's power-of-two shifts give (the same rates as
+    a fixed-point run of this configuration, so that the two differ in
+    arithmetic only). Fixed-point runs apply the chip's rates.
+    """
+    rates = {k: getattr(epoch_config, k) for k in ("lr_weight", "lr_delay", "lr_readout")}
+    if train.arithmetic == "fixed" or train.chip_rates:
+        spec = make_spec(epoch_config, train)
+        factors = FixedOnlineNetwork.chip_rate_factors(epoch_config, spec, train.batch_size)
+        rates = {k: v * factors[k] for k, v in rates.items()}
+    return rates
+
+
 def _set_epoch(net, epoch_config: OnlineConfig, train: OnlineTrainConfig) -> None:
     """This epoch's surrogate width and learning rates (shifts for the fixed-point rule)."""
     if isinstance(net, FixedOnlineNetwork):
@@ -185,9 +207,8 @@ def _set_epoch(net, epoch_config: OnlineConfig, train: OnlineTrainConfig) -> Non
         net.spec = make_spec(epoch_config, train)
     else:
         net.config.sigma = epoch_config.sigma
-        net.config.lr_weight = epoch_config.lr_weight
-        net.config.lr_delay = epoch_config.lr_delay
-        net.config.lr_readout = epoch_config.lr_readout
+        for name, rate in applied_rates(epoch_config, train).items():
+            setattr(net.config, name, rate)
 
 
 def _delay_report(net) -> dict:
@@ -265,7 +286,8 @@ def train_online(config: OnlineConfig, train: OnlineTrainConfig, out_dir, resume
                disable=not progress, file=sys.stderr, desc=f"{train.task}/three-factor",
                unit="batch", dynamic_ncols=True)
     for epoch in range(start, train.epochs):
-        _set_epoch(net, rates_at(config, train, epoch), train)
+        epoch_config = rates_at(config, train, epoch)
+        _set_epoch(net, epoch_config, train)
         if hasattr(task.train, "set_epoch"):
             task.train.set_epoch(epoch)
         loader = make_loader(task.train, train.batch_size, shuffle=True, seed=train.seed * 100003 + epoch)
@@ -281,6 +303,7 @@ def train_online(config: OnlineConfig, train: OnlineTrainConfig, out_dir, resume
             bar.set_postfix(loss=f"{loss / seen:.3f}", acc=f"{correct / seen:.3f}")
         val = evaluate_online(net, eval_loaders["val"])  # hard forward: sigma plays no part
         record = {"epoch": epoch, "sigma": sigma_at(config, train, epoch),
+                  "learning_rates": applied_rates(epoch_config, train),
                   "train_loss": loss / seen, "train_accuracy": correct / seen,
                   "val_accuracy": val["accuracy"], "val_loss": val["loss"],
                   "seconds": time.perf_counter() - started}

@@ -183,6 +183,60 @@ def test_applied_updates_match_float_rates_for_every_parameter(kw):
         assert cosine(dq, df) >= 0.9, n
 
 
+@pytest.mark.parametrize("kw", [
+    dict(input_delays="synaptic"),
+    dict(input_delays="axonal"),
+    dict(input_delays="axonal", signal="step", loss="mse"),
+])
+def test_chip_rates_make_the_float_rule_learn_at_the_fixed_point_rates(kw):
+    """The float rule at the rates of the chip's shifts (``chip_rates``) moves every parameter
+    as far as the fixed-point rule does; at its own rates it misses by the shifts' rounding."""
+    import copy
+
+    from delrec.golden.online_training import OnlineTrainConfig, applied_rates, make_spec
+
+    c = config(lr_weight=0.323, lr_delay=56.0, lr_readout=0.024, readout_bias=True, **kw)
+    train = OnlineTrainConfig(batch_size=8, chip_rates=True)
+    spec = make_spec(c, train)
+    factors = FixedOnlineNetwork.chip_rate_factors(c, spec, batch=8)
+    assert all(2 ** -0.5 <= f <= 2 ** 0.5 for f in factors.values()), factors
+    assert all(abs(f - 1) > 0.2 for f in factors.values()), factors  # these rates round visibly
+    fixed_rates = applied_rates(c, OnlineTrainConfig(batch_size=8, arithmetic="fixed"))
+    assert applied_rates(c, train) == fixed_rates == {k: getattr(c, k) * f for k, f in factors.items()}
+    assert applied_rates(c, OnlineTrainConfig(batch_size=8)) == \
+        {k: getattr(c, k) for k in ("lr_weight", "lr_delay", "lr_readout")}
+
+    fx = FixedOnlineNetwork(copy.deepcopy(c), spec, seed=5)
+    x, labels = data(c, seed=5)
+    before = {n: p.clone() for n, p in fx.to_float().named_parameters()}
+    fx.run(x, labels, learn=True)
+    dq = {n: p - before[n] for n, p in fx.to_float().named_parameters()}
+    for chip in (False, True):
+        fl = FixedOnlineNetwork(copy.deepcopy(c), spec, seed=5).to_float()
+        fl.config = copy.deepcopy(c)
+        for name, rate in applied_rates(c, OnlineTrainConfig(batch_size=8, chip_rates=chip)).items():
+            setattr(fl.config, name, rate)
+        fl.run(x.double(), labels, learn=True)
+        for n, factor in (("w_in", "lr_weight"), ("d_in", "lr_delay"), ("w_out", "lr_readout")):
+            ratio = float(dq[n].norm() / (getattr(fl, n) - before[n]).norm())
+            expected = 1.0 if chip else factors[factor]
+            assert abs(ratio / expected - 1) < 0.08, f"{n} (chip_rates={chip}): ratio {ratio:.3f}"
+
+
+def test_chip_rates_setting():
+    from delrec.golden.online_training import OnlineTrainConfig, make_online_configs
+    from delrec.golden.tasks.base import load_task
+
+    task = load_task("delayed-xor", train_size=32, val_size=32, test_size=32)
+    spec = {"feedback_frac_bits": 4}
+    flt = make_online_configs(task, dict(chip_rates=True, spec=spec))[1]
+    assert flt.chip_rates and flt.spec == spec          # the shifts depend on the spec: kept
+    fixed = make_online_configs(task, dict(chip_rates=True, spec=spec, arithmetic="fixed"))[1]
+    assert fixed == make_online_configs(task, dict(spec=spec, arithmetic="fixed"))[1]  # same run
+    with pytest.raises(ValueError, match="chip_rates must be true or false, not 'yes'"):
+        OnlineTrainConfig(chip_rates="yes")
+
+
 def test_updates_every_k_steps():
     """``update_every`` in fixed point: k >= T is one update at the end; k = 1 updates every
     step, so later steps run on changed parameters, and moves them as the float rule does."""
