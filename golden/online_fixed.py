@@ -119,7 +119,7 @@ class FixedOnlineNetwork:
         ``lr_weight``, ``lr_delay`` and ``lr_readout``.
         """
         exact = FixedOnlineNetwork.exact_shifts(config, spec, batch)
-        return {"lr_" + name[3:-6]: 2.0 ** (x - getattr(spec, name)) for name, x in exact.items()}
+        return {name.removesuffix("_shift"): 2.0 ** (x - getattr(spec, name)) for name, x in exact.items()}
 
     @staticmethod
     def exact_shifts(config: OnlineConfig, spec: FixedSpec, batch: int = 1) -> dict:
