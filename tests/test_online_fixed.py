@@ -193,7 +193,7 @@ def test_chip_rates_make_the_float_rule_learn_at_the_fixed_point_rates(kw):
     as far as the fixed-point rule does; at its own rates it misses by the shifts' rounding."""
     import copy
 
-    from delrec.golden.online_training import OnlineTrainConfig, applied_rates, make_spec
+    from delrec.golden.online_training import OnlineTrainConfig, _set_epoch, applied_rates, make_spec
 
     c = config(lr_weight=0.323, lr_delay=56.0, lr_readout=0.024, readout_bias=True, **kw)
     train = OnlineTrainConfig(batch_size=8, chip_rates=True)
@@ -214,8 +214,7 @@ def test_chip_rates_make_the_float_rule_learn_at_the_fixed_point_rates(kw):
     for chip in (False, True):
         fl = FixedOnlineNetwork(copy.deepcopy(c), spec, seed=5).to_float()
         fl.config = copy.deepcopy(c)
-        for name, rate in applied_rates(c, OnlineTrainConfig(batch_size=8, chip_rates=chip)).items():
-            setattr(fl.config, name, rate)
+        _set_epoch(fl, c, OnlineTrainConfig(batch_size=8, chip_rates=chip))  # as train_online does
         fl.run(x.double(), labels, learn=True)
         for n, factor in (("w_in", "lr_weight"), ("d_in", "lr_delay"), ("w_out", "lr_readout")):
             ratio = float(dq[n].norm() / (getattr(fl, n) - before[n]).norm())
