@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from delrec.arith import FixedSpec
+from delrec.golden.online_fixed import ONLINE_SPEC
 from delrec.golden.online import OnlineConfig, OnlineNetwork, trace_memory
 from delrec.golden.online_fixed import FixedOnlineNetwork
 
@@ -47,7 +47,7 @@ def measure(case: dict, batch: int, repeats: int) -> dict:
     for kind in ("float", "fixed"):
         times = []
         for _ in range(repeats):
-            net = OnlineNetwork(config) if kind == "float" else FixedOnlineNetwork(config, FixedSpec())
+            net = OnlineNetwork(config) if kind == "float" else FixedOnlineNetwork(config, ONLINE_SPEC)
             data = x.double() if kind == "float" else x
             start = time.perf_counter()
             net.run(data, labels, learn=True)
@@ -56,7 +56,7 @@ def measure(case: dict, batch: int, repeats: int) -> dict:
         out[f"{kind}_seconds"] = times
     memory = trace_memory(config)
     delays = config.hidden * config.inputs if config.input_delays == "synaptic" else config.inputs
-    bits = FixedSpec().trace_bits
+    bits = ONLINE_SPEC.trace_bits
     out["learning_state_values"] = memory
     out["learnable_delays"] = delays
     out["delay_state_values_per_delay"] = memory["delay_state"] / delays

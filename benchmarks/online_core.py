@@ -6,7 +6,7 @@
 The core of the on-chip demonstration (``delrec learn-on-core``): C = 16
 inputs, N = 16 neurons with synaptic input delays (D = 64, 6 fractional
 bits), K = 2 classes, a Gaussian-derivative LUT of up to R = 768 (sigma = 4
-steps at radius 3), the default :class:`~delrec.arith.FixedSpec`.
+steps at radius 3), the default spec of the online rule (:data:`~delrec.golden.online_fixed.ONLINE_SPEC`).
 
 **Cycles**, side by side in one simulator run: each delayed-xor sample goes
 through the core twice in a row on the same parameters, with learning off
@@ -32,7 +32,7 @@ import numpy as np
 
 from delrec.firmware.online import OnlineBuild
 from delrec.golden.online_fixed import FixedOnlineNetwork
-from delrec.golden.online_training import make_spec
+from delrec.golden.online_training import make_rule
 from delrec.golden.tasks.base import load_task
 from delrec.hw.synth import DEVICES, synthesis_case, write_benchmark_report
 from delrec.sim.online_cosim import OnlineSample, cosimulate_online
@@ -42,7 +42,8 @@ from delrec.sim.online_learning import ONCHIP_TASK_OPTIONS, onchip_configs
 def measure_cycles(samples: int, sigma: float) -> dict:
     task = load_task("delayed-xor", **ONCHIP_TASK_OPTIONS)
     config, train = onchip_configs(task, {"sigma": sigma, "sigma_final": None})
-    net = FixedOnlineNetwork(copy.deepcopy(config), make_spec(config, train), seed=0)
+    spec, rates, theta = make_rule(config, train)
+    net = FixedOnlineNetwork(copy.deepcopy(config), spec, rates, seed=0, theta=theta)
     xs = [(np.asarray(task.train[n][0], np.int64), task.train[n][1]) for n in range(samples)]
     # each sample twice in a row: first with learning off, then learning, on the same
     # parameters, so the forward pass is the same and the difference is the unit's work

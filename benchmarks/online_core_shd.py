@@ -5,7 +5,7 @@
 The learning core of :mod:`delrec.hw.online_core` at the input, hidden and
 output size of the SHD network (C = 140 inputs, N = 256 neurons, K = 20
 classes) with learnable axonal input delays (one per input channel), the
-default :class:`~delrec.arith.FixedSpec` and a Gaussian-derivative LUT of up
+default spec of the online rule and a Gaussian-derivative LUT of up
 to R = 768 entries, behind the seven-pin serial top, synthesised, placed
 and routed with YoWASP yosys + nextpnr for each device, in three modes:
 

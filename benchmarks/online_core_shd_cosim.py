@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from delrec.arith import FixedSpec
+from delrec.arith import LearningRates
 from delrec.golden.online import OnlineConfig
 from delrec.golden.online_fixed import FixedOnlineNetwork
 from delrec.golden.tasks.spoken import encoder_parameters, encode_recording, scan_recordings
@@ -73,8 +73,8 @@ def main(argv=None) -> int:
                           learn_weights=False, sigma=2.0, radius=3.0, delay_init=(0.0, 30.0),
                           input_gain=1.0, lr_delay=1.0, lr_readout=1e-3, recurrent=args.recurrent,
                           recurrent_delays="axonal" if args.recurrent else None)
-    spec = FixedSpec(**FixedOnlineNetwork.equivalent_shifts(config, FixedSpec()))
-    net = FixedOnlineNetwork(config, spec, seed=args.seed)
+    rates = LearningRates(**FixedOnlineNetwork.equivalent_shifts(config))
+    net = FixedOnlineNetwork(config, rates=rates, seed=args.seed)
     samples = [OnlineSample(x=x, label=int(r.digit)) for x, r in zip(counts, chosen)]
     samples.append(OnlineSample(x=counts[0], label=int(chosen[0].digit), learn=False))
     began = time.perf_counter()

@@ -158,18 +158,19 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
 def _learn_on_chip(config: DemoConfig, out: Path) -> dict:
     """The online core learns the on-chip delayed-xor for a few samples, checked bit for bit."""
     from delrec.golden.online_fixed import FixedOnlineNetwork
-    from delrec.golden.online_training import make_spec, rates_at
+    from delrec.golden.online_training import make_rule, rates_at
     from delrec.golden.tasks.base import load_task
     from delrec.sim.online_cosim import OnlineSample, cosimulate_online
     from delrec.sim.online_learning import ONCHIP_TASK_OPTIONS, onchip_configs
 
     task = load_task("delayed-xor", **ONCHIP_TASK_OPTIONS)
     online, train = onchip_configs(task, {"seed": config.seed})
-    net = FixedOnlineNetwork(online, make_spec(online, train), seed=config.seed)
+    spec, rates, theta = make_rule(online, train)
+    net = FixedOnlineNetwork(online, spec, rates, seed=config.seed, theta=theta)
     first = rates_at(online, train, 0)
     samples = [OnlineSample(x=np.asarray(task.train[n][0], np.int64), label=int(task.train[n][1]))
                for n in range(config.onchip_samples)]
-    samples[0].rule = (first.sigma, make_spec(first, train))
+    samples[0].rule = (first.sigma, make_rule(first, train)[1])
     result = cosimulate_online(net, samples, stall=0.0, check_state=False,
                                build_root=out / "sim", work_dir=out / "sim" / "onchip")
     f = net.spec.delay_frac_bits

@@ -2,14 +2,23 @@
 
 A :class:`FixedNetwork` is the meeting point of the three paths: the
 quantizer (:mod:`delrec.golden.fixed`) produces it from a float checkpoint,
-the fixed-point golden model runs it, and the model compiler
-(:mod:`delrec.firmware`) turns it into memory images of a core build. Its
-arithmetic is :class:`delrec.arith.CoreSpec`. Plain numpy, no torch: the
-simulator and the firmware load it without importing the training stack.
+the fixed-point golden models run it (and the learning rule changes it), and
+the model compiler (:mod:`delrec.firmware`) turns it into memory images of a
+core build. Its arithmetic is :class:`delrec.arith.CoreSpec`. Plain numpy, no
+torch: the simulator and the firmware load it without importing the training
+stack.
 
 Shapes: ``w_in [N, C]``, ``w_rec [N, N]`` (``[post, pre]``), ``delays [N]``
 (axonal, per presynaptic neuron) or ``[N, N]`` (synaptic, ``[post, pre]``),
-``bias [N]``, ``w_out [K, N]``, ``bias_out [K]``.
+``input_delays`` none, ``[C]`` (axonal, per channel) or ``[N, C]``
+(synaptic), ``bias [N]``, ``w_out [K, N]``, ``bias_out [K]``.
+
+Stored formats: weights and biases are learning copies with
+``spec.weight_frac_bits`` bits below their forward value
+(:func:`delrec.arith.forward_value`), delays are in units of
+``2^-spec.delay_frac_bits`` steps (:func:`delrec.arith.forward_delay`);
+both fractions are 0 for a network that does not learn, where every value
+is what the forward pass uses.
 """
 
 from __future__ import annotations
@@ -20,11 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .arith import RESET_MODES, CoreSpec, signed_range
+from .arith import DELAY_KINDS, RESET_MODES, CoreSpec, forward_delay, forward_value, signed_range
 
-__all__ = ["FixedNetwork", "DELAY_KINDS", "check_range"]
+__all__ = ["FixedNetwork", "check_range"]
 
-DELAY_KINDS = ("axonal", "synaptic")
 IMAGE_FORMAT = "delrec-fixed-network-v1"
 _ARRAYS = ("w_in", "w_rec", "delays", "bias", "w_out", "bias_out")
 
@@ -47,15 +55,15 @@ class FixedNetwork:
     Parameters
     ----------
     spec : CoreSpec
-        Widths and leak mode.
+        Widths, leak mode and learning fractions.
     w_in, w_rec, w_out : int arrays ``[N, C]``, ``[N, N]``, ``[K, N]``
-        Signed ``weight_bits`` weights; ``w_rec`` all zero for a network
-        without recurrence.
+        Signed weights (learning copies of ``weight_bits + weight_frac_bits``
+        bits); ``w_rec`` all zero for a network without recurrence.
     delays : int array ``[N]`` or ``[N, N]``
-        Recurrent delays in ``0..D-1``: a spike of ``j`` at ``t`` reaches
-        ``i`` at ``t + 1 + d``.
+        Recurrent delays in ``0..(D-1) 2^f``: a spike of ``j`` at ``t`` reaches
+        ``i`` at ``t + 1 + round(d)``.
     bias, bias_out : int arrays ``[N]``, ``[K]``
-        Signed ``v_bits`` and ``readout_bits``.
+        Signed, ``v_bits`` and ``readout_bits`` (plus ``weight_frac_bits``).
     theta : int
         Threshold, ``1..2^(v_bits-1)-1``.
     leak, readout_leak : int
@@ -63,6 +71,11 @@ class FixedNetwork:
     reset : {"hard", "soft"}
     meta : dict
         Free-form provenance (quantization scales, source checkpoint).
+    input_delays : int array ``[C]`` or ``[N, C]``, optional
+        Input delays in ``0..(D-1) 2^f``: an event of channel ``c`` at ``t``
+        reaches neuron ``i`` at ``t + round(d)``; ``None``: at ``t``.
+    score_start : int
+        First step whose readout values the scores sum.
     """
 
     spec: CoreSpec
@@ -77,14 +90,25 @@ class FixedNetwork:
     readout_leak: int
     reset: str = "hard"
     meta: dict = field(default_factory=dict)
+    input_delays: np.ndarray | None = None
+    score_start: int = 0
 
     def __post_init__(self):
-        for name in _ARRAYS:
-            value = np.asarray(getattr(self, name))
+        if not isinstance(self.spec, CoreSpec):
+            raise TypeError(f"spec must be a delrec.arith.CoreSpec, not {self.spec!r}")
+        for name in _ARRAYS + ("input_delays",):
+            value = getattr(self, name)
+            if value is None and name == "input_delays":
+                continue
+            value = np.asarray(value)
             if value.dtype.kind not in "iub":
                 raise TypeError(f"{name} must hold integers, not {value.dtype}")
             setattr(self, name, value.astype(np.int64))
         self.theta, self.leak, self.readout_leak = int(self.theta), int(self.leak), int(self.readout_leak)
+        if isinstance(self.score_start, bool) or not isinstance(self.score_start, (int, np.integer)) \
+                or self.score_start < 0:
+            raise ValueError(f"score_start must be a non-negative integer, not {self.score_start!r}")
+        self.score_start = int(self.score_start)
         self.validate()
 
     # -- shape -------------------------------------------------------------
@@ -102,13 +126,36 @@ class FixedNetwork:
 
     @property
     def delay_kind(self) -> str:
+        """Kind of the recurrent delays."""
         return "axonal" if self.delays.ndim == 1 else "synaptic"
 
+    @property
+    def input_delay_kind(self) -> str | None:
+        """Kind of the input delays, ``None`` without them."""
+        if self.input_delays is None:
+            return None
+        return "axonal" if self.input_delays.ndim == 1 else "synaptic"
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether any recurrent weight is non-zero."""
+        return bool(self.w_rec.any())
+
     def delay_matrix(self) -> np.ndarray:
-        """Delays per connection ``[post, pre]`` whatever the kind."""
+        """Stored recurrent delays per connection ``[post, pre]`` whatever the kind."""
         if self.delay_kind == "axonal":
             return np.broadcast_to(self.delays[None, :], (self.neurons, self.neurons)).copy()
         return self.delays.copy()
+
+    def forward(self) -> dict:
+        """The values the forward pass uses: weights and biases without their learning
+        fractions, integer delays (:func:`~delrec.arith.forward_value`,
+        :func:`~delrec.arith.forward_delay`); ``input_delays`` is ``None`` without them."""
+        wf, f = self.spec.weight_frac_bits, self.spec.delay_frac_bits
+        out = {n: forward_value(getattr(self, n), wf) for n in ("w_in", "w_rec", "w_out", "bias", "bias_out")}
+        out["delays"] = forward_delay(self.delays, f)
+        out["input_delays"] = None if self.input_delays is None else forward_delay(self.input_delays, f)
+        return out
 
     # -- checks ------------------------------------------------------------
     def validate(self, max_input: int = 1) -> None:
@@ -130,15 +177,23 @@ class FixedNetwork:
         if self.delays.shape not in ((N,), (N, N)):
             raise ValueError(f"delays must have shape ({N},) (axonal) or ({N}, {N}) (synaptic), "
                              f"not {self.delays.shape}")
+        if self.input_delays is not None and self.input_delays.shape not in ((C,), (N, C)):
+            raise ValueError(f"input_delays must have shape ({C},) (axonal) or ({N}, {C}) (synaptic), "
+                             f"not {self.input_delays.shape}")
         if N < 1 or C < 1 or K < 1:
             raise ValueError(f"Need at least one input, neuron and class, not C={C}, N={N}, K={K}")
-        lo, hi = signed_range(spec.weight_bits)
+        lo, hi = signed_range(spec.weight_store_bits)
         for name in ("w_in", "w_rec", "w_out"):
-            check_range(name, getattr(self, name), lo, hi, f"the {spec.weight_bits}-bit weight range")
-        check_range("delays", self.delays, 0, spec.depth - 1, f"the delay range of D = {spec.depth}")
-        check_range("bias", self.bias, *signed_range(spec.v_bits), f"the {spec.v_bits}-bit bias range")
-        check_range("bias_out", self.bias_out, *signed_range(spec.readout_bits),
-                     f"the {spec.readout_bits}-bit readout bias range")
+            check_range(name, getattr(self, name), lo, hi, f"the {spec.weight_store_bits}-bit weight range")
+        delay_range = (f"the delay range of D = {spec.depth}"
+                       + (f" in 2^-{spec.delay_frac_bits} steps" if spec.delay_frac_bits else ""))
+        check_range("delays", self.delays, 0, spec.delay_max, delay_range)
+        if self.input_delays is not None:
+            check_range("input_delays", self.input_delays, 0, spec.delay_max, delay_range)
+        check_range("bias", self.bias, *signed_range(spec.bias_store_bits),
+                    f"the {spec.bias_store_bits}-bit bias range")
+        check_range("bias_out", self.bias_out, *signed_range(spec.readout_bias_store_bits),
+                    f"the {spec.readout_bias_store_bits}-bit readout bias range")
         vmax = signed_range(spec.v_bits)[1]
         if not 1 <= self.theta <= vmax:
             raise ValueError(f"Threshold {self.theta} is outside [1, {vmax}] for a "
@@ -154,9 +209,10 @@ class FixedNetwork:
         self.check_accumulators(max_input)
 
     def current_bounds(self, max_input: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Worst-case ``|I_i|`` per hidden neuron and ``|R_k|`` per readout unit."""
-        hidden = np.abs(self.w_in).sum(1) * max_input + np.abs(self.w_rec).sum(1)
-        readout = np.abs(self.w_out).sum(1)
+        """Worst-case ``|I_i|`` per hidden neuron and ``|R_k|`` per readout unit (forward weights)."""
+        fwd = self.forward()
+        hidden = np.abs(fwd["w_in"]).sum(1) * max_input + np.abs(fwd["w_rec"]).sum(1)
+        readout = np.abs(fwd["w_out"]).sum(1)
         return hidden, readout
 
     def check_accumulators(self, max_input: int = 1) -> None:
@@ -172,13 +228,16 @@ class FixedNetwork:
 
     # -- files -------------------------------------------------------------
     def save(self, path) -> Path:
-        """Write an ``.npz`` (arrays) with the scalars and spec as JSON inside."""
+        """Write an ``.npz`` (arrays) with the scalars and spec as JSON inside (atomically)."""
         path = Path(path)
         header = dict(format=IMAGE_FORMAT, spec=self.spec.to_dict(), theta=self.theta,
                       leak=self.leak, readout_leak=self.readout_leak, reset=self.reset,
-                      meta=self.meta)
+                      meta=self.meta, score_start=self.score_start)
+        arrays = {n: getattr(self, n) for n in _ARRAYS}
+        if self.input_delays is not None:
+            arrays["input_delays"] = self.input_delays
         tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, header=np.array(json.dumps(header)), **{n: getattr(self, n) for n in _ARRAYS})
+        np.savez(tmp, header=np.array(json.dumps(header)), **arrays)
         tmp.replace(path)
         return path
 
@@ -189,31 +248,49 @@ class FixedNetwork:
             data = np.load(path, allow_pickle=False)
             header = json.loads(str(data["header"]))
             arrays = {n: data[n] for n in _ARRAYS}
+            if "input_delays" in data.files:
+                arrays["input_delays"] = data["input_delays"]
         except FileNotFoundError:
             raise
         except Exception as err:  # noqa: BLE001 - any unreadable file is the same error
             raise ValueError(f"{path} is not a delrec fixed-network image: {err}") from err
         if header.get("format") != IMAGE_FORMAT:
             raise ValueError(f"{path} has format {header.get('format')!r}, expected {IMAGE_FORMAT!r}")
-        spec = CoreSpec(**header["spec"])
+        missing = [k for k in ("spec", "theta", "leak", "readout_leak", "reset") if k not in header]
+        if missing:
+            raise ValueError(f"{path} is not a delrec fixed-network image: its header lacks {missing}")
+        spec = CoreSpec.from_dict(header["spec"])
         return cls(spec=spec, theta=header["theta"], leak=header["leak"],
                    readout_leak=header["readout_leak"], reset=header["reset"],
-                   meta=header.get("meta", {}), **arrays)
+                   meta=header.get("meta", {}), score_start=header.get("score_start", 0), **arrays)
 
     def equals(self, other: "FixedNetwork") -> bool:
-        return (self.spec == other.spec and self.reset == other.reset
-                and (self.theta, self.leak, self.readout_leak) == (other.theta, other.leak, other.readout_leak)
+        same_inputs = (self.input_delays is None) == (other.input_delays is None) and \
+            (self.input_delays is None or np.array_equal(self.input_delays, other.input_delays))
+        return (self.spec == other.spec and self.reset == other.reset and same_inputs
+                and (self.theta, self.leak, self.readout_leak, self.score_start)
+                == (other.theta, other.leak, other.readout_leak, other.score_start)
                 and all(np.array_equal(getattr(self, n), getattr(other, n)) for n in _ARRAYS))
 
     @classmethod
     def random(cls, spec: CoreSpec, inputs: int, neurons: int, classes: int, rng: np.random.Generator,
                delay_kind: str = "axonal", weight_scale: float = 0.5, reset: str = "hard",
-               recurrent: bool = True, max_input: int = 1) -> "FixedNetwork":
+               recurrent: bool = True, max_input: int = 1,
+               input_delay_kind: str | None = None) -> "FixedNetwork":
         """A random network for tests: weights within ``weight_scale`` of full range,
         delays uniform in ``0..D-1`` (both ends forced to occur when there is room),
-        scaled down if needed so the accumulators stay exact."""
+        scaled down if needed so the accumulators stay exact.
+
+        With learning fractions in ``spec``, the stored values get random
+        fractions below the same forward values (delays anywhere in
+        ``0..delay_max``); ``input_delay_kind`` adds input delays. A spec
+        without fractions and no input delays draws exactly as before.
+        """
         if delay_kind not in DELAY_KINDS:
             raise ValueError(f"Delay kind must be one of {DELAY_KINDS}, not {delay_kind!r}")
+        if input_delay_kind not in DELAY_KINDS + (None,):
+            raise ValueError(f"Input delay kind must be one of {DELAY_KINDS} or None, "
+                             f"not {input_delay_kind!r}")
         wlo, whi = signed_range(spec.weight_bits)
         top = max(1, int(whi * weight_scale))
 
@@ -242,6 +319,23 @@ class FixedNetwork:
         bias = rng.integers(-top // 2, top // 2 + 1, size=neurons)
         bias_out = rng.integers(-top, top + 1, size=classes)
         plo, phi = spec.leak_param_range()
+        leak, readout_leak = int(rng.integers(plo, phi + 1)), int(rng.integers(plo, phi + 1))
+        input_delays = None
+        if input_delay_kind is not None:
+            shape = (inputs,) if input_delay_kind == "axonal" else (neurons, inputs)
+            input_delays = rng.integers(0, spec.depth, size=shape)
+        wf, f = spec.weight_frac_bits, spec.delay_frac_bits
+        if wf:
+            w_in, w_out, bias, bias_out = (
+                (a << wf) + rng.integers(0, 1 << wf, size=a.shape) for a in (w_in, w_out, bias, bias_out))
+            w_rec = (w_rec << wf) + (rng.integers(0, 1 << wf, size=w_rec.shape) if recurrent else 0)
+        if f:
+            delays = np.clip(delays + rng.integers(-(1 << f) // 2, (1 << f) // 2, size=delays.shape),
+                             0, spec.delay_max)
+            if input_delays is not None:
+                input_delays = np.clip((input_delays << f) + rng.integers(-(1 << f) // 2, (1 << f) // 2,
+                                                                          size=input_delays.shape),
+                                       0, spec.delay_max)
         return cls(spec=spec, w_in=w_in, w_rec=w_rec, delays=delays, bias=bias, w_out=w_out,
-                   bias_out=bias_out, theta=theta, leak=int(rng.integers(plo, phi + 1)),
-                   readout_leak=int(rng.integers(plo, phi + 1)), reset=reset)
+                   bias_out=bias_out, theta=theta, leak=leak, readout_leak=readout_leak, reset=reset,
+                   input_delays=input_delays)

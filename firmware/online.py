@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from delrec.arith import signed_range
+from delrec.arith import CoreSpec, signed_range
 from delrec.image import check_range
-from delrec.hw.online_ports import (OnlineConfigRegister, OnlineFlag, OnlineGeometry,
+from delrec.hw.online_ports import (OnlineArithmetic, OnlineConfigRegister, OnlineFlag, OnlineGeometry,
                                     OnlineWriteTarget, SignalKind)
 
 __all__ = ["online_geometry", "parameter_writes", "rule_writes", "signal_beats", "label_writes",
            "check_supported", "OnlineBuild"]
 
 
-def check_supported(config, spec) -> None:
+def check_supported(config, spec, rates=None) -> None:
     """Raise ``ValueError`` naming the first setting the online core cannot run."""
     problems = [
+        (spec.leak != "shift", f"leak={spec.leak!r} (the core leaks by a shift)"),
         (config.recurrent and config.signal != "step",
          "recurrent=True with a per-sample signal (a recurrent layer learns per step)"),
         (config.recurrent and config.recurrent_delays != "axonal",
@@ -52,7 +53,7 @@ def check_supported(config, spec) -> None:
          "readout weights)"),
         (config.readout_decay != 0, f"readout_decay={config.readout_decay!r} (the readout has no leak)"),
         (config.forward != "hard", f"forward={config.forward!r} (the core reads integer delays)"),
-        (spec.stochastic, "stochastic rounding (the core rounds half up)"),
+        (rates is not None and rates.stochastic, "stochastic rounding (the core rounds half up)"),
     ]
     for bad, text in problems:
         if bad:
@@ -65,13 +66,17 @@ def online_geometry(net, max_steps: int = 255, count_bits: int = 4,
                     max_reach: int | None = None) -> OnlineGeometry:
     """The core geometry that runs ``net`` (its sizes, spec and delay kind)."""
     c = net.config
-    check_supported(c, net.spec)
+    check_supported(c, net.spec, net.rates)
+    if net.target != net.theta or net.readout_leak:
+        raise ValueError("The online core cannot run this network: its per-step target is the "
+                         "threshold and its readout has no leak")
     reach = (len(net.lut) - 1) // 2
     if max_reach is None:
         max_reach = reach
     if reach > max_reach:
         raise ValueError(f"LUT half-width {reach} exceeds the core's maximum reach {max_reach}")
-    return OnlineGeometry(c.inputs, c.hidden, c.classes, net.spec, c.input_delays, max_reach,
+    return OnlineGeometry(c.inputs, c.hidden, c.classes, OnlineArithmetic(net.spec, net.theta, net.leak),
+                          c.input_delays, max_reach,
                           max_steps, count_bits, c.signal, c.recurrent)
 
 
@@ -119,6 +124,7 @@ def parameter_writes(net, geometry: OnlineGeometry) -> np.ndarray:
 def rule_writes(net, geometry: OnlineGeometry, learn: bool = True) -> np.ndarray:
     """``[W, 3]``: the LUT, its reach and the rule's registers (flags, loss start, shifts)."""
     g, s, T, R = geometry, net.spec, OnlineWriteTarget, OnlineConfigRegister
+    rates = net.rates
     c = net.config
     lut = _checked("LUT", _array(net.lut), *signed_range(s.lut_bits))
     reach = (lut.size - 1) // 2
@@ -133,8 +139,8 @@ def rule_writes(net, geometry: OnlineGeometry, learn: bool = True) -> np.ndarray
         flags |= OnlineFlag.LEARN_DELAYS
     if c.readout_bias:
         flags |= OnlineFlag.READOUT_BIAS
-    shifts = {R.LR_WEIGHT_SHIFT: s.lr_weight_shift, R.LR_DELAY_SHIFT: s.lr_delay_shift,
-              R.LR_READOUT_SHIFT: s.lr_readout_shift}
+    shifts = {R.LR_WEIGHT_SHIFT: rates.lr_weight_shift, R.LR_DELAY_SHIFT: rates.lr_delay_shift,
+              R.LR_READOUT_SHIFT: rates.lr_readout_shift}
     for reg, value in shifts.items():
         if not 0 <= value < (1 << g.shift_bits):
             raise ValueError(f"{reg.name} {value} outside the core's range 0..{(1 << g.shift_bits) - 1}")
@@ -188,9 +194,8 @@ class OnlineBuild:
     def __init__(self, inputs: int, neurons: int, classes: int, spec=None, delay_kind: str = "synaptic",
                  max_reach: int = 768, max_steps: int = 255, count_bits: int = 4, learning: bool = True,
                  signal: str = "sample", recurrent: bool = False):
-        from delrec.arith import FixedSpec
-
-        self.spec = spec if spec is not None else FixedSpec()
+        self.spec = spec if spec is not None else OnlineArithmetic(CoreSpec(
+            leak="shift", acc_bits=24, weight_frac_bits=8, delay_frac_bits=6), theta=128, leak_shift=1)
         self.geometry = OnlineGeometry(inputs, neurons, classes, self.spec, delay_kind, max_reach,
                                        max_steps, count_bits, signal, recurrent)
         self.learning = bool(learning)

@@ -4,7 +4,10 @@
 input event counts ``[T, B, C]`` in exactly the order of operations of
 :class:`delrec.arith.CoreSpec`, and returns every hidden spike, membrane,
 readout value and score at every step (:class:`FixedTrace`): the values the
-RTL core must reproduce bit for bit.
+RTL core must reproduce bit for bit. Its steps are :func:`lif_step`,
+:func:`readout_step` and the delayed reads of :func:`delayed`, which the
+learning rule (:mod:`delrec.golden.online_fixed`) runs too: the two golden
+models share one forward pass.
 
 Integer exactness: states are ``torch.int64``. The weighted sums ``W @ s``
 are computed as ``float64`` matrix products (BLAS) and converted back: every
@@ -33,10 +36,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from delrec.arith import CoreSpec, decay, signed_range
+from delrec.arith import CoreSpec, decay, readout_update, sat, signed_range
 from delrec.image import FixedNetwork
 
-__all__ = ["FixedTrace", "run_fixed", "quantize", "evaluate_quantized"]
+__all__ = ["FixedTrace", "run_fixed", "quantize", "evaluate_quantized", "lif_step", "readout_step",
+           "delayed", "exact_matmul"]
 
 
 @dataclass
@@ -59,9 +63,54 @@ class FixedTrace:
         return self.scores[-1].argmax(-1)
 
 
-def _exact_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+# ---------------------------------------------------------------------------
+# one step, shared by both golden models (this one and online_fixed)
+# ---------------------------------------------------------------------------
+
+def exact_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``x @ w.T`` of small integers, exact through float64 (see the module docs)."""
     return torch.round(x.to(torch.float64) @ w.to(torch.float64).t()).to(torch.int64)
+
+
+def delayed(history: torch.Tensor, lags: torch.Tensor, t: int) -> torch.Tensor:
+    """Presynaptic values ``lags`` steps before step ``t`` from a ring ``history [L, B, P]``.
+
+    ``history[s mod L]`` holds step ``s``. ``lags [P]`` (one per presynaptic
+    channel) gives ``[B, P]``; ``lags [N, P]`` (one per connection) gives
+    ``[B, N, P]``. A lag beyond ``t`` (before the first step) reads 0;
+    lags must stay below ``L``.
+    """
+    L, B, P = history.shape
+    valid = lags <= t
+    slot = torch.remainder(t - lags.clamp(max=t), L)
+    ring = history.permute(1, 0, 2)          # [B, L, P]
+    if lags.dim() == 1:
+        out = ring.gather(1, slot.view(1, 1, P).expand(B, 1, P)).squeeze(1)
+    else:
+        out = ring.gather(1, slot.unsqueeze(0).expand(B, -1, -1))
+    return torch.where(valid, out, torch.zeros_like(out))
+
+
+def weighted(values: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``sum_p w[i, p] values[.., p]`` per neuron: ``values [B, P]`` or per connection ``[B, N, P]``."""
+    if values.dim() == 3:
+        return (values * w).sum(-1)
+    return exact_matmul(values, w)
+
+
+def lif_step(v: torch.Tensor, current: torch.Tensor, bias: torch.Tensor, theta: int, leak: int,
+             reset: str, spec: CoreSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`delrec.arith.neuron_update` on a layer ``[B, N]``: ``(h, spikes, v_next)``."""
+    h = sat(decay(v, leak, spec.leak, spec.decay_bits) + current + bias, spec.v_bits)
+    s = (h >= theta).to(torch.int64)
+    v_next = h - theta * s if reset == "soft" else h * (1 - s)
+    return h, s, v_next
+
+
+def readout_step(value: torch.Tensor, current: torch.Tensor, bias: torch.Tensor, leak: int,
+                 score: torch.Tensor, counts: bool, spec: CoreSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`delrec.arith.readout_update` on the readout ``[B, K]``: ``(V, score)``."""
+    return readout_update(value, current, bias, leak, score, spec, counts)
 
 
 def run_fixed(net: FixedNetwork, x) -> FixedTrace:
@@ -91,48 +140,31 @@ def run_fixed(net: FixedNetwork, x) -> FixedTrace:
     net.check_accumulators(max(1, max_events))
 
     T, B, _ = x.shape
-    N, K, D = net.neurons, net.classes, spec.depth
-    w_in = torch.from_numpy(net.w_in)
-    w_rec = torch.from_numpy(net.w_rec)
-    w_out = torch.from_numpy(net.w_out)
-    bias = torch.from_numpy(net.bias)
-    bias_out = torch.from_numpy(net.bias_out)
-    vlo, vhi = signed_range(spec.v_bits)
-    rlo, rhi = signed_range(spec.readout_bits)
-    slo, shi = signed_range(spec.score_bits)
-    synaptic = net.delay_kind == "synaptic"
-    delays = torch.from_numpy(net.delays)
-    recurrent = bool(net.w_rec.any())
-
-    history = torch.zeros(D, B, N, dtype=torch.int64)  # history[t mod D] = s[t]
+    N, K = net.neurons, net.classes
+    fwd = {k: (None if v is None else torch.from_numpy(np.asarray(v))) for k, v in net.forward().items()}
+    recurrent = net.recurrent
+    input_lags = fwd["input_delays"]
+    # a ring longer than any lag (the longest is D, a recurrent delay of D - 1)
+    history = spec.depth + 1
+    inputs = torch.zeros(history, B, net.inputs, dtype=torch.int64)
+    spikes = torch.zeros(history, B, N, dtype=torch.int64)
     v = torch.zeros(B, N, dtype=torch.int64)
     readout = torch.zeros(B, K, dtype=torch.int64)
     score = torch.zeros(B, K, dtype=torch.int64)
     out = {k: torch.empty(T, B, n, dtype=torch.int64)
            for k, n in (("spikes", N), ("h", N), ("v", N), ("readout", K), ("scores", K))}
-    neuron_index = torch.arange(N)
     for t in range(T):
-        current = _exact_matmul(x[t], w_in)
-        if recurrent and t > 0:
-            slot = (t - 1 - delays) % D  # spike of step t-1-d; zeros before t = 0
-            if synaptic:
-                # arrived[b, i, j] = s_j[t-1-d_ij]
-                arrived = history[slot, :, neuron_index[None, :].expand(N, N)]  # [N, N, B]
-                current = current + (arrived.permute(2, 0, 1) * w_rec).sum(-1)
-            else:
-                arrived = history[slot, :, neuron_index].t()  # [B, N]
-                current = current + _exact_matmul(arrived, w_rec)
-        h = torch.clamp(decay(v, net.leak, spec.leak, spec.decay_bits) + current + bias, vlo, vhi)
-        s = (h >= net.theta).to(torch.int64)
-        if net.reset == "soft":
-            v = h - net.theta * s
+        inputs[t % history] = x[t]
+        if input_lags is None:
+            current = exact_matmul(x[t], fwd["w_in"])
         else:
-            v = h * (1 - s)
-        history[t % D] = s
-        readout = torch.clamp(decay(readout, net.readout_leak, spec.leak, spec.decay_bits)
-                              + _exact_matmul(s, w_out)
-                              + bias_out, rlo, rhi)
-        score = torch.clamp(score + readout, slo, shi)
+            current = weighted(delayed(inputs, input_lags, t), fwd["w_in"])
+        if recurrent:   # spike of step t - 1 - d; nothing before t = 0
+            current = current + weighted(delayed(spikes, fwd["delays"] + 1, t), fwd["w_rec"])
+        h, s, v = lif_step(v, current, fwd["bias"], net.theta, net.leak, net.reset, spec)
+        spikes[t % history] = s
+        readout, score = readout_step(readout, exact_matmul(s, fwd["w_out"]), fwd["bias_out"],
+                                      net.readout_leak, score, t >= net.score_start, spec)
         for key, value in (("spikes", s), ("h", h), ("v", v), ("readout", readout), ("scores", score)):
             out[key][t] = value
     return FixedTrace(**{k: val.numpy() for k, val in out.items()})
@@ -237,11 +269,12 @@ def quantize(model, spec: CoreSpec | None = None, max_input: int = 1) -> FixedNe
 
     meta = dict(scale=scale, readout_scale=r_scale, tau=params.tau, threshold=params.threshold,
                 readout_alpha=readout_alpha, kind=cfg.kind, max_input=max_input)
-    return FixedNetwork(spec=spec, w_in=_round(weight * scale), w_rec=_round(w_rec * scale),
-                        delays=delays.numpy(), bias=_round(b * scale), w_out=_round(w_out * r_scale),
-                        bias_out=_round(b_out * r_scale), theta=theta,
-                        leak=spec.leak_param(params.decay), readout_leak=spec.leak_param(readout_alpha),
-                        reset=params.reset, meta=meta)
+    wf, f = spec.weight_frac_bits, spec.delay_frac_bits   # a learning spec stores fractions: zero here
+    return FixedNetwork(spec=spec, w_in=_round(weight * scale) << wf, w_rec=_round(w_rec * scale) << wf,
+                        delays=delays.numpy() << f, bias=_round(b * scale) << wf,
+                        w_out=_round(w_out * r_scale) << wf, bias_out=_round(b_out * r_scale) << wf,
+                        theta=theta, leak=spec.leak_param(params.decay),
+                        readout_leak=spec.leak_param(readout_alpha), reset=params.reset, meta=meta)
 
 
 @torch.no_grad()

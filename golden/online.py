@@ -51,7 +51,11 @@ respect to its charge at step ``t``, per synapse:
   surrogate is used only here; in the smooth mode it is the true derivative.
 * the trace decay ``a_i[t]`` is ``alpha`` for a soft reset and
   ``alpha (1 - s_i[t-1])`` for a hard one (the hard reset zeroes the charge's
-  memory, and with it the memory of its derivative);
+  memory, and with it the memory of its derivative); with
+  ``gate_traces=False`` a hard reset leaves the traces alone (``a = alpha``),
+  an approximation that keeps one trace per presynaptic neuron, as the chip
+  does (at DelRec's ``tau = 1.05``, ``alpha = 0.05``, the gate changes a
+  trace by at most 5 % of its previous value);
 * eligibility ``e_ij[t] = psi_i[t] eps_ij[t]``; learning signal (third
   factor) ``L_i[t] = sum_k B_ik (y_k[t] - y*_k[t])`` with ``B`` the readout
   weights transposed (``feedback="symmetric"``) or fixed random
@@ -123,7 +127,7 @@ from torch import nn
 from .lif import surrogate_from_name
 
 __all__ = ["OnlineConfig", "OnlineNetwork", "gaussian", "gaussian_delay_derivative",
-           "trace_memory"]
+           "trace_memory", "per_synapse_traces"]
 
 DELAY_KINDS = ("synaptic", "axonal", None)
 
@@ -172,6 +176,10 @@ class OnlineConfig:
         synapse during the sample.
     feedback : {"symmetric", "random"}
     learn_weights, learn_delays : bool
+    gate_traces : bool
+        With a hard reset, a spike zeroes the traces of its neuron's synapses
+        (exact; one trace per synapse). False: one trace per presynaptic
+        neuron that the reset does not touch (approximate; the chip's state).
     readout_bias : bool
         Learn a readout bias (with a per-sample signal its gradient is
         ``steps`` times the error, which plain SGD may not want).
@@ -207,6 +215,7 @@ class OnlineConfig:
     feedback: str = "symmetric"
     learn_weights: bool = True
     learn_delays: bool = True
+    gate_traces: bool = True
     readout_bias: bool = True
     update_every: int = 0
     lr_weight: float = 1e-3
@@ -290,7 +299,7 @@ def trace_memory(config: OnlineConfig) -> dict:
     out = {}
 
     def add(name, pre, kind, learn_w, learn_d):
-        per_synapse = config.reset == "hard" or kind == "synaptic"
+        per_synapse = per_synapse_traces(config, kind)
         learn_d = learn_d and kind is not None
         if learn_w:
             out[f"{name}_weight_traces"] = N * pre if per_synapse else pre
@@ -314,6 +323,15 @@ def trace_memory(config: OnlineConfig) -> dict:
     out["total"] = sum(out.values())
     out["delay_state"] = sum(v for k, v in out.items() if "_delay_" in k)
     return out
+
+
+def per_synapse_traces(config: OnlineConfig, kind) -> bool:
+    """Whether a projection with delays of ``kind`` keeps its traces per synapse.
+
+    Synaptic delays, or a hard reset that gates the traces; otherwise one
+    trace per presynaptic neuron (the factored form).
+    """
+    return kind == "synaptic" or (config.reset == "hard" and config.gate_traces)
 
 
 def accumulate_eligibility(config: OnlineConfig, el: dict, traces: dict, psi, spikes) -> None:
@@ -470,7 +488,8 @@ class OnlineNetwork(nn.Module):
             hist_in[t % L] = x[t]
             if c.recurrent:
                 hist_rec[t % L] = 0  # becomes s[t] below; lag 0 never read by recurrence
-            a = c.decay if c.reset == "soft" else c.decay * (1 - s_prev)
+            gated = c.reset == "hard" and c.gate_traces
+            a = c.decay * (1 - s_prev) if gated else c.decay
             current = self.bias.expand(B, N).clone()
             streams = [("in", hist_in, self.w_in, self.d_in, c.input_delays, 0)]
             if c.recurrent:
@@ -569,7 +588,7 @@ class OnlineNetwork(nn.Module):
     def _update_traces(self, traces, name, kind, a, pre, deriv, w):
         """Advance the weight and delay traces of one projection by one step."""
         c = self.config
-        per_synapse = kind == "synaptic" or c.reset == "hard"
+        per_synapse = per_synapse_traces(c, kind)
         decay = a.unsqueeze(-1) if torch.is_tensor(a) else a
         if c.learn_weights:
             value = pre if (kind == "synaptic" or not per_synapse) else \
@@ -630,7 +649,7 @@ class OnlineNetwork(nn.Module):
             if f"d_{name}" in el:
                 if kind == "synaptic":
                     acc[f"d_{name}"] += torch.einsum("bi,bij->ij", signal, el[f"d_{name}"])
-                elif c.reset == "hard":  # per-synapse trace with w inside
+                elif per_synapse_traces(c, kind):  # per-synapse trace with w inside
                     acc[f"d_{name}"] += torch.einsum("bi,bij->j", signal, el[f"d_{name}"])
                 else:
                     acc[f"d_{name}"] += torch.einsum("bi,ij,bij->j", signal, w, el[f"d_{name}"])

@@ -1,10 +1,16 @@
-r"""The three-factor rule in fixed point: the bit-exact reference of the delay-update unit.
+r"""The three-factor rule in fixed point: the bit-exact reference of the learning unit.
 
 Integer arithmetic only (``torch.int64`` tensors holding the chip's narrower
-values), in the order of :class:`delrec.arith.FixedSpec`, which the RTL is
-written from too. The network is that of :mod:`delrec.golden.online` in its
-hard forward mode (integer delays, as the chip runs), one LIF layer with
-optional recurrence and a readout.
+values), every operation a function of :mod:`delrec.arith` applied in the
+order :class:`delrec.arith.CoreSpec` lists, which the gateware is written
+from too. The forward pass is the inference golden model's
+(:func:`~delrec.golden.fixed.lif_step`, :func:`~delrec.golden.fixed.readout_step`,
+:func:`~delrec.golden.fixed.delayed`): the network is a
+:class:`~delrec.image.FixedNetwork` (:meth:`FixedOnlineNetwork.to_image`),
+the one the core runs, with optional input delays and learning fractions.
+The rule is that of :mod:`delrec.golden.online` in its hard forward mode
+(integer delays, as the chip runs), for one LIF layer with optional
+recurrence and a leaky readout.
 
 Stored values and their meaning in the float model's units (threshold 1):
 
@@ -15,7 +21,7 @@ membrane ``v``     ``v_bits`` signed, saturated  ``v / theta``
 weight ``w``       ``weight_bits + weight_frac`` ``(w >> weight_frac) / theta``
                    signed (learning copy)        (the forward uses the top bits)
 bias ``b``         ``v_bits + weight_frac``      ``(b >> weight_frac) / theta``
-delay ``d``        ``delay_int + delay_frac``    ``d / 2^delay_frac`` steps
+delay ``d``        ``delay_bits + delay_frac``   ``d / 2^delay_frac`` steps
                    unsigned
 weight trace       ``trace_bits`` signed         ``eps / 2^trace_frac``
 delay trace        ``trace_bits`` signed         ``eps * c_lut`` with ``c_lut`` the
@@ -25,50 +31,51 @@ surrogate ``psi``  ``psi_bits + 1`` unsigned     triangle of half-width
 learning signal    ``signal_bits`` signed        ``err * (2^(signal_bits-1) - 1)``
 =================  ===========================  ==================================
 
-Rounding: every right shift is ``rshift_round`` (half up) unless
-``spec.stochastic``, where updates add the low bits of a 16-bit Galois LFSR
-(:class:`delrec.arith.Lfsr16`, one draw per updated parameter in row-major
-order, weights before delays, input before recurrent) before the shift.
-Saturation: membrane, traces and signals saturate to their widths; weights to
-their learning width; delays clip to ``[0, (D - 1) 2^f]``. Accumulators
-(eligibility sums, updates) are 64-bit here; :meth:`FixedOnlineNetwork.run`
-records their largest magnitude so the RTL's widths can be checked against it.
+Rounding: every right shift is :func:`~delrec.arith.rshift_round` (half up)
+unless ``rates.stochastic``, where updates add the low bits of a 16-bit
+Galois LFSR (:class:`delrec.arith.Lfsr16`, one draw per updated parameter in
+row-major order, weights before delays, input before recurrent) before the
+shift. Saturation: membrane, readout, scores, traces and signals saturate to
+their widths; weights and biases to their learning widths; delays clip to
+``[0, (D - 1) 2^f]``. Accumulators (eligibility sums, updates) are 64-bit
+here; :meth:`FixedOnlineNetwork.run` records their largest magnitude so the
+RTL's widths can be checked against it.
 
 Error against the float rule (documented bound, tested on random networks):
 with the float network holding the dequantised weights, integer delays and
-``tau = 2^leak_shift``, the spike trains agree on >= 97 % of neuron-steps and
-the updates' cosine similarity with the float rule's is >= 0.9 for weights and
-delays (the differences come from the floor in the shift leak, the 8-bit
-Gaussian LUT and the quantised learning signal).
+the same leak, the spike trains agree on >= 97 % of neuron-steps and the
+updates' cosine similarity with the float rule's is >= 0.9 for weights and
+delays (the differences come from the floor in the leak, the 8-bit Gaussian
+LUT and the quantised learning signal).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from delrec.arith import FixedSpec, Lfsr16, gaussian_derivative_lut, signed_range
+from delrec.arith import (CoreSpec, LearningRates, Lfsr16, broadcast_signal, delay_update, error_shift,
+                          feedback_weight, forward_delay, forward_value, gaussian_derivative_lut,
+                          parameter_step, rshift_round, sat, signed_range, step_error, surrogate,
+                          trace_update, weight_update)
+from delrec.image import FixedNetwork
 
-from .online import OnlineConfig, OnlineNetwork, accumulate_eligibility
+from .fixed import delayed, exact_matmul, lif_step, readout_step, weighted
+from .online import OnlineConfig, OnlineNetwork, accumulate_eligibility, per_synapse_traces
 
-__all__ = ["FixedOnlineNetwork"]
+__all__ = ["FixedOnlineNetwork", "ONLINE_SPEC", "DEFAULT_THETA"]
 
 i64 = torch.int64
 
+#: The widths of the online rule's fixed point: a shift leak, 8 fraction bits below the
+#: 8-bit forward weights, delays in 6.6 fixed point, a 24-bit current.
+ONLINE_SPEC = CoreSpec(leak="shift", acc_bits=24, weight_frac_bits=8, delay_frac_bits=6)
 
-def _sat(x: torch.Tensor, bits: int) -> torch.Tensor:
-    lo, hi = signed_range(bits)
-    return x.clamp(lo, hi)
-
-
-def _rshift_round(x: torch.Tensor, k: int) -> torch.Tensor:
-    return x if k == 0 else (x + (1 << (k - 1))) >> k
-
-
-def _leak(x: torch.Tensor, shift: int) -> torch.Tensor:
-    return x - (x >> shift)
+#: Threshold of a network quantised from the float rule: the weights' scale (``1.0 -> 128``).
+DEFAULT_THETA = 128
 
 
 class FixedOnlineNetwork:
@@ -78,51 +85,71 @@ class FixedOnlineNetwork:
     ----------
     config : OnlineConfig
         Network shape, delay kinds, reset, signal mode, what is learned.
-        ``tau``, ``threshold``, ``surrogate`` and the learning rates are
-        replaced by the spec's leak shift, threshold, triangle and shifts.
-    spec : FixedSpec
+        ``threshold``, ``surrogate`` and the learning rates are replaced by
+        ``theta``, the triangle of ``spec.psi_bits`` and ``rates``' shifts;
+        ``tau`` becomes the nearest leak parameter of ``spec``.
+    spec : CoreSpec
+        Widths, leak mode and learning fractions.
+    rates : LearningRates
+        The updates' shifts (and stochastic rounding).
     seed : int
         Initial parameters (uniform, as the float network's) and LFSR seed.
+    theta : int
+        Threshold: the scale of the weights (a float weight of 1 is ``theta``).
     """
 
-    def __init__(self, config: OnlineConfig, spec: FixedSpec = FixedSpec(), seed: int = 0):
+    def __init__(self, config: OnlineConfig, spec: CoreSpec = ONLINE_SPEC,
+                 rates: LearningRates = LearningRates(), seed: int = 0, theta: int = DEFAULT_THETA):
+        if not isinstance(spec, CoreSpec):
+            raise TypeError(f"spec must be a delrec.arith.CoreSpec, not {spec!r}")
+        if not isinstance(rates, LearningRates):
+            raise TypeError(f"rates must be a delrec.arith.LearningRates, not {rates!r}")
         if config.max_delay > spec.depth - 1:
             raise ValueError(f"Maximum delay {config.max_delay} exceeds the chip's D - 1 = "
                              f"{spec.depth - 1}")
         if config.readout_decay:
-            raise ValueError("The fixed-point readout has no leak (readout_decay must be 0), "
+            raise ValueError("A quantised float readout has no leak (readout_decay must be 0), "
                              f"not {config.readout_decay!r}")
-        self.config, self.spec = config, spec
-        self.lut = torch.tensor(gaussian_derivative_lut(config.sigma, config.radius,
-                                                        spec.delay_frac_bits, spec.lut_bits), dtype=i64)
-        self.reach = (len(self.lut) - 1) // 2  # in 2^-f steps
+        vmax = signed_range(spec.v_bits)[1]
+        if not 1 <= theta <= vmax:
+            raise ValueError(f"Threshold must be in 1..{vmax}, not {theta!r}")
+        self.config, self.spec, self.rates = config, spec, rates
+        self.theta = int(theta)
+        self.leak = spec.leak_param(config.decay)
+        self.readout_leak = spec.leak_param(0.0)
+        self.target = self.theta         # the per-step error's target of the label's unit
+        self.score_scale = self.theta    # the host's softmax reads scores / score_scale
         self.lfsr = Lfsr16(1 + seed % 65535)
+        self.set_sigma(config.sigma)
         self.load_float(OnlineNetwork(config, seed=seed))
 
     # -- parameters ------------------------------------------------------------------
     @staticmethod
-    def equivalent_shifts(config: OnlineConfig, spec: FixedSpec, batch: int = 1) -> dict:
+    def equivalent_shifts(config: OnlineConfig, spec: CoreSpec = ONLINE_SPEC, batch: int = 1,
+                          theta: int = DEFAULT_THETA) -> dict:
         """Learning-rate shifts that make the integer updates match the float rule's.
 
         :meth:`exact_shifts` rounded to the nearest integer (and at least 0).
         """
         return {k: max(0, int(round(v)))
-                for k, v in FixedOnlineNetwork.exact_shifts(config, spec, batch).items()}
+                for k, v in FixedOnlineNetwork.exact_shifts(config, spec, batch, theta).items()}
 
     @staticmethod
-    def chip_rate_factors(config: OnlineConfig, spec: FixedSpec, batch: int = 1) -> dict:
-        """The rates ``spec``'s shifts apply, as multiples of ``config``'s float rates.
+    def chip_rate_factors(config: OnlineConfig, spec: CoreSpec, rates: LearningRates, batch: int = 1,
+                          theta: int = DEFAULT_THETA) -> dict:
+        """The rates ``rates``' shifts apply, as multiples of ``config``'s float rates.
 
         A shift ``k`` where :meth:`exact_shifts` gives ``x`` applies
         ``2^(x - k)`` times the float rate: between ``1/sqrt(2)`` and
         ``sqrt(2)`` for the shifts of :meth:`equivalent_shifts`. Keys are
         ``lr_weight``, ``lr_delay`` and ``lr_readout``.
         """
-        exact = FixedOnlineNetwork.exact_shifts(config, spec, batch)
-        return {name.removesuffix("_shift"): 2.0 ** (x - getattr(spec, name)) for name, x in exact.items()}
+        exact = FixedOnlineNetwork.exact_shifts(config, spec, batch, theta)
+        return {name.removesuffix("_shift"): 2.0 ** (x - getattr(rates, name)) for name, x in exact.items()}
 
     @staticmethod
-    def exact_shifts(config: OnlineConfig, spec: FixedSpec, batch: int = 1) -> dict:
+    def exact_shifts(config: OnlineConfig, spec: CoreSpec = ONLINE_SPEC, batch: int = 1,
+                     theta: int = DEFAULT_THETA) -> dict:
         """The real-valued shifts ``log2(...)`` at which the integer updates equal the float rule's.
 
         From the scale of each factor (signal ``theta * top / 2^(weight_bits-1)``,
@@ -133,39 +160,35 @@ class FixedOnlineNetwork:
         factor of sqrt(2) of the float one).
 
         Delay traces kept per synapse hold ``w D >> (weight_bits - 1)``;
-        factored ones (axonal delays, soft reset) hold ``D`` and the update
-        multiplies by the forward weight without that shift, so their
-        accumulator is ``2^(weight_bits - 1)`` larger and their shift that
-        much more. One shift serves both delay streams: it follows the input
-        delays when they are learnable (else the recurrent ones), and a
+        factored ones (axonal delays, soft reset or ungated traces) hold ``D``
+        and the update multiplies by the forward weight without that shift,
+        so their accumulator is ``2^(weight_bits - 1)`` larger and their shift
+        that much more. One shift serves both delay streams: it follows the
+        input delays when they are learnable (else the recurrent ones), and a
         network mixing the two layouts learns its recurrent delays at
         ``2^(weight_bits - 1)`` times (or a ``2^(weight_bits - 1)``-th of)
         the float rate.
         """
         top = (1 << (spec.signal_bits - 1)) - 1
         half = 1 << (spec.weight_bits - 1)
-        theta = spec.theta
-        signal = theta * top / half
         lut_scale = math.exp(-0.5) / (config.sigma ** 2 * math.sqrt(2 * math.pi)) / \
             ((1 << (spec.lut_bits - 1)) - 1)
         w_unit = theta * (1 << spec.weight_frac_bits)
         d_unit = 1 << spec.delay_frac_bits
         trace_w = 1 << spec.trace_frac_bits
         if config.signal == "sample":
-            err_unit, out_trace = top, 1.0
+            err_unit = top
             signal = theta * top / half
         else:
-            err_unit, out_trace = theta, 1.0
-            signal = theta * (theta / (1 << spec.step_error_shift)) / half
-        # per-synapse delay traces hold w * D >> (weight_bits-1); factored ones hold D and
-        # the update multiplies by w_fwd, without the shift
+            err_unit = theta
+            signal = theta * (theta / (1 << error_shift(theta, spec.signal_bits))) / half
         kind = config.input_delays if config.input_delays is not None else config.recurrent_delays
-        factored = kind == "axonal" and config.reset == "soft"
+        factored = kind == "axonal" and not per_synapse_traces(config, kind)
         trace_d = theta / half / lut_scale * (half if factored else 1)
         ratios = {
             "lr_weight_shift": signal * theta * trace_w / (config.lr_weight * w_unit / batch),
             "lr_delay_shift": signal * theta * trace_d / (config.lr_delay * d_unit / batch),
-            "lr_readout_shift": err_unit * out_trace / (config.lr_readout * w_unit / batch),
+            "lr_readout_shift": err_unit / (config.lr_readout * w_unit / batch),
         }
         return {k: math.log2(v) for k, v in ratios.items()}
 
@@ -179,11 +202,10 @@ class FixedOnlineNetwork:
     def load_float(self, net: OnlineNetwork) -> None:
         """Quantise a float network's parameters (round half up, saturate, clip)."""
         s = self.spec
-        wscale = s.theta * (1 << s.weight_frac_bits)
-        wbits = s.weight_bits + s.weight_frac_bits
+        wscale = self.theta * (1 << s.weight_frac_bits)
 
-        def weight(w):
-            return None if w is None else _sat(torch.floor(w.detach() * wscale + 0.5).to(i64), wbits)
+        def quantise(w, bits):
+            return None if w is None else sat(torch.floor(w.detach() * wscale + 0.5).to(i64), bits)
 
         def delay(d):
             if d is None:
@@ -191,18 +213,21 @@ class FixedOnlineNetwork:
             q = torch.floor(d.detach() * (1 << s.delay_frac_bits) + 0.5).to(i64)
             return q.clamp(0, s.delay_max)
 
-        self.w_in, self.w_rec, self.w_out = weight(net.w_in), weight(net.w_rec), weight(net.w_out)
+        wbits = s.weight_store_bits
+        self.w_in, self.w_rec, self.w_out = (quantise(w, wbits) for w in (net.w_in, net.w_rec, net.w_out))
         self.d_in, self.d_rec = delay(net.d_in), delay(net.d_rec)
-        bbits = s.v_bits + s.weight_frac_bits
-        self.bias = _sat(torch.floor(net.bias.detach() * wscale + 0.5).to(i64), bbits)
-        self.b_out = _sat(torch.floor(net.b_out.detach() * wscale + 0.5).to(i64), bbits)
-        self.feedback = weight(net.feedback)
+        self.bias = quantise(net.bias, s.bias_store_bits)
+        self.b_out = quantise(net.b_out, s.readout_bias_store_bits)
+        self.feedback = quantise(net.feedback, wbits)
 
     def to_float(self) -> OnlineNetwork:
         """A float network holding exactly the values this one computes with."""
         s = self.spec
         net = OnlineNetwork(self.config)
-        fwd = lambda w: (w >> s.weight_frac_bits).to(torch.float64) / s.theta  # noqa: E731
+
+        def fwd(w):
+            return forward_value(w, s.weight_frac_bits).to(torch.float64) / self.theta
+
         net.w_in.copy_(fwd(self.w_in))
         net.w_out.copy_(fwd(self.w_out))
         net.feedback.copy_(fwd(self.feedback))
@@ -214,6 +239,81 @@ class FixedOnlineNetwork:
                                          / (1 << s.delay_frac_bits))
         net.bias.copy_(fwd(self.bias))
         net.b_out.copy_(fwd(self.b_out))
+        return net
+
+    # -- the network the core runs ---------------------------------------------------
+    def to_image(self) -> FixedNetwork:
+        """The network as the core's image (numpy): the parameters as they are now.
+
+        Recurrent delays default to zeros (a layer without learnable recurrent
+        delays reads its spikes one step later), the recurrent weights of a
+        feedforward layer are zeros, ``score_start`` is ``loss_start``.
+        """
+        c = self.config
+
+        def np64(t):
+            return t.detach().cpu().numpy().astype(np.int64)
+
+        N = c.hidden
+        w_rec = np64(self.w_rec) if self.w_rec is not None else np.zeros((N, N), np.int64)
+        d_rec = np64(self.d_rec) if self.d_rec is not None else np.zeros(N, np.int64)
+        return FixedNetwork(spec=self.spec, w_in=np64(self.w_in), w_rec=w_rec, delays=d_rec,
+                            bias=np64(self.bias), w_out=np64(self.w_out), bias_out=np64(self.b_out),
+                            theta=self.theta, leak=self.leak, readout_leak=self.readout_leak,
+                            reset=c.reset, input_delays=None if self.d_in is None else np64(self.d_in),
+                            score_start=c.loss_start, meta=dict(source="FixedOnlineNetwork"))
+
+    @classmethod
+    def from_image(cls, image: FixedNetwork, config: OnlineConfig, rates: LearningRates = LearningRates(),
+                   seed: int = 0, target: int | None = None) -> "FixedOnlineNetwork":
+        """The rule learning on ``image`` (a network the core runs), as ``config`` describes it.
+
+        ``config`` names what learns and how (delay kinds, signal, learning
+        flags, ``sigma``); its sizes, reset and recurrence must be the
+        image's. Input delays the image lacks start at zero. ``target`` is the
+        per-step error's target of the label's readout unit (default
+        ``theta``).
+        """
+        if not isinstance(image, FixedNetwork):
+            raise TypeError(f"image must be a delrec.image.FixedNetwork, not {image!r}")
+        sizes = (image.inputs, image.neurons, image.classes)
+        if (config.inputs, config.hidden, config.classes) != sizes:
+            raise ValueError(f"The configuration has {config.inputs} inputs, {config.hidden} neurons and "
+                             f"{config.classes} classes; the image {sizes[0]}, {sizes[1]} and {sizes[2]}")
+        if config.reset != image.reset:
+            raise ValueError(f"The configuration resets {config.reset!r}ly, the image {image.reset!r}ly")
+        if config.recurrent != image.recurrent:
+            raise ValueError(f"The configuration has recurrent={config.recurrent}, the image "
+                             f"{'has' if image.recurrent else 'has no'} recurrent weights")
+        if image.recurrent and config.recurrent_delays != image.delay_kind:
+            raise ValueError(f"The image's recurrent delays are {image.delay_kind}, the configuration's "
+                             f"{config.recurrent_delays!r}")
+        if image.input_delay_kind not in (None, config.input_delays):
+            raise ValueError(f"The image's input delays are {image.input_delay_kind}, the "
+                             f"configuration's {config.input_delays!r}")
+        if config.max_delay > image.spec.depth - 1:
+            raise ValueError(f"Maximum delay {config.max_delay} exceeds the chip's D - 1 = "
+                             f"{image.spec.depth - 1}")
+        net = cls.__new__(cls)
+        net.config, net.spec, net.rates = config, image.spec, rates
+        net.theta, net.leak, net.readout_leak = image.theta, image.leak, image.readout_leak
+        net.target = image.theta if target is None else int(target)
+        net.score_scale = image.theta
+        net.lfsr = Lfsr16(1 + seed % 65535)
+        net.set_sigma(config.sigma)
+        t = lambda a: torch.from_numpy(np.asarray(a, np.int64).copy())  # noqa: E731
+        net.w_in, net.bias, net.w_out, net.b_out = t(image.w_in), t(image.bias), t(image.w_out), \
+            t(image.bias_out)
+        net.w_rec = t(image.w_rec) if config.recurrent else None
+        net.d_rec = t(image.delays) if config.recurrent and config.recurrent_delays else None
+        if config.input_delays is None:
+            net.d_in = None
+        elif image.input_delays is not None:
+            net.d_in = t(image.input_delays)
+        else:
+            shape = (config.inputs,) if config.input_delays == "axonal" else (config.hidden, config.inputs)
+            net.d_in = torch.zeros(shape, dtype=i64)
+        net.feedback = net.w_out.T.clone()
         return net
 
     def set_sigma(self, sigma: float) -> None:
@@ -239,7 +339,7 @@ class FixedOnlineNetwork:
         self.lfsr.state = int(state["lfsr"])
 
     def forward_weight(self, w: torch.Tensor) -> torch.Tensor:
-        return w >> self.spec.weight_frac_bits
+        return forward_value(w, self.spec.weight_frac_bits)
 
     def parameters(self) -> dict:
         names = ("w_in", "d_in", "bias", "w_rec", "d_rec", "w_out", "b_out")
@@ -247,40 +347,32 @@ class FixedOnlineNetwork:
 
     @property
     def history(self) -> int:
+        """Steps of presynaptic history kept: the longest tap of the widest delay, plus margin."""
         return self.spec.depth + 1 + (self.reach >> self.spec.delay_frac_bits) + 2
 
     # -- delayed reads ---------------------------------------------------------------
-    def _gather(self, hist, lags, kind, t):
-        L, B, P = hist.shape
-        ring = hist.permute(1, 0, 2)
-        valid = (lags >= 0) & (lags <= t) & (lags < L)
-        pos = torch.remainder(t - lags.clamp(0, L - 1), L)
-        if kind == "synaptic":
-            out = ring.gather(1, pos.unsqueeze(0).expand(B, -1, -1))
-        else:
-            out = ring.gather(1, pos.view(1, 1, P).expand(B, 1, P)).squeeze(1)
-        return torch.where(valid, out, torch.zeros_like(out))
-
     def _read(self, hist, d, kind, offset, t, derivative: bool):
-        s = self.spec
-        f = s.delay_frac_bits
+        """The delayed train ``[B, P]`` (or ``[B, N, P]``) and, when asked, its delay derivative.
+
+        ``D = sum_m lut[m 2^f - d] x[t - offset - m]`` over the taps
+        ``|m 2^f - d| <= R`` (:func:`delrec.arith.tap_range`, vectorised).
+        """
+        f = self.spec.delay_frac_bits
         if kind is None:
-            lag = torch.tensor(offset)
-            return self._gather(hist, lag.expand(hist.shape[2]), "axonal", t), None
-        value = self._gather(hist, ((d + (1 << (f - 1))) >> f if f else d) + offset, kind, t)
+            return delayed(hist, torch.full((hist.shape[2],), offset, dtype=i64), t), None
+        value = delayed(hist, forward_delay(d, f) + offset, t)
         if not derivative:
             return value, None
-        # D = sum_m lut[m 2^f - d] x[t - m] over |m 2^f - d| <= reach
         base = d >> f
         total = torch.zeros_like(value)
         steps = (self.reach >> f) + 1
         for r in range(-steps, steps + 2):
             m = base + r
             x = (m << f) - d
-            ok = x.abs() <= self.reach
-            weight = torch.where(ok, self.lut[(x + self.reach).clamp(0, 2 * self.reach)],
+            inside = (x.abs() <= self.reach) & (m >= 0)
+            weight = torch.where(inside, self.lut[(x + self.reach).clamp(0, 2 * self.reach)],
                                  torch.zeros_like(x))
-            total = total + weight * self._gather(hist, m + offset, kind, t)
+            total = total + weight * delayed(hist, m.clamp(min=0) + offset, t)
         return value, total
 
     # -- one batch -------------------------------------------------------------------
@@ -292,7 +384,7 @@ class FixedOnlineNetwork:
         on chip; per sample: the host's softmax error, quantised to
         ``signal_bits``) or is given as ``signal`` ``[T, B, N]`` / ``[B, N]``
         integers (a host stream), checked against ``signal_bits``.
-        Returns ``outputs [T, B, K]`` (readout potentials), ``scores [B, K]``,
+        Returns ``outputs [T, B, K]`` (readout values ``V``), ``scores [B, K]``,
         ``spikes``/``membrane`` (the charge ``h``) with ``record``, and
         ``peaks`` (largest accumulator magnitudes) when learning. With
         ``record`` and a per-sample signal, ``learning`` holds the state at
@@ -308,7 +400,7 @@ class FixedOnlineNetwork:
         if x.dtype.is_floating_point and not torch.equal(x, torch.floor(x)):
             raise ValueError("Fixed-point input must be integer spike counts")
         x = x.to(i64)
-        if int(x.min()) < 0:
+        if x.numel() and int(x.min()) < 0:
             raise ValueError(f"Spike counts must be non-negative, not {int(x.min())}")
         T, B, _ = x.shape
         N = c.hidden
@@ -327,18 +419,19 @@ class FixedOnlineNetwork:
         hist_in = torch.zeros(L, B, c.inputs, dtype=i64)
         hist_rec = torch.zeros(L, B, N, dtype=i64) if c.recurrent else None
         v = torch.zeros(B, N, dtype=i64)
+        u = torch.zeros(B, c.classes, dtype=i64)
+        score = torch.zeros(B, c.classes, dtype=i64)
         s_prev = torch.zeros(B, N, dtype=i64)
         traces, elig = {}, {}
         acc = {n: torch.zeros_like(p) for n, p in self.parameters().items()} if learn else None
         peaks = {}
         outputs, spikes_rec, mem_rec, step_learning = [], [], [], []
         last_signal = torch.zeros(B, N, dtype=i64)
-        w_out = self.forward_weight(self.w_out)
         for t in range(T):
             hist_in[t % L] = x[t]
             if c.recurrent:
                 hist_rec[t % L] = 0
-            current = self.forward_weight(self.bias).expand(B, N).clone()
+            current = torch.zeros(B, N, dtype=i64)
             streams = [("in", hist_in, self.w_in, self.d_in, c.input_delays, 0)]
             if c.recurrent:
                 streams.append(("rec", hist_rec, self.w_rec, self.d_rec, c.recurrent_delays, 1))
@@ -347,18 +440,19 @@ class FixedOnlineNetwork:
                 need_d = learn and c.learn_delays and kind is not None
                 pre, deriv = self._read(hist, d, kind, offset, t, need_d)
                 wf = self.forward_weight(w)
-                current = current + ((wf * pre).sum(-1) if kind == "synaptic" else pre @ wf.T)
+                current = current + weighted(pre, wf)
                 reads.append((name, kind, pre, deriv, wf))
-            h = _sat(_leak(v, s.leak_shift) + current, s.v_bits)
-            spike = (h >= s.theta).to(i64)
-            psi = ((1 << s.psi_bits) - (h - s.theta).abs()).clamp(min=0)
-            v = h * (1 - spike) if c.reset == "hard" else _sat(h - s.theta * spike, s.v_bits)
+            h, spike, v = lif_step(v, current, self.forward_weight(self.bias), self.theta, self.leak,
+                                   c.reset, s)
+            psi = surrogate(h, self.theta, s.psi_bits)
             if learn:
                 for name, kind, pre, deriv, wf in reads:
                     self._traces(traces, name, kind, pre, deriv, wf, s_prev)
             if c.recurrent:
                 hist_rec[t % L] = spike
-            u = spike @ w_out.T + self.forward_weight(self.b_out)
+            u, score = readout_step(u, exact_matmul(spike, self.forward_weight(self.w_out)),
+                                    self.forward_weight(self.b_out), self.readout_leak, score,
+                                    t >= c.loss_start, s)
             outputs.append(u)
             if record:
                 spikes_rec.append(spike)
@@ -372,27 +466,26 @@ class FixedOnlineNetwork:
                     self._step_accumulate(acc, traces, sig, psi, spike, u, labels)
             if learn and c.update_every and (t + 1) % c.update_every == 0:
                 self._apply_and_clear(acc, peaks)
-                w_out = self.forward_weight(self.w_out)
             if record and learn and c.signal == "step":  # what the chip holds after this step
-                step_learning.append({"traces": {k: v.clone() for k, v in traces.items()},
+                step_learning.append({"traces": {k: val.clone() for k, val in traces.items()},
                                       "signal": last_signal.clone(),
                                       "parameters": {n: p.clone() for n, p in self.parameters().items()}})
             s_prev = spike
         outputs = torch.stack(outputs)
-        scores = outputs[c.loss_start:].sum(0)
+        scores = score
         if learn:
             if c.signal == "sample":
                 sig = signal if signal is not None else self.sample_signal(scores, labels)
                 self._sample_accumulate(acc, elig, sig, scores, labels, T - min(c.loss_start, T))
                 if record:  # the learning state the chip holds when the signal arrives
-                    result_learning = {"traces": {k: v.clone() for k, v in traces.items()},
-                                       "eligibility": {k: v.clone() for k, v in elig.items()},
+                    result_learning = {"traces": {k: val.clone() for k, val in traces.items()},
+                                       "eligibility": {k: val.clone() for k, val in elig.items()},
                                        "signal": sig.clone()}
             if not (c.update_every and T % c.update_every == 0):
                 self._apply_and_clear(acc, peaks)
         result = {"outputs": outputs, "scores": scores}
         if labels is not None:  # the host's view: cross-entropy of the scores in threshold units
-            result["loss"] = F.cross_entropy(scores.to(torch.float64) / s.theta, labels)
+            result["loss"] = F.cross_entropy(scores.to(torch.float64) / self.score_scale, labels)
         if learn:
             result["peaks"] = peaks
         if record:
@@ -406,74 +499,66 @@ class FixedOnlineNetwork:
 
     # -- learning signal ---------------------------------------------------------------
     def output_error(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The host's per-sample error: ``round((softmax(scores / theta) - onehot) * top)``."""
+        """The host's per-sample error: ``round((softmax(scores / scale) - onehot) * top)``."""
         s = self.spec
         top = (1 << (s.signal_bits - 1)) - 1
-        p = F.softmax(scores.to(torch.float64) / s.theta, dim=-1)
+        p = F.softmax(scores.to(torch.float64) / self.score_scale, dim=-1)
         err = p - F.one_hot(labels, self.config.classes).to(torch.float64)
         return torch.floor(err * top + 0.5).to(i64)
 
     def _broadcast(self, err: torch.Tensor) -> torch.Tensor:
-        """``L_i = sat(round(sum_k B_ik err_k >> (weight_bits - 1 + x)))``, ``x = feedback_frac_bits``.
-
-        ``B`` holds the feedback weights' top ``weight_bits + x`` bits (the
-        forward bits and ``x`` bits of the learning copy's fraction).
-        """
-        s, c = self.spec, self.config
-        x = s.feedback_frac_bits
-        weights = self.w_out.T if c.feedback == "symmetric" else self.feedback
-        fb = weights >> (s.weight_frac_bits - x)
-        return _sat(_rshift_round(err @ fb.T, s.weight_bits - 1 + x), s.signal_bits)
+        """``L_i = broadcast_signal(sum_k err_k feedback_weight(B_ik))``: symmetric or random ``B``."""
+        weights = self.w_out.T if self.config.feedback == "symmetric" else self.feedback
+        return broadcast_signal(err @ feedback_weight(weights, self.spec).T, self.spec)
 
     def sample_signal(self, scores, labels):
         return self._broadcast(self.output_error(scores, labels))
 
+    def _step_target(self, labels):
+        return F.one_hot(labels, self.config.classes).to(i64) * self.target
+
     def _step_signal(self, u, labels):
-        """On-chip per-step signal: ``err = sat((u - theta onehot) >> shift)``, then broadcast."""
+        """On-chip per-step signal: ``e = step_error(u - target onehot)``, then broadcast."""
         s = self.spec
-        target = F.one_hot(labels, self.config.classes).to(i64) * s.theta
-        top = (1 << (s.signal_bits - 1)) - 1
-        err = _rshift_round(u - target, s.step_error_shift).clamp(-top, top)
+        err = step_error(u - self._step_target(labels), error_shift(self.target, s.signal_bits),
+                         s.signal_bits)
         return self._broadcast(err)
 
     # -- traces and accumulators ---------------------------------------------------------
     def _traces(self, traces, name, kind, pre, deriv, wf, s_prev):
+        """Advance the weight, delay and bias traces of one projection: :func:`delrec.arith.trace_update`.
+
+        A trace gated by a hard reset starts from zero after its neuron's spike.
+        """
         c, s = self.config, self.spec
-        per_synapse = kind == "synaptic" or c.reset == "hard"
+        per_synapse = per_synapse_traces(c, kind)
+        gated = c.reset == "hard" and c.gate_traces
 
-        def decay(old):
-            out = _leak(old, s.leak_shift)
-            if c.reset == "hard":
-                gate = (1 - s_prev).unsqueeze(-1)
-                out = out * gate
-            return out
+        def advance(key, value, gate):
+            old = traces.get(key)
+            if old is None:
+                old = torch.zeros_like(value)
+            elif gated:
+                old = old * gate
+            traces[key] = trace_update(old, value, self.leak, s)
 
+        gate = (1 - s_prev).unsqueeze(-1)
         if c.learn_weights:
             value = pre << s.trace_frac_bits
             if per_synapse and kind != "synaptic":
                 value = value.unsqueeze(1).expand(-1, c.hidden, -1)
-            old = traces.get(f"w_{name}")
-            traces[f"w_{name}"] = value if old is None else _sat(decay(old) + value, s.trace_bits)
+            advance(f"w_{name}", value, gate)
         if deriv is not None:
             if kind == "synaptic":
-                value = _rshift_round(wf * deriv, s.weight_bits - 1)
+                value = rshift_round(wf * deriv, s.weight_bits - 1)
             elif per_synapse:
-                value = _rshift_round(wf * deriv.unsqueeze(1), s.weight_bits - 1)
+                value = rshift_round(wf * deriv.unsqueeze(1), s.weight_bits - 1)
             else:
                 value = deriv
-            old = traces.get(f"d_{name}")
-            traces[f"d_{name}"] = _sat(value, s.trace_bits) if old is None else \
-                _sat(decay(old) + value, s.trace_bits)
+            advance(f"d_{name}", value, gate)
         if c.learn_weights and name == "in":
             one = torch.full((s_prev.shape[0], c.hidden), 1 << s.trace_frac_bits, dtype=i64)
-            old = traces.get("bias")
-            if old is None:
-                traces["bias"] = one
-            else:
-                out = _leak(old, s.leak_shift)
-                if c.reset == "hard":
-                    out = out * (1 - s_prev)
-                traces["bias"] = _sat(out + one, s.trace_bits)
+            advance("bias", one, 1 - s_prev)
 
     def _sample_accumulate(self, acc, el, sig, scores, labels, steps):
         c = self.config
@@ -482,7 +567,7 @@ class FixedOnlineNetwork:
             if f"w_{name}" in el:
                 acc[f"w_{name}"] += torch.einsum("bi,bij->ij", sig, el[f"w_{name}"])
             if f"d_{name}" in el:
-                if kind == "synaptic" or c.reset == "hard":
+                if per_synapse_traces(c, kind):
                     dims = "bi,bij->ij" if kind == "synaptic" else "bi,bij->j"
                     acc[f"d_{name}"] += torch.einsum(dims, sig, el[f"d_{name}"])
                 else:
@@ -514,9 +599,7 @@ class FixedOnlineNetwork:
         if c.learn_weights:
             acc["bias"] += (lp * traces["bias"]).sum(0)
         if labels is not None:
-            s = self.spec
-            target = F.one_hot(labels, c.classes).to(i64) * s.theta
-            err = u - target
+            err = u - self._step_target(labels)
             acc["w_out"] += err.T @ spike
             if c.readout_bias:
                 acc["b_out"] += err.sum(0)
@@ -543,12 +626,12 @@ class FixedOnlineNetwork:
             for n, a in acc.items():
                 self._capture[n] = self._capture[n] + a if n in self._capture else a.clone()
             return
-        c, s = self.config, self.spec
-        shifts = {"w_in": s.lr_weight_shift, "bias": s.lr_weight_shift, "w_rec": s.lr_weight_shift,
-                  "d_in": s.lr_delay_shift, "d_rec": s.lr_delay_shift,
-                  "w_out": s.lr_readout_shift, "b_out": s.lr_readout_shift}
+        c, s, r = self.config, self.spec, self.rates
+        shifts = {"w_in": r.lr_weight_shift, "bias": r.lr_weight_shift, "w_rec": r.lr_weight_shift,
+                  "d_in": r.lr_delay_shift, "d_rec": r.lr_delay_shift,
+                  "w_out": r.lr_readout_shift, "b_out": r.lr_readout_shift}
+        widths = {"bias": s.bias_store_bits, "b_out": s.readout_bias_store_bits}
         order = ["w_in", "bias", "w_rec", "w_out", "b_out", "d_in", "d_rec"]
-        wbits = s.weight_bits + s.weight_frac_bits
         for n in order:
             if n not in acc:
                 continue
@@ -558,16 +641,14 @@ class FixedOnlineNetwork:
                 continue
             k = shifts[n]
             a = acc[n]
-            if s.stochastic and k:
+            if r.stochastic and k:
                 flat = a.flatten()
                 noise = torch.tensor([self.lfsr.draw(k) for _ in range(flat.numel())], dtype=i64)
-                step = ((flat + noise) >> k).view_as(a)
+                step = parameter_step(flat, k, noise).view_as(a)
             else:
-                step = _rshift_round(a, k)
+                step = parameter_step(a, k)
             p = getattr(self, n)
             if n.startswith("d_"):
-                setattr(self, n, (p - step).clamp(0, s.delay_max))
-            elif n in ("bias", "b_out"):
-                setattr(self, n, _sat(p - step, s.v_bits + s.weight_frac_bits))
+                setattr(self, n, delay_update(p, step, s))
             else:
-                setattr(self, n, _sat(p - step, wbits))
+                setattr(self, n, weight_update(p, step, widths.get(n, s.weight_store_bits)))

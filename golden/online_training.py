@@ -19,15 +19,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from delrec.arith import FixedSpec
+from delrec.arith import CoreSpec, LearningRates
 
 from .online import OnlineConfig, OnlineNetwork, trace_memory
-from .online_fixed import FixedOnlineNetwork
+from .online_fixed import DEFAULT_THETA, ONLINE_SPEC, FixedOnlineNetwork
 from .tasks.base import SpikeTask, load_task, make_loader
 from .training import save_checkpoint_atomic, split_settings
 
 __all__ = ["OnlineTrainConfig", "ONLINE_TASK_DEFAULTS", "make_online_configs", "train_online",
-           "applied_rates", "evaluate_online", "load_online_checkpoint", "ONLINE_CHECKPOINT_FORMAT"]
+           "applied_rates", "evaluate_online", "load_online_checkpoint", "ONLINE_CHECKPOINT_FORMAT",
+           "make_rule", "FIXED_SETTINGS"]
 
 ONLINE_CHECKPOINT_FORMAT = "delrec-online-checkpoint-v1"
 
@@ -48,6 +49,12 @@ ONLINE_TASK_DEFAULTS = {
                           readout_gain=0.08, lr_weight=0.1, lr_delay=200.0, lr_readout=4e-4,
                           lr_final=0.1, readout_bias=False, sigma=4.0, sigma_final=1.0),
 }
+
+
+#: What ``spec`` may set: the fields of :class:`~delrec.arith.CoreSpec` and of
+#: :class:`~delrec.arith.LearningRates`, and ``theta`` (the weights' scale).
+FIXED_SETTINGS = tuple(sorted({f.name for f in fields(CoreSpec)} | {f.name for f in fields(LearningRates)}
+                              | {"theta"}))
 
 
 @dataclass
@@ -78,12 +85,12 @@ class OnlineTrainConfig:
         if self.batch_size < 1:
             raise ValueError(f"Batch size must be positive, not {self.batch_size!r}")
         if not isinstance(self.spec, dict):
-            raise ValueError(f"spec must be a JSON object of FixedSpec fields (e.g. "
+            raise ValueError(f"spec must be a JSON object of fixed-point settings (e.g. "
                              f"spec='{{\"feedback_frac_bits\": 4}}'), not {self.spec!r}")
-        unknown = sorted(set(self.spec) - {f.name for f in fields(FixedSpec)})
+        unknown = sorted(set(self.spec) - set(FIXED_SETTINGS))
         if unknown:
-            raise ValueError(f"Unknown FixedSpec field(s) {unknown} in spec; the fields are "
-                             f"{sorted(f.name for f in fields(FixedSpec))}")
+            raise ValueError(f"Unknown fixed-point setting(s) {unknown} in spec; the settings are "
+                             f"{list(FIXED_SETTINGS)}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "OnlineTrainConfig":
@@ -169,13 +176,22 @@ def load_online_checkpoint(path) -> dict:
     return state
 
 
-def make_spec(config: OnlineConfig, train: OnlineTrainConfig) -> FixedSpec:
-    """The run's FixedSpec: ``train.spec`` entries, learning-rate shifts derived from the
-    float rates (:meth:`FixedOnlineNetwork.equivalent_shifts`) where not given."""
-    base = FixedSpec(**{k: v for k, v in train.spec.items()})
-    shifts = FixedOnlineNetwork.equivalent_shifts(config, base, train.batch_size)
-    shifts = {k: v for k, v in shifts.items() if k not in train.spec}
-    return FixedSpec(**dict(base.to_dict(), **shifts))
+def make_rule(config: OnlineConfig, train: OnlineTrainConfig) -> tuple[CoreSpec, LearningRates, int]:
+    """The run's fixed point ``(spec, rates, theta)`` from ``train.spec``'s entries.
+
+    The spec is :data:`~delrec.golden.online_fixed.ONLINE_SPEC` with the
+    entries that name its fields; the learning-rate shifts are derived from
+    the float rates (:meth:`FixedOnlineNetwork.equivalent_shifts`) where not
+    given; ``theta`` defaults to :data:`~delrec.golden.online_fixed.DEFAULT_THETA`.
+    """
+    spec_fields = {f.name for f in fields(CoreSpec)}
+    spec = CoreSpec(**dict(ONLINE_SPEC.to_dict(), **{k: v for k, v in train.spec.items()
+                                                     if k in spec_fields}))
+    theta = int(train.spec.get("theta", DEFAULT_THETA))
+    shifts = FixedOnlineNetwork.equivalent_shifts(config, spec, train.batch_size, theta)
+    given = {f.name: train.spec[f.name] for f in fields(LearningRates) if f.name in train.spec}
+    rates = LearningRates(**dict(shifts, **given))
+    return spec, rates, theta
 
 
 def _named(net) -> dict:
@@ -194,8 +210,9 @@ def applied_rates(epoch_config: OnlineConfig, train: OnlineTrainConfig) -> dict:
     """
     rates = {k: getattr(epoch_config, k) for k in ("lr_weight", "lr_delay", "lr_readout")}
     if train.arithmetic == "fixed" or train.chip_rates:
-        spec = make_spec(epoch_config, train)
-        factors = FixedOnlineNetwork.chip_rate_factors(epoch_config, spec, train.batch_size)
+        spec, rule_rates, theta = make_rule(epoch_config, train)
+        factors = FixedOnlineNetwork.chip_rate_factors(epoch_config, spec, rule_rates, train.batch_size,
+                                                       theta)
         rates = {k: v * factors[k] for k, v in rates.items()}
     return rates
 
@@ -204,7 +221,7 @@ def _set_epoch(net, epoch_config: OnlineConfig, train: OnlineTrainConfig) -> Non
     """This epoch's surrogate width and learning rates (shifts for the fixed-point rule)."""
     if isinstance(net, FixedOnlineNetwork):
         net.set_sigma(epoch_config.sigma)
-        net.spec = make_spec(epoch_config, train)
+        net.rates = make_rule(epoch_config, train)[1]
     else:
         net.config.sigma = epoch_config.sigma
         for name, rate in applied_rates(epoch_config, train).items():
@@ -266,7 +283,8 @@ def train_online(config: OnlineConfig, train: OnlineTrainConfig, out_dir, resume
     torch.manual_seed(train.seed)
     fixed = train.arithmetic == "fixed"
     if fixed:
-        net = FixedOnlineNetwork(copy.deepcopy(config), make_spec(config, train), seed=train.seed)
+        spec, rates, theta = make_rule(config, train)
+        net = FixedOnlineNetwork(copy.deepcopy(config), spec, rates, seed=train.seed, theta=theta)
     else:
         net = OnlineNetwork(copy.deepcopy(config), seed=train.seed)  # its sigma follows the schedule
     initial = {n: p.detach().clone() for n, p in _named(net).items()}
@@ -326,7 +344,7 @@ def train_online(config: OnlineConfig, train: OnlineTrainConfig, out_dir, resume
     metrics = {
         "task": train.task, "model": "three-factor", "seed": train.seed,
         "arithmetic": train.arithmetic,
-        "spec": net.spec.to_dict() if fixed else None,
+        "spec": dict(net.spec.to_dict(), **net.rates.to_dict(), theta=net.theta) if fixed else None,
         "parameters": sum(p.numel() for p in _named(net).values()),
         "train_accuracy": final["train"]["accuracy"], "val_accuracy": final["val"]["accuracy"],
         "test_accuracy": final["test"]["accuracy"], "best_epoch": best["epoch"],

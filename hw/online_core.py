@@ -10,10 +10,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from delrec.arith import FixedSpec, leak, rshift_round
+from delrec.arith import decay, rshift_round
 
 from .fixed import saturate
-from .online_ports import (COUNTER_BITS, OnlineConfigRegister, OnlineCounter, OnlineFlag,
+from .online_ports import (COUNTER_BITS, OnlineArithmetic, OnlineConfigRegister, OnlineCounter, OnlineFlag,
                            OnlineGeometry, OnlineReadTarget, OnlineWriteTarget, SignalKind)
 
 __all__ = ["OnlineCore"]
@@ -188,7 +188,7 @@ class OnlineCore(wiring.Component):
     (feedforward, soft reset, shift leak, readout without leak) one time
     step per ``last=1`` input beat, and with ``learning=True`` its
     three-factor rule with a per-sample learning signal, bit-exact in the
-    order of :class:`delrec.arith.FixedSpec`:
+    order of :class:`delrec.arith.CoreSpec`:
 
     * **step** -- each input weight is read through its delay
       ``round(d) = (d + 2^(f-1)) >> f`` from an input history of ``H``
@@ -266,9 +266,8 @@ class OnlineCore(wiring.Component):
     ----------
     inputs, neurons, classes : int
         ``C``, ``N``, ``K``.
-    spec : FixedSpec
-        Widths, threshold, leak shift and the rule's fixed-point formats
-        (``stochastic`` must be off: the unit rounds half up).
+    spec : OnlineArithmetic
+        Widths, threshold, leak shift and the rule's fixed-point formats.
     delay_kind : {"synaptic", "axonal"}
         One input delay per synapse or one per input channel.
     max_reach : int
@@ -308,7 +307,7 @@ class OnlineCore(wiring.Component):
     busy : Out(1)
     """
 
-    def __init__(self, *, inputs: int, neurons: int, classes: int, spec: FixedSpec = FixedSpec(),
+    def __init__(self, *, inputs: int, neurons: int, classes: int, spec: OnlineArithmetic,
                  delay_kind: str = "synaptic", max_reach: int = 768, max_steps: int = 255,
                  count_bits: int = 4, learning: bool = True, signal: str = "sample",
                  recurrent: bool = False):
@@ -535,10 +534,10 @@ class OnlineCore(wiring.Component):
                         hist.read(m, hist_addr(row_back(tap_m + 1 + is_rec), j))
                         lut.read(m, tap_idx + (1 << f))
                 with m.State(f"{prefix}_WRITE"):
-                    new_d = saturate(leak(trd_reg, s.leak_shift) + delay_value, s.trace_bits)
+                    new_d = saturate(decay(trd_reg, s.leak_shift, "shift", 0) + delay_value, s.trace_bits)
                     tr_d.write(m, trace_addr, Mux(learn_d, new_d, trd_reg))
                     if per_sample:
-                        new_w = saturate(leak(trw_reg, s.leak_shift) + (pre_reg << tf), s.trace_bits)
+                        new_w = saturate(decay(trw_reg, s.leak_shift, "shift", 0) + (pre_reg << tf), s.trace_bits)
                         tr_w.write(m, trace_addr, Mux(learn_w, new_w, trw_reg))
                     next_item()
 
@@ -735,7 +734,7 @@ class OnlineCore(wiring.Component):
 
             with m.State("NEURON_UPDATE"):
                 h = Signal(signed(s.v_bits))
-                m.d.comb += h.eq(saturate(leak(v_reg, s.leak_shift) + cur, s.v_bits))
+                m.d.comb += h.eq(saturate(decay(v_reg, s.leak_shift, "shift", 0) + cur, s.v_bits))
                 fired = h >= s.theta
                 dist = Signal(s.v_bits + 1)
                 m.d.comb += dist.eq(Mux(h >= s.theta, h - s.theta, s.theta - h))
@@ -747,7 +746,7 @@ class OnlineCore(wiring.Component):
                 if rec:   # this step's spike, read from the next step on
                     hist.write(m, hist_addr(row_now, C + i), fired)
                 if per_sample:
-                    new_trb = Mux(learn_w, saturate(leak(trb_reg, s.leak_shift) + (1 << tf),
+                    new_trb = Mux(learn_w, saturate(decay(trb_reg, s.leak_shift, "shift", 0) + (1 << tf),
                                                     s.trace_bits), trb_reg)
                     with m.If(learn):
                         tr_b.write(m, i, new_trb)

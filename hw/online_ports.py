@@ -3,7 +3,7 @@
 Everything the firmware and the testbenches need to talk to
 :class:`delrec.hw.online_core.OnlineCore` lives here, so that neither has to
 elaborate the core to learn a field width. The widths follow
-:class:`delrec.arith.FixedSpec` (the spec the golden rule
+:class:`delrec.arith.CoreSpec` (the spec the golden rule
 :mod:`delrec.golden.online_fixed` is written from) and the bounds of
 :class:`OnlineGeometry` that make every accumulator exact.
 
@@ -32,12 +32,10 @@ import math
 
 from amaranth.lib import data, enum
 
-from delrec.arith import FixedSpec
+from delrec.arith import DELAY_KINDS, CoreSpec, error_shift
 
 __all__ = ["OnlineWriteTarget", "OnlineReadTarget", "OnlineConfigRegister", "OnlineCounter",
-           "OnlineFlag", "SignalKind", "OnlineGeometry", "DELAY_KINDS", "SIGNAL_MODES"]
-
-DELAY_KINDS = ("synaptic", "axonal")
+           "OnlineFlag", "SignalKind", "OnlineGeometry", "OnlineArithmetic", "SIGNAL_MODES"]
 
 #: When the third factor arrives: once per sample from the host, or every step from the chip.
 SIGNAL_MODES = ("sample", "step")
@@ -168,13 +166,43 @@ def _bits(count: int) -> int:
     return max(1, math.ceil(math.log2(count))) if count > 1 else 1
 
 
+class OnlineArithmetic:
+    """A :class:`~delrec.arith.CoreSpec` with the two network constants this core bakes in.
+
+    The learning core compares with a fixed threshold and leaks by a fixed
+    shift; everything else is the spec's. Attribute names are the core's.
+    """
+
+    def __init__(self, spec: CoreSpec, theta: int, leak_shift: int):
+        if not isinstance(spec, CoreSpec):
+            raise TypeError(f"Spec must be a delrec.arith.CoreSpec, not {spec!r}")
+        if spec.leak != "shift":
+            raise ValueError(f"The online core leaks by a shift, not a {spec.leak!r}")
+        self.spec, self.theta, self.leak_shift = spec, int(theta), int(leak_shift)
+        self.stochastic = False
+
+    def __getattr__(self, name):
+        return getattr(self.spec, name)
+
+    @property
+    def delay_int_bits(self) -> int:
+        return self.spec.delay_bits
+
+    @property
+    def step_error_shift(self) -> int:
+        return error_shift(self.theta, self.spec.signal_bits)
+
+    def to_dict(self) -> dict:
+        return dict(self.spec.to_dict(), theta=self.theta, leak_shift=self.leak_shift)
+
+
 class OnlineGeometry:
     """Sizes and widths of one online-learning core (see :class:`~delrec.hw.online_core.OnlineCore`).
 
     Parameters
     ----------
     inputs, neurons, classes : int
-    spec : FixedSpec
+    spec : OnlineArithmetic
     delay_kind : {"synaptic", "axonal"}
     max_reach : int
         Largest LUT half-width ``R`` in ``2^-f`` steps (the table has
@@ -195,7 +223,7 @@ class OnlineGeometry:
         steps through its own learnable axonal delay, weighted by ``W_REC``.
     """
 
-    def __init__(self, inputs: int, neurons: int, classes: int, spec: FixedSpec,
+    def __init__(self, inputs: int, neurons: int, classes: int, spec: OnlineArithmetic,
                  delay_kind: str, max_reach: int, max_steps: int, count_bits: int,
                  signal: str = "sample", recurrent: bool = False):
         for name, value in (("Input count", inputs), ("Neuron count", neurons),
@@ -203,15 +231,12 @@ class OnlineGeometry:
                             ("Count width", count_bits)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        if not isinstance(spec, FixedSpec):
-            raise TypeError(f"Spec must be a delrec.arith.FixedSpec, not {spec!r}")
+        if not isinstance(spec, OnlineArithmetic):
+            raise TypeError(f"Spec must be an OnlineArithmetic, not {spec!r}")
         if delay_kind not in DELAY_KINDS:
             raise ValueError(f"Delay kind must be one of {DELAY_KINDS}, not {delay_kind!r}")
         if isinstance(max_reach, bool) or not isinstance(max_reach, int) or max_reach < 0:
             raise ValueError(f"Maximum reach must be a non-negative integer, not {max_reach!r}")
-        if spec.stochastic:
-            raise ValueError("The learning unit rounds half up; stochastic rounding "
-                             "(FixedSpec.stochastic) is a golden-model option only")
         if signal not in SIGNAL_MODES:
             raise ValueError(f"Signal mode must be one of {SIGNAL_MODES}, not {signal!r}")
         if signal == "step" and delay_kind != "axonal":

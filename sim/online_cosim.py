@@ -55,8 +55,8 @@ class OnlineSample:
     bad_beats : int
         Signal beats with an index that does not exist, sent before the
         commit: the core must drop and count them.
-    rule : (sigma, FixedSpec) or None
-        A new surrogate width and spec (learning-rate shifts) from this
+    rule : (sigma, LearningRates) or None
+        A new surrogate width and learning-rate shifts from this
         sample on: the host reloads the LUT and the registers.
     """
 
@@ -123,7 +123,7 @@ def _expected_cycles(geometry: OnlineGeometry, net, sample: OnlineSample, delays
     per_step = geometry.signal == "step"
     f, reach = s.delay_frac_bits, (len(net.lut) - 1) // 2
     learn_synapses = sample.learn and (c.learn_weights or c.learn_delays) and not per_step
-    near = np.abs(charge - s.theta) < (1 << s.psi_bits)  # psi > 0
+    near = np.abs(charge - net.theta) < (1 << s.psi_bits)  # psi > 0
     steps = []
     # the layer's own spikes (channels C.. of a recurrent layer) are read a step later
     later = (np.arange(delays.shape[-1]) >= geometry.inputs).astype(np.int64) \
@@ -185,12 +185,9 @@ def cosimulate_online(net, samples: list[OnlineSample], stall: float = 0.2, seed
                              f"max_steps {max_steps} while learning")
         rule = np.zeros((0, 3), np.int64)
         if sample.rule is not None:
-            sigma, spec = sample.rule
-            if spec.feedback_frac_bits != s.feedback_frac_bits:
-                raise ValueError(f"Sample {n} changes feedback_frac_bits to {spec.feedback_frac_bits}; "
-                                 f"the core is built with {s.feedback_frac_bits}")
+            sigma, rates = sample.rule
             golden.set_sigma(sigma)
-            golden.spec = spec
+            golden.rates = rates
         if sample.rule is not None or sample.learn != current_learn:
             rule = rule_writes(golden, geometry, learn=sample.learn)
             current_learn = sample.learn
@@ -328,7 +325,7 @@ def random_online_case(kind: str, rng: np.random.Generator, inputs: int = 6, neu
     its label, with fixed input weights and an update every step;
     ``recurrent`` (per step) adds recurrent weights and axonal delays.
     """
-    from delrec.arith import FixedSpec
+    from delrec.arith import LearningRates
     from delrec.golden.online import OnlineConfig
     from delrec.golden.online_fixed import FixedOnlineNetwork
 
@@ -345,10 +342,11 @@ def random_online_case(kind: str, rng: np.random.Generator, inputs: int = 6, neu
                           learn_delays=learn_d, readout_bias=bool(rng.integers(0, 2)),
                           loss_start=int(rng.integers(0, 6)), input_gain=float(rng.uniform(1, 10)),
                           readout_gain=float(rng.uniform(0.2, 3)))
-    spec = FixedSpec(lr_weight_shift=int(rng.integers(6, 16)),
-                     lr_delay_shift=int(rng.integers(14, 24) if per_step else rng.integers(8, 18)),
-                     lr_readout_shift=int(rng.integers(1, 8)))
-    net = FixedOnlineNetwork(config, spec, seed=int(rng.integers(0, 1 << 16)))
+    rates = LearningRates(lr_weight_shift=int(rng.integers(6, 16)),
+                          lr_delay_shift=int(rng.integers(14, 24) if per_step else rng.integers(8, 18)),
+                          lr_readout_shift=int(rng.integers(1, 8)))
+    net = FixedOnlineNetwork(config, rates=rates, seed=int(rng.integers(0, 1 << 16)))
+    spec = net.spec
     out = []
     for n in range(samples):
         T = int(rng.integers(steps[0], steps[1] + 1))

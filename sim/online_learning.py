@@ -71,11 +71,12 @@ def learn_on_core(task, config, train, out_dir=None, eval_split: str = "val", de
     has checked equal to the golden rule's at every sample.
     """
     from delrec.golden.online_fixed import FixedOnlineNetwork
-    from delrec.golden.online_training import make_spec, rates_at
+    from delrec.golden.online_training import make_rule, rates_at
     from delrec.golden.tasks.base import make_loader
 
     started = time.perf_counter()
-    net = FixedOnlineNetwork(copy.deepcopy(config), make_spec(config, train), seed=train.seed)
+    spec, rates, theta = make_rule(config, train)
+    net = FixedOnlineNetwork(copy.deepcopy(config), spec, rates, seed=train.seed, theta=theta)
     initial_delays = net.d_in.clone()
     eval_set = _samples(task.split(eval_split), learn=False)
     test_set = _samples(task.split("test"), learn=False)
@@ -91,7 +92,7 @@ def learn_on_core(task, config, train, out_dir=None, eval_split: str = "val", de
         loader = make_loader(task.train, train.batch_size, shuffle=True,
                              seed=train.seed * 100003 + epoch)
         items = _samples(None, learn=True, loader=loader)
-        items[0].rule = (epoch_config.sigma, make_spec(epoch_config, train))
+        items[0].rule = (epoch_config.sigma, make_rule(epoch_config, train)[1])
         add("train", epoch, items)
         add("eval", epoch, copy.deepcopy(eval_set))
     add("test", train.epochs - 1, test_set)

@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from delrec.arith import FixedSpec
+from delrec.arith import CoreSpec, LearningRates
 from delrec.firmware.online import check_supported, parameter_writes, signal_beats
 from delrec.golden.online import OnlineConfig
-from delrec.golden.online_fixed import FixedOnlineNetwork
+from delrec.golden.online_fixed import ONLINE_SPEC, FixedOnlineNetwork
 from delrec.hw.online_core import OnlineCore
-from delrec.hw.online_ports import OnlineGeometry, SignalKind
+from delrec.hw.online_ports import OnlineArithmetic, OnlineGeometry, SignalKind
+
+ARITH = OnlineArithmetic(ONLINE_SPEC, theta=128, leak_shift=1)
 from delrec.sim.online_cosim import OnlineSample, cosimulate_online, random_online_case
 
 MAX_REACH = 256  # LUTs up to sigma = 1.33 (radius 3, 6 fractional delay bits)
@@ -56,7 +58,7 @@ def test_per_step_core_learns_every_step_bit_exact(seed, recurrent, tmp_path):
 def test_label_is_checked():
     from delrec.firmware.online import label_writes
 
-    g = OnlineGeometry(4, 4, 3, FixedSpec(), "axonal", 64, 100, 4, "step")
+    g = OnlineGeometry(4, 4, 3, ARITH, "axonal", 64, 100, 4, "step")
     assert label_writes(g, 2).tolist() == [[6, 6, 2]]
     with pytest.raises(ValueError, match=r"Label 3 is outside the core's classes 0..2"):
         label_writes(g, 3)
@@ -66,7 +68,7 @@ def test_delays_learn_from_errors_and_inference_matches(tmp_path):
     """Delays only (axonal factorisation off: synaptic), then inference with learning off."""
     config = OnlineConfig(inputs=4, hidden=3, classes=2, input_delays="synaptic", signal="sample",
                           sigma=1.0, delay_init=(0.0, 12.0), learn_weights=False, input_gain=8.0)
-    net = FixedOnlineNetwork(config, FixedSpec(lr_delay_shift=10, lr_readout_shift=3), seed=2)
+    net = FixedOnlineNetwork(config, rates=LearningRates(lr_delay_shift=10, lr_readout_shift=3), seed=2)
     rng = np.random.default_rng(1)
     xs = [(rng.random((16, 4)) < 0.4).astype(np.int64) for _ in range(4)]
     samples = [OnlineSample(x=xs[0], label=0), OnlineSample(x=xs[1], label=1),
@@ -81,7 +83,7 @@ def test_delays_learn_from_errors_and_inference_matches(tmp_path):
 
 
 def test_unsupported_networks_are_named():
-    spec = FixedSpec()
+    spec = ONLINE_SPEC
     with pytest.raises(ValueError, match="recurrent=True with a per-sample signal"):
         check_supported(OnlineConfig(recurrent=True, signal="sample"), spec)
     with pytest.raises(ValueError, match="reset='hard'"):
@@ -92,7 +94,7 @@ def test_unsupported_networks_are_named():
     with pytest.raises(ValueError, match="recurrent_delays='synaptic'"):
         check_supported(OnlineConfig(**step, recurrent=True, recurrent_delays="synaptic"), spec)
     with pytest.raises(ValueError, match="A recurrent layer is built with a per-step"):
-        OnlineGeometry(4, 4, 2, spec, "axonal", 64, 100, 4, "sample", recurrent=True)
+        OnlineGeometry(4, 4, 2, ARITH, "axonal", 64, 100, 4, "sample", recurrent=True)
     for change, text in ((dict(update_every=0), "update_every=0 with a per-step signal"),
                          (dict(input_delays="synaptic"), "input_delays='synaptic' with a per-step"),
                          (dict(learn_weights=True), "learn_weights=True with a per-step signal"),
@@ -100,22 +102,22 @@ def test_unsupported_networks_are_named():
         with pytest.raises(ValueError, match=text):
             check_supported(OnlineConfig(**dict(step, **change)), spec)
     with pytest.raises(ValueError, match="per-step learning signal is built for axonal delays"):
-        OnlineGeometry(4, 4, 2, spec, "synaptic", 64, 100, 4, "step")
+        OnlineGeometry(4, 4, 2, ARITH, "synaptic", 64, 100, 4, "step")
     with pytest.raises(ValueError, match="Signal mode must be one of"):
-        OnlineGeometry(4, 4, 2, spec, "axonal", 64, 100, 4, "epoch")
+        OnlineGeometry(4, 4, 2, ARITH, "axonal", 64, 100, 4, "epoch")
     with pytest.raises(ValueError, match="stochastic"):
-        check_supported(OnlineConfig(signal="sample"), FixedSpec(stochastic=True))
-    with pytest.raises(ValueError, match="stochastic"):
-        OnlineGeometry(4, 4, 2, FixedSpec(stochastic=True), "synaptic", 64, 100, 4)
+        check_supported(OnlineConfig(signal="sample"), spec, LearningRates(stochastic=True))
+    with pytest.raises(ValueError, match="leak='multiply'"):
+        check_supported(OnlineConfig(signal="sample"), CoreSpec())
     with pytest.raises(ValueError, match="Delay kind"):
-        OnlineGeometry(4, 4, 2, spec, "dendritic", 64, 100, 4)
+        OnlineGeometry(4, 4, 2, ARITH, "dendritic", 64, 100, 4)
     with pytest.raises(ValueError, match="Maximum steps must be a positive integer, not 0"):
-        OnlineGeometry(4, 4, 2, spec, "synaptic", 64, 0, 4)
+        OnlineGeometry(4, 4, 2, ARITH, "synaptic", 64, 0, 4)
 
 
 def test_bad_host_input_is_rejected_with_its_value_and_limit():
     config = OnlineConfig(inputs=4, hidden=3, classes=2, signal="sample", sigma=1.0)
-    net = FixedOnlineNetwork(config, FixedSpec(), seed=0)
+    net = FixedOnlineNetwork(config, seed=0)
     from delrec.firmware.online import online_geometry
 
     g = online_geometry(net, max_reach=MAX_REACH)
@@ -147,7 +149,7 @@ def test_guards_drop_and_count_bad_beats_without_touching_state():
     from delrec.hw.online_ports import (OnlineConfigRegister as R, OnlineCounter, OnlineFlag,
                                         OnlineReadTarget as RT, OnlineWriteTarget as WT)
 
-    core = OnlineCore(inputs=3, neurons=3, classes=2, max_reach=64, max_steps=2, count_bits=4)
+    core = OnlineCore(inputs=3, neurons=3, classes=2, spec=ARITH, max_reach=64, max_steps=2, count_bits=4)
     g = core.geometry
     seen = {}
 

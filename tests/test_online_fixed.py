@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from delrec.arith import FixedSpec, Lfsr16, gaussian_derivative_lut, rshift_round, sat
+from delrec.arith import CoreSpec, LearningRates, Lfsr16, forward_delay, gaussian_derivative_lut, \
+    rshift_round, sat
 from delrec.golden.online import OnlineConfig
-from delrec.golden.online_fixed import FixedOnlineNetwork
+from delrec.golden.online_fixed import ONLINE_SPEC, FixedOnlineNetwork
 
-SPEC = FixedSpec()
+SPEC = ONLINE_SPEC
 
 
 def config(**kw):
@@ -65,9 +66,9 @@ def test_step_signal_on_chip_tracks_float_mse():
 
 
 def test_learning_changes_state_within_ranges():
-    spec = FixedSpec(lr_delay_shift=20, lr_weight_shift=12)
+    spec = SPEC
     c = config(input_delays="synaptic")
-    net = FixedOnlineNetwork(c, spec, seed=3)
+    net = FixedOnlineNetwork(c, spec, LearningRates(lr_delay_shift=20, lr_weight_shift=12), seed=3)
     before = {n: p.clone() for n, p in net.parameters().items()}
     x, labels = data(c, seed=3)
     net.run(x, labels, learn=True)
@@ -83,11 +84,11 @@ def test_deterministic_and_stochastic_rounding_reproducible():
     x, labels = data(c)
     runs = []
     for _ in range(2):
-        net = FixedOnlineNetwork(c, FixedSpec(stochastic=True, lr_delay_shift=30), seed=4)
+        net = FixedOnlineNetwork(c, SPEC, LearningRates(stochastic=True, lr_delay_shift=30), seed=4)
         net.run(x, labels, learn=True)
         runs.append(net.d_in.clone())
     assert torch.equal(runs[0], runs[1])
-    det = FixedOnlineNetwork(c, FixedSpec(lr_delay_shift=30), seed=4)
+    det = FixedOnlineNetwork(c, SPEC, LearningRates(lr_delay_shift=30), seed=4)
     det.run(x, labels, learn=True)
     assert not torch.equal(det.d_in, runs[0])  # the LFSR changed some roundings
 
@@ -114,9 +115,9 @@ def test_spec_helpers():
     lfsr = Lfsr16(1)
     draws = [lfsr.draw(4) for _ in range(4096)]
     assert 6.5 < sum(draws) / len(draws) < 8.5
-    assert FixedSpec().round_delay(FixedSpec().delay_max) == 63
-    with pytest.raises(ValueError, match="Threshold must be in 1..32767"):
-        FixedSpec(theta=40000)
+    assert forward_delay(SPEC.delay_max, SPEC.delay_frac_bits) == 63
+    with pytest.raises(ValueError, match="Threshold must be in 1..32767, not 40000"):
+        FixedOnlineNetwork(config(), SPEC, theta=40000)
     with pytest.raises(ValueError, match="Maximum delay 70 exceeds the chip's D - 1 = 63"):
         FixedOnlineNetwork(config(max_delay=70), SPEC)
 
@@ -144,9 +145,9 @@ def test_fixed_point_training_run(tmp_path):
     with pytest.raises(ValueError, match="Arithmetic must be 'float' or 'fixed', not 'double'"):
         make_online_configs(task, dict(arithmetic="double"))
     # a shell that ate the quotes of --set 'spec={"feedback_frac_bits": 4}' hands over a string
-    with pytest.raises(ValueError, match="spec must be a JSON object of FixedSpec fields"):
+    with pytest.raises(ValueError, match="spec must be a JSON object of fixed-point settings"):
         make_online_configs(task, dict(spec="{feedback_frac_bits:4}"))
-    with pytest.raises(ValueError, match=r"Unknown FixedSpec field\(s\) \['feedback_bits'\]"):
+    with pytest.raises(ValueError, match=r"Unknown fixed-point setting\(s\) \['feedback_bits'\]"):
         make_online_configs(task, dict(spec={"feedback_bits": 4}))
     fixed = make_online_configs(task, dict(arithmetic="fixed", spec={"feedback_frac_bits": 4}))[1]
     plain = make_online_configs(task, dict(spec={"feedback_frac_bits": 4}))[1]
@@ -163,10 +164,11 @@ def test_applied_updates_match_float_rates_for_every_parameter(kw):
     (same direction, magnitude within the factor sqrt(2) of the power-of-two shifts)."""
     import copy
 
-    from delrec.golden.online_training import OnlineTrainConfig, make_spec
+    from delrec.golden.online_training import OnlineTrainConfig, make_rule
 
     c = config(lr_weight=0.5, lr_delay=100.0, lr_readout=0.02, readout_bias=True, **kw)
-    fx = FixedOnlineNetwork(copy.deepcopy(c), make_spec(c, OnlineTrainConfig(batch_size=8)), seed=5)
+    spec, rates, theta = make_rule(c, OnlineTrainConfig(batch_size=8))
+    fx = FixedOnlineNetwork(copy.deepcopy(c), spec, rates, seed=5, theta=theta)
     fl = fx.to_float()
     fl.config = copy.deepcopy(c)
     x, labels = data(c, seed=5)
@@ -193,12 +195,12 @@ def test_chip_rates_make_the_float_rule_learn_at_the_fixed_point_rates(kw):
     as far as the fixed-point rule does; at its own rates it misses by the shifts' rounding."""
     import copy
 
-    from delrec.golden.online_training import OnlineTrainConfig, _set_epoch, applied_rates, make_spec
+    from delrec.golden.online_training import OnlineTrainConfig, _set_epoch, applied_rates, make_rule
 
     c = config(lr_weight=0.323, lr_delay=56.0, lr_readout=0.024, readout_bias=True, **kw)
     train = OnlineTrainConfig(batch_size=8, chip_rates=True)
-    spec = make_spec(c, train)
-    factors = FixedOnlineNetwork.chip_rate_factors(c, spec, batch=8)
+    spec, rates, _ = make_rule(c, train)
+    factors = FixedOnlineNetwork.chip_rate_factors(c, spec, rates, batch=8)
     assert all(2 ** -0.5 <= f <= 2 ** 0.5 for f in factors.values()), factors
     assert all(abs(f - 1) > 0.2 for f in factors.values()), factors  # these rates round visibly
     fixed_rates = applied_rates(c, OnlineTrainConfig(batch_size=8, arithmetic="fixed"))
@@ -206,13 +208,13 @@ def test_chip_rates_make_the_float_rule_learn_at_the_fixed_point_rates(kw):
     assert applied_rates(c, OnlineTrainConfig(batch_size=8)) == \
         {k: getattr(c, k) for k in ("lr_weight", "lr_delay", "lr_readout")}
 
-    fx = FixedOnlineNetwork(copy.deepcopy(c), spec, seed=5)
+    fx = FixedOnlineNetwork(copy.deepcopy(c), spec, rates, seed=5)
     x, labels = data(c, seed=5)
     before = {n: p.clone() for n, p in fx.to_float().named_parameters()}
     fx.run(x, labels, learn=True)
     dq = {n: p - before[n] for n, p in fx.to_float().named_parameters()}
     for chip in (False, True):
-        fl = FixedOnlineNetwork(copy.deepcopy(c), spec, seed=5).to_float()
+        fl = FixedOnlineNetwork(copy.deepcopy(c), spec, rates, seed=5).to_float()
         fl.config = copy.deepcopy(c)
         _set_epoch(fl, c, OnlineTrainConfig(batch_size=8, chip_rates=chip))  # as train_online does
         fl.run(x.double(), labels, learn=True)
@@ -241,17 +243,17 @@ def test_updates_every_k_steps():
     step, so later steps run on changed parameters, and moves them as the float rule does."""
     import copy
 
-    from delrec.golden.online_training import OnlineTrainConfig, make_spec
+    from delrec.golden.online_training import OnlineTrainConfig, make_rule
 
     base = config(input_delays="axonal", signal="step", loss="mse", lr_weight=0.5, lr_delay=100.0,
                   lr_readout=0.02, readout_bias=True)
-    spec = make_spec(base, OnlineTrainConfig(batch_size=8))
+    spec, rates, _ = make_rule(base, OnlineTrainConfig(batch_size=8))
     x, labels = data(base, T=30, seed=6)
 
     def learned(every):
         c = copy.deepcopy(base)
         c.update_every = every
-        net = FixedOnlineNetwork(c, spec, seed=6)
+        net = FixedOnlineNetwork(c, spec, rates, seed=6)
         result = net.run(x, labels, learn=True)
         return net, result
 
@@ -261,17 +263,17 @@ def test_updates_every_k_steps():
         assert all(torch.equal(p, end.parameters()[n]) for n, p in net.parameters().items())
         assert torch.equal(r["outputs"], r_end["outputs"]) and r["peaks"] == r_end["peaks"]
     # the accumulators of a sample are the same whatever the update interval (nothing applied)
-    acc0 = FixedOnlineNetwork(base, spec, seed=6).accumulators(x, labels)
+    acc0 = FixedOnlineNetwork(base, spec, rates, seed=6).accumulators(x, labels)
     c7 = copy.deepcopy(base)
     c7.update_every = 7
-    acc7 = FixedOnlineNetwork(c7, spec, seed=6).accumulators(x, labels)
+    acc7 = FixedOnlineNetwork(c7, spec, rates, seed=6).accumulators(x, labels)
     assert all(torch.equal(acc0[n], acc7[n]) for n in acc0)
 
     step, r_step = learned(1)
     assert torch.equal(r_step["outputs"][0], r_end["outputs"][0])    # step 0 runs before any update
     assert not torch.equal(r_step["outputs"][1:], r_end["outputs"][1:])
     # against the float rule updating every step from the same start
-    start = FixedOnlineNetwork(step.config, spec, seed=6)
+    start = FixedOnlineNetwork(step.config, spec, rates, seed=6)
     fl = start.to_float()
     fl.config = copy.deepcopy(step.config)
     before = {n: p.clone() for n, p in fl.named_parameters()}
@@ -289,7 +291,7 @@ def test_feedback_fraction_bits_refine_the_broadcast_signal():
     import math
 
     config = OnlineConfig(inputs=4, hidden=3, classes=2, signal="sample", sigma=1.0)
-    net = FixedOnlineNetwork(config, FixedSpec(), seed=0)
+    net = FixedOnlineNetwork(config, SPEC, seed=0)
     net.w_out = torch.tensor([[300, -70, 5], [-1, 129, 255]], dtype=torch.int64)  # [K, N]
     err = torch.tensor([[100, -50]], dtype=torch.int64)
     exact = (err.double() @ net.w_out.double()) / 2 ** 15     # w / 2^(frac + weight_bits - 1)
@@ -300,4 +302,4 @@ def test_feedback_fraction_bits_refine_the_broadcast_signal():
     # the forward bits alone floor -70 to -1 and 5 to 0: a different signal
     assert coarse.tolist() != fine.tolist()
     with pytest.raises(ValueError, match=r"Feedback fraction bits must be in 0..8"):
-        FixedSpec(feedback_frac_bits=9)
+        CoreSpec(weight_frac_bits=8, feedback_frac_bits=9)
