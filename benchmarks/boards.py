@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from delrec.firmware.compiler import CoreBuild
+from delrec.build import CoreBuild
 from delrec.hw.boards import BOARDS, build_bitstream
 from delrec.hw.synth import write_benchmark_report
 

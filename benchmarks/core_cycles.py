@@ -43,7 +43,7 @@ def run_case(name, build, networks, inputs, root):
     from delrec.sim.runner import build_component
 
     t0 = time.perf_counter()
-    build_component(InferenceCore(**build.core_kwargs()), _module_name(build), root)
+    build_component(InferenceCore(build), _module_name(build), root)
     build_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = cosimulate(build, networks, inputs, stall=0.0, seed=0, check_state=False, build_root=root)
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
     from delrec.arith import CoreSpec
-    from delrec.firmware.compiler import CoreBuild
+    from delrec.build import CoreBuild
     from delrec.image import FixedNetwork
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -28,7 +28,7 @@ import statistics
 from pathlib import Path
 
 from delrec.arith import CoreSpec
-from delrec.firmware.compiler import CoreBuild
+from delrec.build import CoreBuild
 from delrec.hw.synth import DEVICES, synthesis_case, write_benchmark_report
 
 SHD = dict(inputs=140, neurons=256, classes=20, lanes=1)

@@ -199,7 +199,7 @@ def _add_build_arguments(p) -> None:
 
 
 def _build_from(args):
-    from delrec.firmware.compiler import CoreBuild
+    from delrec.build import CoreBuild
 
     return CoreBuild(inputs=args.inputs, neurons=args.neurons, classes=args.classes,
                      spec=_spec_from(args), lanes=args.lanes, delay_kind=args.delay_kind,
@@ -275,7 +275,7 @@ def _cosim(args) -> int:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from delrec.firmware.compiler import CoreBuild
+    from delrec.build import CoreBuild
     from delrec.golden.tasks.base import load_task
     from delrec.image import FixedNetwork
     from delrec.sim.cosim import SimulationFailure, cosimulate

@@ -73,7 +73,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     """Run every stage; return the summary (also ``summary.json`` in ``config.out``)."""
     import torch
 
-    from delrec.firmware.compiler import CoreBuild
+    from delrec.build import CoreBuild
     from delrec.golden.fixed import evaluate_quantized, quantize
     from delrec.golden.tasks.base import load_task, make_loader
     from delrec.golden.training import build_model, load_checkpoint, make_configs, train

@@ -1,7 +1,7 @@
 """The model compiler: an integer network -> the memory writes of one core build.
 
-A :class:`CoreBuild` names a hardware configuration (the parameters of
-:class:`delrec.hw.core.InferenceCore`). :func:`compile_network` checks that a
+A :class:`~delrec.build.CoreBuild` names a hardware configuration (what
+:class:`delrec.hw.core.InferenceCore` is built from). :func:`compile_network` checks that a
 :class:`~delrec.image.FixedNetwork` fits it -- every violation is an error
 naming the value and the limit -- pads it to the build's sizes and returns a
 :class:`CoreImage`: the element writes ``(target, addr, data)`` of the core's
@@ -14,71 +14,16 @@ weights and the most negative readout bias, so they never win the argmax.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from delrec.arith import CoreSpec, signed_range
-from delrec.image import DELAY_KINDS, FixedNetwork
+from delrec.arith import signed_range
+from delrec.build import CoreBuild
+from delrec.image import FixedNetwork
 from delrec.hw.ports import ConfigRegister, CoreGeometry, WriteTarget
 
-__all__ = ["CoreBuild", "CoreImage", "compile_network", "QUEUES"]
-
-QUEUES = ("ring", "history")
-
-
-@dataclass(frozen=True)
-class CoreBuild:
-    """One hardware configuration of the inference core.
-
-    Parameters
-    ----------
-    inputs, neurons, classes : int
-        ``C``, ``N``, ``K``.
-    spec : CoreSpec
-    lanes : int
-        ``P`` parallel lanes (divides ``N``).
-    delay_kind : {"axonal", "synaptic"}
-    queue : {"ring", "history"}
-        Future-input ring (``D x N`` accumulators) or spike history
-        (``N x D`` bits, axonal delays only).
-    """
-
-    inputs: int
-    neurons: int
-    classes: int
-    spec: CoreSpec = CoreSpec()
-    lanes: int = 1
-    delay_kind: str = "axonal"
-    queue: str = "ring"
-
-    def __post_init__(self):
-        for name in ("inputs", "neurons", "classes", "lanes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, not {getattr(self, name)!r}")
-        if self.neurons % self.lanes:
-            raise ValueError(f"Lane count must divide the neuron count {self.neurons}, not {self.lanes!r}")
-        if self.delay_kind not in DELAY_KINDS:
-            raise ValueError(f"Delay kind must be one of {DELAY_KINDS}, not {self.delay_kind!r}")
-        if self.queue not in QUEUES:
-            raise ValueError(f"Delay queue must be one of {QUEUES}, not {self.queue!r}")
-        if self.queue == "history" and self.delay_kind != "axonal":
-            raise ValueError("The spike-history queue holds one delay per presynaptic neuron: "
-                             "it needs delay_kind='axonal'")
-
-    def geometry(self) -> CoreGeometry:
-        return CoreGeometry(self.inputs, self.neurons, self.classes, self.spec, self.lanes,
-                            self.delay_kind)
-
-    def core_kwargs(self) -> dict:
-        """Keyword arguments of :class:`delrec.hw.core.InferenceCore`."""
-        return dict(inputs=self.inputs, neurons=self.neurons, classes=self.classes, spec=self.spec,
-                    lanes=self.lanes, delay_kind=self.delay_kind, queue=self.queue)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["spec"] = self.spec.to_dict()
-        return d
+__all__ = ["CoreImage", "compile_network"]
 
 
 @dataclass
@@ -142,7 +87,7 @@ def compile_network(net: FixedNetwork, build: CoreBuild, max_input: int = 1,
                           delays=delays, bias=_pad(net.bias, (N,)), w_out=_pad(net.w_out, (K, N)),
                           bias_out=_pad(net.bias_out, (K,), fill=rmin), theta=net.theta, leak=net.leak,
                           readout_leak=net.readout_leak, reset=net.reset, meta=dict(net.meta))
-    geometry = build.geometry()
+    geometry = CoreGeometry(build)
     bits = geometry.write_data_bits
     spec = build.spec
     rows = []

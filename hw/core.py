@@ -9,7 +9,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from delrec.arith import CoreSpec
+from delrec.build import CoreBuild
 
 from .banked import BankedMemory
 from .fixed import check_bank_bits, delay_line
@@ -21,11 +21,7 @@ from .ports import (COUNTER_BITS, PROBE_LATENCY, RECORD_LATENCY, ConfigRegister,
 from .readout import Readout
 from .ring import FutureInputRing
 
-__all__ = ["InferenceCore", "DELAY_KINDS", "QUEUE_KINDS", "WEIGHT_READ_LATENCY", "WEIGHT_WORD_BITS",
-           "weights_per_word"]
-
-DELAY_KINDS = ("axonal", "synaptic")
-QUEUE_KINDS = ("ring", "history")
+__all__ = ["InferenceCore", "WEIGHT_READ_LATENCY", "WEIGHT_WORD_BITS", "weights_per_word"]
 
 #: Cycles from a weight memory's read address to its weight (:class:`~delrec.hw.banked.BankedMemory`).
 WEIGHT_READ_LATENCY = BankedMemory.LATENCY
@@ -56,12 +52,6 @@ class _WeightLane(NamedTuple):
     write_data: Signal
     read_index: Signal
     weight: Signal       # weight ``read_index`` of the previous cycle
-
-
-def _check_count(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise TypeError(f"{name} must be a positive integer, not {value!r}")
-    return value
 
 
 class InferenceCore(wiring.Component):
@@ -120,17 +110,11 @@ class InferenceCore(wiring.Component):
 
     Parameters
     ----------
-    inputs, neurons, classes : int
-        ``C``, ``N``, ``K``.
-    spec : CoreSpec
-        Widths, delay depth ``D = 2^delay_bits`` and leak mode.
-    lanes : int
-        ``P``, a power of two that divides ``N``.
-    delay_kind : {"axonal", "synaptic"}
-        One delay per presynaptic neuron or one per connection.
-    queue : {"ring", "history"}
-        Future-input ring (``D x N`` accumulators) or spike history
-        (``N x D`` bits, axonal delays only).
+    build : CoreBuild
+        The configuration: ``C``, ``N``, ``K``, the spec (widths, delay
+        depth ``D = 2^delay_bits``, leak mode), ``P`` lanes, the delay kind
+        and the queue (future-input ring, ``D x N`` accumulators, or spike
+        history, ``N x D`` bits, axonal delays only).
     weight_bank_bits : int, optional
         Split the input, recurrent and readout weight memories into banks of
         at most this many bits (a power of two; see
@@ -162,29 +146,14 @@ class InferenceCore(wiring.Component):
         during a ``CLEAR`` or a read.
     """
 
-    def __init__(self, *, inputs: int, neurons: int, classes: int, spec: CoreSpec, lanes: int = 1,
-                 delay_kind: str = "axonal", queue: str = "ring", weight_bank_bits: int | None = None):
-        _check_count("Input count", inputs)
-        _check_count("Neuron count", neurons)
-        _check_count("Class count", classes)
-        if not isinstance(spec, CoreSpec):
-            raise TypeError(f"Spec must be a delrec.arith.CoreSpec, not {spec!r}")
-        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1 or lanes & (lanes - 1):
-            raise ValueError(f"Lane count must be a power of two, not {lanes!r}")
-        if neurons % lanes:
-            raise ValueError(f"Lane count must divide the neuron count, not {lanes!r} "
-                             f"(for {neurons} neurons)")
-        if delay_kind not in DELAY_KINDS:
-            raise ValueError(f"Delay kind must be one of {DELAY_KINDS}, not {delay_kind!r}")
-        if queue not in QUEUE_KINDS:
-            raise ValueError(f"Queue must be one of {QUEUE_KINDS}, not {queue!r}")
-        if queue == "history" and delay_kind != "axonal":
-            raise ValueError(f"The spike-history queue needs axonal delays (one per presynaptic "
-                             f"neuron), not {delay_kind!r}")
+    def __init__(self, build: CoreBuild, *, weight_bank_bits: int | None = None):
+        if not isinstance(build, CoreBuild):
+            raise TypeError(f"Build must be a delrec.build.CoreBuild, not {build!r}")
         check_bank_bits(weight_bank_bits)
-        self.geometry = CoreGeometry(inputs, neurons, classes, spec, lanes, delay_kind)
-        self.spec = spec
-        self.queue_kind = queue
+        self.build = build
+        self.geometry = CoreGeometry(build)
+        self.spec = build.spec
+        self.queue_kind = build.queue
         self.weight_bank_bits = weight_bank_bits
         g = self.geometry
         super().__init__({

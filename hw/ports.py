@@ -25,6 +25,7 @@ from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
 from delrec.arith import CoreSpec
+from delrec.build import CoreBuild
 
 __all__ = ["WriteTarget", "ReadTarget", "ConfigRegister", "Counter", "CoreGeometry",
            "input_layout", "spike_layout", "write_layout", "read_layout", "read_data_layout",
@@ -106,26 +107,24 @@ def _bits(count: int) -> int:
 
 
 class CoreGeometry:
-    """Derived sizes of a core build (no hardware, plain arithmetic).
+    """Derived sizes of a core build's hardware (no hardware, plain arithmetic).
 
     Parameters
     ----------
-    inputs, neurons, classes : int
-        ``C``, ``N``, ``K``.
-    spec : CoreSpec
-    lanes : int
-        ``P``: neurons updated (and synapses accumulated) per cycle.
-    delay_kind : {"axonal", "synaptic"}
+    build : CoreBuild
+        The configuration, validated by :class:`delrec.build.CoreBuild`.
     """
 
-    def __init__(self, inputs: int, neurons: int, classes: int, spec: CoreSpec, lanes: int,
-                 delay_kind: str):
-        self.inputs = inputs
-        self.neurons = neurons
-        self.classes = classes
-        self.spec = spec
-        self.lanes = lanes
-        self.delay_kind = delay_kind
+    def __init__(self, build: CoreBuild):
+        if not isinstance(build, CoreBuild):
+            raise TypeError(f"Build must be a delrec.build.CoreBuild, not {build!r}")
+        self.build = build
+        self.inputs = build.inputs
+        self.neurons = build.neurons
+        self.classes = build.classes
+        self.spec = build.spec
+        self.lanes = build.lanes
+        self.delay_kind = build.delay_kind
 
     @property
     def rows(self) -> int:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from delrec.firmware.compiler import CoreBuild, compile_network
+from delrec.build import CoreBuild
+from delrec.firmware.compiler import compile_network
 from delrec.golden.fixed import run_fixed
 from delrec.image import FixedNetwork
 
@@ -30,7 +31,7 @@ def port_fields(build: CoreBuild) -> dict:
     """``{stream: {field: [offset, width]}}`` of the core's stream payloads."""
     from delrec.hw import ports
 
-    g = build.geometry()
+    g = ports.CoreGeometry(build)
     layouts = dict(inputs=ports.input_layout(g), spikes=ports.spike_layout(g), write=ports.write_layout(g),
                    read=ports.read_layout(g), read_data=ports.read_data_layout(g))
     return {stream: {name: [field.offset, field.width] for name, field in layout}
@@ -115,7 +116,7 @@ def cosimulate(build: CoreBuild, networks: list[FixedNetwork], inputs: list[np.n
                   targets={**{t.name: t.value for t in ReadTarget}, "CLEAR": WriteTarget.CLEAR.value},
                   counters={"cycles": int(Counter.CYCLES), "events": int(Counter.SYNAPTIC_EVENTS)})
     name = _module_name(build)
-    sim = build_component(InferenceCore(**build.core_kwargs()), name, build_root, waves=waves)
+    sim = build_component(InferenceCore(build), name, build_root, waves=waves)
     work_dir = Path(work_dir or sim.build_dir / f"run-{seed}")
     hint = (f"waveform: {Path(work_dir).resolve() / 'dump.vcd'}" if waves else
             "rerun with waves=True (delrec cosim --waves) for a VCD")

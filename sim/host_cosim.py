@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from delrec.firmware.compiler import CoreBuild, compile_network
+from delrec.build import CoreBuild
+from delrec.firmware.compiler import compile_network
 from delrec.golden.fixed import run_fixed
 from delrec.image import FixedNetwork
 

@@ -48,7 +48,7 @@ class Workload:
 def sweep_builds(inputs: int, classes: int, neurons, lanes, queues, delay_bits, weight_bits) -> list:
     """Every valid :class:`~delrec.firmware.compiler.CoreBuild` of the grid (axonal delays)."""
     from delrec.arith import CoreSpec
-    from delrec.firmware.compiler import CoreBuild
+    from delrec.build import CoreBuild
 
     builds = []
     for n, p, q, d, w in product(neurons, lanes, queues, delay_bits, weight_bits):
@@ -98,7 +98,7 @@ def _cached(path: Path, compute):
 def _measure_cycles(build_dict: dict, workload: dict, cache: str) -> dict:
     """Cycles per step of one build on the workload (a process-pool job)."""
     from delrec.arith import CoreSpec
-    from delrec.firmware.compiler import CoreBuild
+    from delrec.build import CoreBuild
     from delrec.image import FixedNetwork
 
     from .cosim import cosimulate
@@ -126,7 +126,7 @@ def _measure_cycles(build_dict: dict, workload: dict, cache: str) -> dict:
 def _synthesise(build_dict: dict, device: str, seed: int, cache: str) -> dict:
     """One (build, device) synthesis (a process-pool job)."""
     from delrec.arith import CoreSpec
-    from delrec.firmware.compiler import CoreBuild
+    from delrec.build import CoreBuild
     from delrec.hw.synth import synthesis_case
 
     build = CoreBuild(**dict(build_dict, spec=CoreSpec(**build_dict["spec"])))

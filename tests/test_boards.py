@@ -24,7 +24,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable
 
 from delrec.arith import CoreSpec
 from delrec.cli import main
-from delrec.firmware.compiler import CoreBuild
+from delrec.build import CoreBuild
 from delrec.hw import boards
 from delrec.hw.boards import BOARDS, BoardTop, build_bitstream, clocks_per_bit_for
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from delrec.arith import CoreSpec, signed_range
-from delrec.firmware.compiler import CoreBuild, compile_network
+from delrec.build import CoreBuild
+from delrec.firmware.compiler import compile_network
 from delrec.golden.fixed import run_fixed
 from delrec.hw.ports import ConfigRegister, WriteTarget
 from delrec.image import FixedNetwork

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from delrec.arith import CoreSpec
-from delrec.firmware.compiler import CoreBuild
+from delrec.build import CoreBuild
 from delrec.sim.cosim import SimulationFailure, cosimulate, random_cases
 
 BUILDS = {

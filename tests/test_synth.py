@@ -24,7 +24,7 @@ from amaranth.sim import Simulator
 
 from delrec.arith import CoreSpec
 from delrec.cli import build_parser, main
-from delrec.firmware.compiler import CoreBuild
+from delrec.build import CoreBuild
 from delrec.hw.ports import ConfigRegister, Counter, ReadTarget, WriteTarget, input_layout, read_layout, write_layout
 from delrec.hw.synth import (DEVICES, mark_lut_ram, mark_spram, memory_sizes, place_memories,
                              strip_zero_memory_init, summarize_critical_path,
