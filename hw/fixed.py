@@ -1,7 +1,8 @@
 """Amaranth expressions for the integer operations of :mod:`delrec.arith`, and small shared helpers.
 
-``saturate``, ``decay`` and ``sign_extend`` return an expression computing
-exactly the function of the same name in :mod:`delrec.arith` (plain
+``saturate``, ``clamp``, ``decay``, ``rshift_round``, ``forward_value`` and
+``sign_extend`` return an expression computing exactly the function of the
+same name in :mod:`delrec.arith` (``saturate`` is ``sat``; plain
 combinational logic, no state). ``delay_line`` builds the register chains of
 the pipelines; ``check_bank_bits`` and ``words_per_bank`` size banked memories.
 """
@@ -10,7 +11,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Mux, Signal, Value
 
-__all__ = ["saturate", "decay", "sign_extend", "delay_line", "check_bank_bits", "words_per_bank"]
+__all__ = ["saturate", "clamp", "decay", "rshift_round", "forward_value", "sign_extend", "delay_line",
+           "check_bank_bits", "words_per_bank"]
 
 
 def saturate(value: Value, bits: int) -> Value:
@@ -22,6 +24,41 @@ def saturate(value: Value, bits: int) -> Value:
         return Cat(value, value[-1].replicate(bits - width)).as_signed()
     clamped = Mux(value > hi, hi, Mux(value < lo, lo, value))
     return clamped[:bits].as_signed()
+
+
+def clamp(value: Value, lo: int, hi: int) -> Value:
+    """:func:`delrec.arith.clamp` with constant bounds (the result has ``value``'s shape)."""
+    value = Value.cast(value)
+    return Mux(value < lo, lo, Mux(value > hi, hi, value))
+
+
+def rshift_round(value: Value, shift) -> Value:
+    """:func:`delrec.arith.rshift_round`: ``(value + 2^(k-1)) >> k`` rounded half up; ``k = 0`` exact.
+
+    ``shift`` is a constant ``int`` or an unsigned :class:`~amaranth.hdl.Value`
+    (a run-time learning-rate shift). A run-time shift uses
+    ``(x + 2^(k-1)) >> k = ((x >> (k-1)) + 1) >> 1`` (nested floors), which
+    needs one shifter of the value's width and an increment, no ``2^(k-1)``
+    constant as wide as the largest shift. The result has ``value``'s width
+    plus one bit (a signed value stays signed).
+    """
+    value = Value.cast(value)
+    width = value.shape().width + 1
+    if isinstance(shift, int):
+        if shift < 0:
+            raise ValueError(f"Shift must be non-negative, not {shift!r}")
+        return value if shift == 0 else (value + (1 << (shift - 1))) >> shift
+    shift = Value.cast(shift).as_unsigned()
+    coarse = value >> (shift - 1)[:len(shift)]
+    rounded = (coarse + 1) >> 1
+    out = Mux(shift == 0, value, rounded)
+    return out[:width].as_signed() if value.shape().signed else out[:width]
+
+
+def forward_value(value: Value, frac_bits: int) -> Value:
+    """:func:`delrec.arith.forward_value`: ``value >> frac_bits`` as a narrower signed value."""
+    value = Value.cast(value)
+    return value if frac_bits == 0 else value[frac_bits:].as_signed()
 
 
 def decay(value: Value, param: Value, mode: str, frac_bits: int) -> Value:

@@ -27,7 +27,8 @@ import pytest
 from amaranth.hdl import Module, Signal, Value, signed, unsigned
 from amaranth.sim import Simulator
 
-from delrec.arith import CoreSpec, decay, neuron_update, readout_update, sat, signed_range
+from delrec.arith import (CoreSpec, clamp, decay, forward_value, neuron_update, readout_update, rshift_round,
+                          sat, signed_range)
 from delrec.build import CoreBuild
 from delrec.hw import fixed
 from delrec.hw.history import SpikeHistory
@@ -769,3 +770,43 @@ def test_history_clear_forgets_spikes_and_currents(neurons, lanes, delay_bits):
     run_sim(dut, testbench)
     assert found["busy"] == B, f"clear busy cycles: hw {found['busy']}, docstring B = {B}"
     assert not found["left"], f"not cleared: {found['left']}"
+
+
+# ---------------------------------------------------------------------------
+# fixed.py: the learning rule's shifts and clamps
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [signed(9), signed(20), unsigned(7)], ids=str)
+def test_rshift_round_matches_arith_for_constant_and_runtime_shifts(shape):
+    """Round half up, ``k = 0`` exact; a run-time shift up to 63 (beyond the value's width)."""
+    rng = np.random.default_rng(shape.width)
+    x = Signal(shape)
+    k = Signal(6)
+    values = values_of(shape.width, shape.signed, rng, 150)
+    shifts = sorted({0, 1, 2, 3, shape.width - 1, shape.width, shape.width + 1, 63})
+    vectors = [(v, s) for v in values for s in shifts]
+    got = evaluate([x, k], [fixed.rshift_round(x, k)], vectors)
+    want = [(rshift_round(v, s),) for v, s in vectors]
+    check_all(f"rshift_round(x: {shape}, k)", ("result",), [{"x": v, "k": s} for v, s in vectors], got, want)
+    for constant in (0, 1, 5):
+        got = evaluate([x], [fixed.rshift_round(x, constant)], [(v,) for v in values])
+        want = [(rshift_round(v, constant),) for v in values]
+        check_all(f"rshift_round(x: {shape}, {constant})", ("result",), [{"x": v} for v in values], got, want)
+    # the vectors hold ties (odd values shifted by one) on both sides of zero where signed
+    assert any(v % 2 and v > 0 for v in values)
+    assert not shape.signed or any(v % 2 and v < 0 for v in values)
+
+
+def test_rshift_round_refuses_a_negative_shift():
+    with pytest.raises(ValueError, match="Shift must be non-negative, not -1"):
+        fixed.rshift_round(Signal(signed(8)), -1)
+
+
+def test_clamp_and_forward_value_match_arith():
+    x = Signal(signed(12))
+    values = list(range(-2048, 2048, 7)) + [-2048, 2047, -5, 5]
+    got = evaluate([x], [fixed.clamp(x, -100, 300), fixed.forward_value(x, 4), fixed.forward_value(x, 0)],
+                   [(v,) for v in values])
+    want = [(clamp(v, -100, 300), forward_value(v, 4), v) for v in values]
+    check_all("clamp / forward_value", ("clamp", "forward4", "forward0"), [{"x": v} for v in values],
+              got, want)
