@@ -31,7 +31,7 @@ import numpy as np
 
 from .arith import DELAY_KINDS, RESET_MODES, CoreSpec, forward_delay, forward_value, signed_range
 
-__all__ = ["FixedNetwork", "check_range"]
+__all__ = ["FixedNetwork", "LearningRule", "check_range"]
 
 IMAGE_FORMAT = "delrec-fixed-network-v1"
 _ARRAYS = ("w_in", "w_rec", "delays", "bias", "w_out", "bias_out")
@@ -339,3 +339,72 @@ class FixedNetwork:
         return cls(spec=spec, w_in=w_in, w_rec=w_rec, delays=delays, bias=bias, w_out=w_out,
                    bias_out=bias_out, theta=theta, leak=leak, readout_leak=readout_leak, reset=reset,
                    input_delays=input_delays)
+
+
+RULE_FORMAT = "delrec-learning-rule-v1"
+
+
+@dataclass
+class LearningRule:
+    """What a learning core is told about the three-factor rule (plain numpy, checked once).
+
+    The per-step rule of :class:`~delrec.golden.online_fixed.FixedOnlineNetwork`
+    as the core's registers and table hold it.
+
+    Parameters
+    ----------
+    spec : CoreSpec
+    lut : int array ``[2R + 1]``
+        The Gaussian-derivative table (:func:`delrec.arith.gaussian_derivative_lut`),
+        ``lut_bits`` signed.
+    lr_delay_shift, lr_readout_shift : int
+        The delays' and the readout's learning-rate shifts, ``0..63``.
+    loss_start : int
+        First step that learns (the traces run from step 0).
+    target : int
+        The per-step error's target value of the label's readout unit.
+    input_delays, recurrent_delays, readout_bias : bool
+        What learns besides the readout weights.
+    """
+
+    spec: CoreSpec
+    lut: np.ndarray
+    lr_delay_shift: int
+    lr_readout_shift: int
+    loss_start: int = 0
+    target: int = 128
+    input_delays: bool = True
+    recurrent_delays: bool = True
+    readout_bias: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.spec, CoreSpec):
+            raise TypeError(f"spec must be a delrec.arith.CoreSpec, not {self.spec!r}")
+        lut = np.asarray(self.lut)
+        if lut.dtype.kind not in "iu" or lut.ndim != 1 or lut.size % 2 != 1:
+            raise ValueError(f"The table must be a 1-D integer array of odd length 2R + 1, not "
+                             f"{lut.dtype} of shape {lut.shape}")
+        self.lut = lut.astype(np.int64)
+        check_range("lut", self.lut, *signed_range(self.spec.lut_bits), f"the {self.spec.lut_bits}-bit range")
+        for name in ("lr_delay_shift", "lr_readout_shift"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value <= 63:
+                raise ValueError(f"{name} must be an integer in 0..63, not {value!r}")
+            setattr(self, name, int(value))
+        if isinstance(self.loss_start, bool) or not isinstance(self.loss_start, (int, np.integer)) \
+                or self.loss_start < 0:
+            raise ValueError(f"loss_start must be a non-negative integer, not {self.loss_start!r}")
+        lo, hi = signed_range(self.spec.readout_bits)
+        if not lo <= int(self.target) <= hi:
+            raise ValueError(f"Target {self.target} is outside the {self.spec.readout_bits}-bit readout "
+                             f"range [{lo}, {hi}]")
+        self.loss_start, self.target = int(self.loss_start), int(self.target)
+        for name in ("input_delays", "recurrent_delays", "readout_bias"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name} must be true or false, not {getattr(self, name)!r}")
+            setattr(self, name, bool(getattr(self, name)))
+
+    @property
+    def reach(self) -> int:
+        """``R``: the table covers ``x = -R..R`` (``2^-delay_frac_bits`` steps)."""
+        return (self.lut.size - 1) // 2

@@ -61,7 +61,7 @@ from delrec.arith import (CoreSpec, LearningRates, Lfsr16, broadcast_signal, del
                           feedback_weight, forward_delay, forward_value, gaussian_derivative_lut,
                           parameter_step, rshift_round, sat, signed_range, step_error, surrogate,
                           trace_update, weight_update)
-from delrec.image import FixedNetwork
+from delrec.image import FixedNetwork, LearningRule
 
 from .fixed import delayed, exact_matmul, lif_step, readout_step, weighted
 from .online import OnlineConfig, OnlineNetwork, accumulate_eligibility, per_synapse_traces
@@ -316,6 +316,41 @@ class FixedOnlineNetwork:
         net.feedback = net.w_out.T.clone()
         return net
 
+    def rule(self) -> LearningRule:
+        """The rule as a learning core holds it (:class:`~delrec.image.LearningRule`).
+
+        Raises ``ValueError`` naming the first setting the core's learning
+        unit does not run: it learns per step (``signal="step"``,
+        ``update_every=1``) axonal input and recurrent delays and the
+        readout, with symmetric feedback, one trace per presynaptic channel
+        and round-half-up updates.
+        """
+        c = self.config
+        per_synapse = any(per_synapse_traces(c, kind) for kind in (c.input_delays, c.recurrent_delays))
+        problems = [
+            (c.signal != "step", f"signal={c.signal!r} (the core forms its learning signal every step)"),
+            (c.update_every != 1, f"update_every={c.update_every!r} (the core updates every step: 1)"),
+            (c.learn_weights, "learn_weights=True (the core learns delays and the readout; the input and "
+                              "recurrent weights stay)"),
+            (c.input_delays == "synaptic", "input_delays='synaptic' (the core's input delays are axonal)"),
+            (c.recurrent and c.recurrent_delays == "synaptic",
+             "recurrent_delays='synaptic' (the core learns axonal recurrent delays)"),
+            (per_synapse, "reset='hard' with gate_traces=True (the core keeps one trace per presynaptic "
+                          "channel: gate_traces=False)"),
+            (c.feedback != "symmetric", f"feedback={c.feedback!r} (the core broadcasts through the readout "
+                                        "weights)"),
+            (self.rates.stochastic, "stochastic rounding (the core rounds half up)"),
+        ]
+        for bad, text in problems:
+            if bad:
+                raise ValueError(f"The core's learning unit cannot run this rule: {text}")
+        return LearningRule(spec=self.spec, lut=self.lut.numpy().astype(np.int64),
+                            lr_delay_shift=self.rates.lr_delay_shift,
+                            lr_readout_shift=self.rates.lr_readout_shift, loss_start=c.loss_start,
+                            target=self.target, input_delays=c.learn_delays and c.input_delays is not None,
+                            recurrent_delays=c.learn_delays and c.recurrent and c.recurrent_delays is not None,
+                            readout_bias=c.readout_bias)
+
     def set_sigma(self, sigma: float) -> None:
         """A new surrogate width: the host reloads the LUT (and, in training, the delay shift)."""
         self.config.sigma = float(sigma)
@@ -385,7 +420,7 @@ class FixedOnlineNetwork:
         ``signal_bits``) or is given as ``signal`` ``[T, B, N]`` / ``[B, N]``
         integers (a host stream), checked against ``signal_bits``.
         Returns ``outputs [T, B, K]`` (readout values ``V``), ``scores [B, K]``,
-        ``spikes``/``membrane`` (the charge ``h``) with ``record``, and
+        ``spikes``/``membrane`` (the charge ``h``)/``score_steps`` with ``record``, and
         ``peaks`` (largest accumulator magnitudes) when learning. With
         ``record`` and a per-sample signal, ``learning`` holds the state at
         the end of the sample, before the update: ``traces``,
@@ -425,7 +460,7 @@ class FixedOnlineNetwork:
         traces, elig = {}, {}
         acc = {n: torch.zeros_like(p) for n, p in self.parameters().items()} if learn else None
         peaks = {}
-        outputs, spikes_rec, mem_rec, step_learning = [], [], [], []
+        outputs, spikes_rec, mem_rec, score_rec, step_learning = [], [], [], [], []
         last_signal = torch.zeros(B, N, dtype=i64)
         for t in range(T):
             hist_in[t % L] = x[t]
@@ -457,6 +492,7 @@ class FixedOnlineNetwork:
             if record:
                 spikes_rec.append(spike)
                 mem_rec.append(h)
+                score_rec.append(score)
             if learn and t >= c.loss_start:
                 if c.signal == "sample":
                     accumulate_eligibility(c, elig, traces, psi, spike)
@@ -491,6 +527,7 @@ class FixedOnlineNetwork:
         if record:
             result["spikes"] = torch.stack(spikes_rec)
             result["membrane"] = torch.stack(mem_rec)
+            result["score_steps"] = torch.stack(score_rec)
             if learn and c.signal == "sample":
                 result["learning"] = result_learning
             elif learn:

@@ -1,95 +1,137 @@
-"""The time-multiplexed LIF inference core."""
+"""The core: time-multiplexed LIF neurons with delay queues and an optional learning unit."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from delrec.build import CoreBuild
 
-from .banked import BankedMemory
-from .fixed import check_bank_bits, delay_line
+from .delay_update import DelayUpdate
+from .delays import DelayMemory
+from .fanout import FanOut
+from .fixed import check_bank_bits
 from .history import SpikeHistory
-from .neuron import NeuronDatapath
-from .ports import (COUNTER_BITS, PROBE_LATENCY, RECORD_LATENCY, ConfigRegister, CoreGeometry,
-                    Counter, ReadTarget, WriteTarget, input_layout, read_data_layout, read_layout,
+from .input_history import InputHistory
+from .neurons import NeuronArray
+from .ports import (COUNTER_BITS, SHIFT_BITS, STEP_REGISTER_BITS, ConfigRegister, CoreGeometry, Counter,
+                    LearnFlag, ReadTarget, WriteTarget, input_layout, read_data_layout, read_layout,
                     spike_layout, write_layout)
 from .readout import Readout
 from .ring import FutureInputRing
+from .scanner import SpikeScanner
+from .traces import TraceUnit
+from .weights import WEIGHT_READ_LATENCY, WeightMemory
 
-__all__ = ["InferenceCore", "WEIGHT_READ_LATENCY", "WEIGHT_WORD_BITS", "weights_per_word"]
-
-#: Cycles from a weight memory's read address to its weight (:class:`~delrec.hw.banked.BankedMemory`).
-WEIGHT_READ_LATENCY = BankedMemory.LATENCY
-
-#: Word width the input and recurrent weights are packed into: the iCE40
-#: SPRAM's (16K x 16) and the iCE40 block RAM's widest mode (256 x 16).
-WEIGHT_WORD_BITS = 16
+__all__ = ["InferenceCore", "WEIGHT_READ_LATENCY"]
 
 
-def weights_per_word(weight_bits: int) -> int:
-    """Weights packed into one word of the input and recurrent weight memories.
+class _Parts(NamedTuple):
+    """The core's components (``None`` where the build has no such part)."""
 
-    The largest power of two whose weights fit :data:`WEIGHT_WORD_BITS` bits
-    (1 for weights wider than half a word): two 8-bit weights per 16-bit word,
-    so that the SHD-size weights fit the UP5K's four SPRAMs.
-    """
-    count = 1
-    while 2 * count * weight_bits <= WEIGHT_WORD_BITS:
-        count *= 2
-    return count
+    queue: object
+    readout: Readout
+    w_in: WeightMemory
+    w_rec: WeightMemory
+    fan: FanOut
+    scan: SpikeScanner
+    neurons: NeuronArray
+    delays: DelayMemory
+    inputs: InputHistory | None
+    traces: TraceUnit | None
+    update: DelayUpdate | None
 
 
-class _WeightLane(NamedTuple):
-    """One lane of a packed weight memory (see ``packed_weight_memory`` in the core)."""
+@dataclass
+class _Registers:
+    """Configuration registers and step counters."""
 
-    write_en: Signal
-    write_index: Signal
-    write_data: Signal
-    read_index: Signal
-    weight: Signal       # weight ``read_index`` of the previous cycle
+    theta: Signal
+    leak: Signal
+    readout_leak: Signal
+    soft_reset: Signal
+    score_start: Signal
+    learn: Signal
+    reach: Signal
+    loss_start: Signal
+    k_d: Signal
+    k_out: Signal
+    label: Signal
+    target: Signal
+    error_shift: Signal
+    slot: Signal             # t mod H
+    steps: Signal            # t: steps since CLEAR
+    near: Signal             # min(t, 2H - 1): what the trace unit compares taps with
+    events: Signal           # synaptic events since CLEAR
+    cycles: Signal           # cycles of the step in progress
+    last_cycles: Signal
+
+    @classmethod
+    def make(cls, g: CoreGeometry) -> "_Registers":
+        spec, b = g.spec, g.build
+        return cls(
+            theta=Signal(signed(spec.v_bits)), leak=Signal(g.leak_bits), readout_leak=Signal(g.leak_bits),
+            soft_reset=Signal(), score_start=Signal(STEP_REGISTER_BITS), learn=Signal(len(LearnFlag)),
+            reach=Signal(range(b.max_reach + 1)), loss_start=Signal(STEP_REGISTER_BITS),
+            k_d=Signal(SHIFT_BITS), k_out=Signal(SHIFT_BITS), label=Signal(g.label_bits),
+            target=Signal(signed(spec.readout_bits)), error_shift=Signal(SHIFT_BITS),
+            slot=Signal(g.history_bits if b.queue == "history" else spec.delay_bits),
+            steps=Signal(COUNTER_BITS), near=Signal(g.history_bits + 1), events=Signal(COUNTER_BITS),
+            cycles=Signal(COUNTER_BITS), last_cycles=Signal(COUNTER_BITS))
+
+    def config(self) -> dict:
+        """``{ConfigRegister: register}``."""
+        R = ConfigRegister
+        return {R.THETA: self.theta, R.LEAK: self.leak, R.READOUT_LEAK: self.readout_leak,
+                R.RESET: self.soft_reset, R.SCORE_START: self.score_start, R.LEARN: self.learn,
+                R.REACH: self.reach, R.LOSS_START: self.loss_start, R.LR_DELAY_SHIFT: self.k_d,
+                R.LR_READOUT_SHIFT: self.k_out, R.LABEL: self.label, R.TARGET: self.target,
+                R.ERROR_SHIFT: self.error_shift}
 
 
 class InferenceCore(wiring.Component):
-    """``C`` input channels -> ``N`` recurrent LIF neurons with delays -> ``K`` leaky readouts.
+    """``C`` inputs -> ``N`` recurrent LIF neurons with delays -> ``K`` leaky readouts, optionally learning.
 
-    Runs one time step per ``last=1`` input beat, bit-exact with
-    :func:`delrec.arith.neuron_update` and :func:`delrec.arith.readout_update`
-    in the order of :class:`delrec.arith.CoreSpec`. The ``N`` neurons are
-    time-multiplexed over ``P`` lanes: lane ``l`` owns neurons ``b*P + l``
-    (row ``b`` of ``B = N / P``), and every per-neuron memory is one
-    :class:`~amaranth.lib.memory.Memory` per lane, so a parameter write
-    touches one element and never needs a read-modify-write. All memories
-    have one synchronous read port and one write port (block RAM).
+    Runs one time step per ``last=1`` input beat, bit-exact with the
+    fixed-point golden models in the order of :class:`delrec.arith.CoreSpec`
+    (:func:`delrec.golden.fixed.run_fixed`; a learning core:
+    :class:`delrec.golden.online_fixed.FixedOnlineNetwork` with a per-step
+    signal). The ``N`` neurons are time-multiplexed over ``P`` lanes: lane
+    ``l`` owns neurons ``b*P + l`` (row ``b`` of ``B = N / P``), and every
+    per-neuron memory is one :class:`~amaranth.lib.memory.Memory` per lane.
+    Every memory has one synchronous read port and one write port (block
+    RAM); the weight memories are single-port and packed for the iCE40
+    UP5K's SPRAM (:class:`~delrec.hw.weights.WeightMemory`).
 
-    The two big weight memories are built for single-port RAM (the iCE40
-    UP5K's SPRAM): their read and write ports share one address (host
-    writes happen only between steps, weight reads only during them) and
-    they pack :func:`weights_per_word` weights into one word of up to
-    :data:`WEIGHT_WORD_BITS` bits, written with a granularity of one
-    weight (a byte enable, no read-modify-write).
-
-    Memories per lane: input weights ``C*B x weight_bits`` (weight ``c*B + b``),
-    recurrent weights ``N*B x weight_bits`` (weight ``j*B + b``), delays
-    ``B`` (axonal, word ``b``) or ``N*B`` (synaptic, word ``j*B + b``) ``x
-    delay_bits``, biases and membranes ``B x v_bits``; the delay queue's
+    Parts: the weight memories and the :class:`~delrec.hw.fanout.FanOut`
+    that streams one weight column per event; the delay queue
     (:class:`~delrec.hw.ring.FutureInputRing` or
-    :class:`~delrec.hw.history.SpikeHistory`); the readout's
-    (:class:`~delrec.hw.readout.Readout`).
+    :class:`~delrec.hw.history.SpikeHistory`) with the
+    :class:`~delrec.hw.scanner.SpikeScanner`; the
+    :class:`~delrec.hw.delays.DelayMemory`; the
+    :class:`~delrec.hw.neurons.NeuronArray`; the
+    :class:`~delrec.hw.readout.Readout`; with input delays the
+    :class:`~delrec.hw.input_history.InputHistory`; a learning core adds the
+    :class:`~delrec.hw.traces.TraceUnit` (with the Gaussian-derivative
+    table) and the :class:`~delrec.hw.delay_update.DelayUpdate`, and its
+    readout learns.
 
     Cycles (simple FSM control; the read-modify-writes are pipelined, one
     row of ``P`` neurons per cycle; the spike scans read rows ahead of the
     row being handled, :data:`~delrec.hw.ports.PROBE_LATENCY` cycles):
 
-    * input, before the step: ``B + 1`` per event (one row per cycle);
+    * input, before the step: ``B + 1`` per event (one row per cycle); with
+      input delays 2 per event (the event is counted in the input history);
     * the step, from the ``last=1`` input beat to the ``last=1`` spike beat
       (the ``CYCLES`` counter), with a spike consumer that never stalls.
       A silent step costs exactly:
 
+      - input delays only, the input scan: ``3`` per channel, plus per
+        event that arrives ``B + 1`` (its fan-out);
       - history queue only, recurrent scan: ``B + 2`` (one row of ``P``
         spike bits per cycle, ``B + PROBE_LATENCY``);
       - neuron update: ``B + 5`` (``B + 2 +``
@@ -99,26 +141,28 @@ class InferenceCore(wiring.Component):
         :data:`~delrec.hw.readout.UPDATE_STAGES`);
 
       that is ``2B + K + 14`` with the ring, ``3B + K + 16`` with the
-      history. Each spike adds at least one cycle and at most ``B + 3``
-      (``B +`` :data:`WEIGHT_READ_LATENCY`) per arriving presynaptic spike
-      (history: its recurrent fan-out) and ``max(B + 3, K + 2)`` (ring: the
-      fan-out into the future slots and the ``K`` readout accumulations side
-      by side) or ``K + 2`` (history) per emitted spike, ``+ 3`` once for a
-      fan-out that must drain (the ring also waits for the last input
-      event's): less when the rows after a spike are scanned while its
-      fan-out runs.
+      history (``+ 3C`` with input delays). Each spike adds at least one
+      cycle and at most ``B + 3`` (``B +`` :data:`WEIGHT_READ_LATENCY`) per
+      arriving presynaptic spike (history: its recurrent fan-out) and
+      ``max(B + 3, K + 2)`` (ring: the fan-out into the future slots and the
+      ``K`` readout accumulations side by side) or ``K + 2`` (history) per
+      emitted spike, ``+ 3`` once for a fan-out that must drain.
+    * a step that learns (``LEARN`` flag) adds, before its last beat, the
+      learning passes: the traces (:class:`~delrec.hw.traces.TraceUnit`),
+      and from ``LOSS_START`` on the readout's errors and broadcast
+      (``N K``), the readout weights of every neuron that fired (``K``
+      each), and one weight column per learning delay (``B`` each plus the
+      update's latency); see :meth:`learning_cycles`.
 
     Parameters
     ----------
     build : CoreBuild
-        The configuration: ``C``, ``N``, ``K``, the spec (widths, delay
-        depth ``D = 2^delay_bits``, leak mode), ``P`` lanes, the delay kind
-        and the queue (future-input ring, ``D x N`` accumulators, or spike
-        history, ``N x D`` bits, axonal delays only).
+        The configuration: sizes, spec, lanes, delay kind, queue, input
+        delays and learning unit.
     weight_bank_bits : int, optional
         Split the input, recurrent and readout weight memories into banks of
         at most this many bits (a power of two; see
-        :func:`~delrec.hw.fixed.bank_words`), each bank's word registered
+        :func:`~delrec.hw.fixed.words_per_bank`), each bank's word registered
         before the bank is chosen: for block RAMs with slow outputs (16384 on
         the ECP5, one ``DP16KD`` per bank). Behaviour and cycles are the same
         with or without banks.
@@ -131,7 +175,7 @@ class InferenceCore(wiring.Component):
         input and starts its computation.
     spikes : Out(stream.Signature(spike_layout))
         ``neuron``, ``last``: the step's spikes in increasing order, then a
-        ``last=1`` beat once the readout is updated.
+        ``last=1`` beat once the readout is updated (and the step learned).
     write : In(stream.Signature(write_layout))
         ``target`` (:class:`~delrec.hw.ports.WriteTarget`), ``addr``,
         ``data`` (two's complement masked to the element width); ready only
@@ -140,7 +184,8 @@ class InferenceCore(wiring.Component):
         ``target`` (:class:`~delrec.hw.ports.ReadTarget`), ``addr``; ready
         only between steps.
     read_data : Out(stream.Signature(read_data_layout))
-        ``data``: the raw bits of the element read, zero-extended.
+        ``data``: the raw bits of the element read, zero-extended (0 for
+        an address outside the target).
     busy : Out(1)
         From the first input beat of a step to its final spike beat, and
         during a ``CLEAR`` or a read.
@@ -165,353 +210,151 @@ class InferenceCore(wiring.Component):
             "busy": Out(1),
         })
 
-    def elaborate(self, platform):
-        g, spec = self.geometry, self.spec
-        C, N, K, P, B = g.inputs, g.neurons, g.classes, g.lanes, g.rows
-        synaptic = g.delay_kind == "synaptic"
-        history = self.queue_kind == "history"
-        m = Module()
-
-        # -- sub-components ------------------------------------------------------------
-        if history:
-            m.submodules.queue = queue = SpikeHistory(N, P, spec)
+    # -- structure -------------------------------------------------------------------------
+    def _parts(self, m: Module) -> _Parts:
+        b, g, spec = self.build, self.geometry, self.spec
+        C, N, K, P, B = b.inputs, b.neurons, b.classes, b.lanes, b.rows
+        if b.queue == "history":
+            queue = SpikeHistory(N, P, spec, depth=b.history_depth)
         else:
-            m.submodules.queue = queue = FutureInputRing(N, P, spec)
-        m.submodules.readout = readout = Readout(N, K, spec, g.leak_bits,
-                                                 weight_bank_bits=self.weight_bank_bits)
+            queue = FutureInputRing(N, P, spec)
+        parts = _Parts(
+            queue=queue,
+            readout=Readout(N, K, spec, g.leak_bits, weight_bank_bits=self.weight_bank_bits,
+                            learning=b.learns),
+            w_in=WeightMemory(C * B, P, spec.weight_bits, bank_bits=self.weight_bank_bits, name="w_in"),
+            w_rec=WeightMemory(N * B, P, spec.weight_bits, bank_bits=self.weight_bank_bits, name="w_rec"),
+            fan=FanOut(b), scan=SpikeScanner(b), neurons=NeuronArray(b), delays=DelayMemory(b),
+            inputs=InputHistory(b) if b.input_delays is not None else None,
+            traces=TraceUnit(b) if b.learns else None,
+            update=DelayUpdate(b) if b.learns else None)
+        for name, part in parts._asdict().items():
+            if part is not None:
+                m.submodules[name] = part
+        return parts
 
-        # -- configuration and counters ---------------------------------------------------
-        theta = Signal(signed(spec.v_bits))
-        leak = Signal(g.leak_bits)
-        readout_leak = Signal(g.leak_bits)
-        soft_reset = Signal()
-        slot = Signal(spec.delay_bits)              # t mod D
-        steps = Signal(COUNTER_BITS)
-        synaptic_events = Signal(COUNTER_BITS)
-        step_cycles = Signal(COUNTER_BITS)          # running count of the step in progress
-        last_step_cycles = Signal(COUNTER_BITS)
+    def _wire(self, m: Module, p: _Parts, r: _Registers, delay_pass: Signal) -> None:
+        """The connections that never change: weights to the fan-out, the fan-out and the neurons
+        to the queue, the registers to their users."""
+        b = self.build
+        m.d.comb += [
+            p.w_in.read_index.eq(p.fan.read_index), p.w_rec.read_index.eq(p.fan.read_index),
+            p.fan.w_in.eq(p.w_in.weight), p.fan.w_rec.eq(p.w_rec.weight),
+            p.fan.delay.eq(p.delays.row_delay),
+            p.scan.row_delay.eq(p.delays.row_delay),
+            p.scan.probe_spikes.eq(p.queue.probe_spikes),
+            p.delays.row.eq(p.fan.read_index if b.delay_kind == "synaptic" else p.scan.probe_row),
+            p.queue.slot.eq(r.slot),
+            p.queue.probe_en.eq(p.scan.probe_en), p.queue.probe_row.eq(p.scan.probe_row),
+            p.queue.deliver_en.eq(p.fan.valid & ~delay_pass),
+            p.queue.deliver_row.eq(p.fan.row),
+            p.queue.deliver_weight.eq(p.fan.weight),
+            p.queue.deliver_offset.eq(p.fan.offset),
+            p.queue.take_en.eq(p.neurons.take_en), p.queue.take_row.eq(p.neurons.take_row),
+            p.neurons.take_current.eq(p.queue.take_current),
+            p.queue.record_en.eq(p.neurons.record_en), p.queue.record_row.eq(p.neurons.record_row),
+            p.queue.record_spikes.eq(p.neurons.record_spikes),
+            p.neurons.theta.eq(r.theta), p.neurons.leak.eq(r.leak), p.neurons.soft_reset.eq(r.soft_reset),
+            p.readout.leak.eq(r.readout_leak), p.readout.neuron.eq(p.scan.pick_neuron),
+            p.readout.count.eq(r.steps >= r.score_start),
+        ]
+        if p.inputs is not None:
+            m.d.comb += p.inputs.slot.eq(r.slot)
+        if b.learns:
+            m.d.comb += [
+                p.readout.label.eq(r.label), p.readout.target.eq(r.target),
+                p.readout.error_shift.eq(r.error_shift), p.readout.shift.eq(r.k_out),
+                p.neurons.signal_write_en.eq(p.readout.signal_valid),
+                p.neurons.signal_write_addr.eq(p.readout.signal_neuron),
+                p.neurons.signal_write_data.eq(p.readout.signal_value),
+                p.neurons.state_row.eq(p.fan.ahead_row),
+                p.traces.reach.eq(r.reach), p.traces.leak.eq(r.leak), p.traces.step.eq(r.near),
+                p.traces.learn_inputs.eq(r.learn[1] if b.input_delays is not None else 0),
+                p.traces.learn_recurrent.eq(r.learn[2]),
+                p.update.row_en.eq(p.fan.valid & delay_pass),
+                p.update.row_weight.eq(p.fan.weight),
+                p.update.row_signal.eq(p.neurons.state_signal),
+                p.update.row_psi.eq(p.neurons.state_psi),
+                p.update.shift.eq(r.k_d),
+            ]
+
+    def _host_writes(self, m: Module, p: _Parts, r: _Registers, accept: Signal) -> None:
+        """Decode an accepted ``write`` beat into its memory or register (outside a target: dropped)."""
+        b, g, spec = self.build, self.geometry, self.spec
+        C, N, K = b.inputs, b.neurons, b.classes
+        request = self.write.payload
+        lane_bits = g.lane_bits
+        lane = request.addr[:lane_bits] if lane_bits else Const(0, 1)
+        row = request.addr[lane_bits:]
+
+        def hit(target, limit):
+            return accept & (request.target == target) & (request.addr < limit)
+
+        for weights, target, limit in ((p.w_in, WriteTarget.W_IN, C * N), (p.w_rec, WriteTarget.W_REC, N * N)):
+            m.d.comb += [weights.write_index.eq(row), weights.write_data.eq(request.data[:spec.weight_bits]),
+                         weights.write_en.eq(Mux(hit(target, limit), 1 << lane, 0) if lane_bits
+                                             else hit(target, limit))]
+        delay_limit = N * N if b.delay_kind == "synaptic" else N
+        m.d.comb += [
+            p.delays.write_en.eq(hit(WriteTarget.DELAY, delay_limit) | (
+                hit(WriteTarget.INPUT_DELAY, C) if b.input_delays is not None else 0)),
+            p.delays.write_input.eq(request.target == WriteTarget.INPUT_DELAY),
+            p.delays.write_addr.eq(request.addr), p.delays.write_data.eq(request.data),
+            p.neurons.bias_write_en.eq(hit(WriteTarget.BIAS, N)),
+            p.neurons.bias_write_addr.eq(request.addr), p.neurons.bias_write_data.eq(request.data),
+            p.readout.weight_write_en.eq(hit(WriteTarget.W_OUT, N * K)),
+            p.readout.weight_write_addr.eq(request.addr), p.readout.weight_write_data.eq(request.data),
+            p.readout.bias_write_en.eq(hit(WriteTarget.BIAS_OUT, K)),
+            p.readout.bias_write_addr.eq(request.addr), p.readout.bias_write_data.eq(request.data),
+        ]
+        if p.traces is not None:
+            m.d.comb += [p.traces.lut_write_en.eq(hit(WriteTarget.LUT, b.lut_depth)),
+                         p.traces.lut_write_addr.eq(request.addr), p.traces.lut_write_data.eq(request.data)]
+        registers = r.config()
+        if not b.learns:
+            registers = {k: v for k, v in registers.items() if k <= ConfigRegister.SCORE_START}
+        with m.If(accept & (request.target == WriteTarget.CONFIG)):
+            with m.Switch(request.addr):
+                for address, register in registers.items():
+                    with m.Case(address):
+                        if address == ConfigRegister.REACH:   # a reach beyond the table is kept at its size
+                            m.d.sync += register.eq(Mux(request.data > b.max_reach, b.max_reach, request.data))
+                        else:
+                            m.d.sync += register.eq(request.data)
+
+    def elaborate(self, platform):
+        b, g = self.build, self.geometry
+        C, N, K, B = b.inputs, b.neurons, b.classes, b.rows
+        history, learns = b.queue == "history", b.learns
+        m = Module()
+        p = self._parts(m)
+        r = _Registers.make(g)
         step_open = Signal()                        # between a step's first input beat and its end
         step_running = Signal()                     # between the last=1 input beat and the end
-        m.d.comb += [queue.slot.eq(slot), readout.leak.eq(readout_leak)]
+        delay_pass = Signal()                       # the fan-out feeds the delay update, not the queue
+        self._wire(m, p, r, delay_pass)
+        if learns:
+            self._trace_answers(m, p)
         with m.If(step_running):
-            m.d.sync += step_cycles.eq(step_cycles + 1)
+            m.d.sync += r.cycles.eq(r.cycles + 1)
+        # synaptic events: N per weight column into the queue, K per spike into the readout
+        m.d.sync += r.events.eq(r.events + Mux(p.fan.start & ~delay_pass, N, 0) + Mux(p.readout.accumulate, K, 0))
 
-        # -- per-lane memories ---------------------------------------------------------------
-        def lane_memory(name, shape, depth):
-            ports = []
-            for lane in range(P):
-                memory = Memory(shape=shape, depth=depth, init=[])
-                m.submodules[f"{name}_{lane}"] = memory
-                write = memory.write_port()
-                ports.append((write, memory.read_port()))
-            return ports
-
-        pack = weights_per_word(spec.weight_bits)
-        pack_bits = pack.bit_length() - 1
-
-        def packed_weight_memory(name, count):
-            """Per lane: ``count`` weights, ``pack`` per word; one address for reads and writes.
-
-            Returns one :class:`_WeightLane` per lane: drive ``write_*`` to store
-            weight ``write_index`` (written one cycle later, from registers);
-            otherwise weight ``read_index`` is read and appears on ``weight``
-            :data:`WEIGHT_READ_LATENCY` cycles later (a
-            :class:`~delrec.hw.banked.BankedMemory`, in banks of
-            ``weight_bank_bits``). The read and the write share the address
-            (single-port RAM), which comes straight from registers.
-            """
-            words = -(-count // pack)
-            lanes = []
-            for lane in range(P):
-                write_en = Signal(name=f"{name}_{lane}_write_en")
-                write_index = Signal(range(count), name=f"{name}_{lane}_write_index")
-                write_data = Signal(spec.weight_bits, name=f"{name}_{lane}_write_data")
-                read_index = Signal(range(count), name=f"{name}_{lane}_read_index")
-                weight = Signal(signed(spec.weight_bits), name=f"{name}_{lane}_weight")
-                writing = Signal(name=f"{name}_{lane}_writing")        # the write, registered
-                writing_index = Signal.like(write_index, name=f"{name}_{lane}_writing_index")
-                writing_data = Signal.like(write_data, name=f"{name}_{lane}_writing_data")
-                m.d.sync += [writing.eq(write_en), writing_index.eq(write_index),
-                             writing_data.eq(write_data)]
-                memory = BankedMemory(shape=unsigned(pack * spec.weight_bits), depth=words,
-                                      bank_bits=self.weight_bank_bits, granularity=spec.weight_bits)
-                m.submodules[f"{name}_{lane}"] = memory
-                word = Signal(range(words), name=f"{name}_{lane}_word")  # the shared address
-                m.d.comb += [
-                    word.eq(Mux(writing, writing_index >> pack_bits, read_index >> pack_bits)),
-                    memory.write_addr.eq(word),
-                    memory.read_addr.eq(word),
-                    memory.read_en.eq(~writing),
-                    memory.write_data.eq(Cat(*[writing_data] * pack)),
-                    memory.write_en.eq(Mux(writing, 1 << writing_index[:pack_bits], 0) if pack > 1
-                                       else writing),
-                ]
-                if pack > 1:   # the weight's place in its word, delayed as the word is
-                    slots = delay_line(m, read_index[:pack_bits], BankedMemory.LATENCY,
-                                       f"{name}_{lane}_slot")
-                    m.d.comb += weight.eq(memory.read_data.word_select(slots[-1], spec.weight_bits))
-                else:
-                    m.d.comb += weight.eq(memory.read_data)
-                lanes.append(_WeightLane(write_en, write_index, write_data, read_index, weight))
-            return lanes
-
-        w_in = packed_weight_memory("w_in", C * B)
-        w_rec = packed_weight_memory("w_rec", N * B)
-        delays = lane_memory("delay", unsigned(spec.delay_bits), g.delay_depth)
-        biases = lane_memory("bias", signed(spec.v_bits), B)
-        membranes = lane_memory("membrane", signed(spec.v_bits), B)
-
-        # -- host writes -----------------------------------------------------------------------
-        request = self.write.payload
-        write_accept = Signal()
-        m.d.comb += write_accept.eq(self.write.valid & self.write.ready)
-        lane_bits = g.lane_bits
-        addr_lane = request.addr[:lane_bits] if lane_bits else Const(0, 1)
-        addr_row = request.addr[lane_bits:]
-
-        def host_write(ports, target, limit, bits):
-            for lane, (write, _) in enumerate(ports):
-                with m.If(write_accept & (request.target == target) & (request.addr < limit)
-                          & (addr_lane == lane)):
-                    m.d.comb += [write.en.eq(1), write.addr.eq(addr_row), write.data.eq(request.data[:bits])]
-
-        def host_weight_write(lanes, target, limit):
-            for lane, port in enumerate(lanes):
-                m.d.comb += [port.write_index.eq(addr_row),
-                             port.write_data.eq(request.data[:spec.weight_bits]),
-                             port.write_en.eq(write_accept & (request.target == target)
-                                              & (request.addr < limit) & (addr_lane == lane))]
-
-        host_weight_write(w_in, WriteTarget.W_IN, C * N)
-        host_weight_write(w_rec, WriteTarget.W_REC, N * N)
-        host_write(delays, WriteTarget.DELAY, N * N if synaptic else N, spec.delay_bits)
-        host_write(biases, WriteTarget.BIAS, N, spec.v_bits)
-        m.d.comb += [
-            readout.weight_write_en.eq(write_accept & (request.target == WriteTarget.W_OUT)
-                                       & (request.addr < N * K)),
-            readout.weight_write_addr.eq(request.addr),
-            readout.weight_write_data.eq(request.data[:spec.weight_bits]),
-            readout.bias_write_en.eq(write_accept & (request.target == WriteTarget.BIAS_OUT)
-                                     & (request.addr < K)),
-            readout.bias_write_addr.eq(request.addr),
-            readout.bias_write_data.eq(request.data[:spec.readout_bits]),
-        ]
-        with m.If(write_accept & (request.target == WriteTarget.CONFIG)):
-            with m.Switch(request.addr):
-                with m.Case(ConfigRegister.THETA):
-                    m.d.sync += theta.eq(request.data[:spec.v_bits])
-                with m.Case(ConfigRegister.LEAK):
-                    m.d.sync += leak.eq(request.data[:g.leak_bits])
-                with m.Case(ConfigRegister.READOUT_LEAK):
-                    m.d.sync += readout_leak.eq(request.data[:g.leak_bits])
-                with m.Case(ConfigRegister.RESET):
-                    m.d.sync += soft_reset.eq(request.data[0])
-
-        # -- fan-out engine: one row of one weight column into the queue per cycle ------------
-        fan_active = Signal()                       # stage 0: weight (and delay) reads issued
-        fan_row = Signal(range(B))
-        fan_addr = Signal(range(max(C, N) * B))     # weight fan_base + fan_row (a counter)
-        fan_recurrent = Signal()
-        fan_offset = Signal(spec.delay_bits)        # axonal: (1 + d_j) mod D
-        fan_start = Signal()
-        fan_start_base = Signal.like(fan_addr)
-        fan_start_recurrent = Signal()
-        fan_start_offset = Signal.like(fan_offset)
-        # stages 1 .. WEIGHT_READ_LATENCY - 1: the words read, being registered; then delivery
-        fetching = [Signal(name=f"fetching_{n}") for n in range(1, WEIGHT_READ_LATENCY)]
-        fetch_rows = [Signal.like(fan_row, name=f"fetch_row_{n}") for n in range(1, WEIGHT_READ_LATENCY)]
-        fetch_recurrent = [Signal(name=f"fetch_recurrent_{n}") for n in range(1, WEIGHT_READ_LATENCY)]
-        fetch_offsets = [Signal.like(fan_offset, name=f"fetch_offset_{n}")
-                         for n in range(1, WEIGHT_READ_LATENCY)]
-        delivering = Signal()                       # weights (and delays) registered
-        deliver_row = Signal.like(fan_row)
-        deliver_recurrent = Signal()
-        deliver_offset = Signal.like(fan_offset)    # axonal only
-        fan_last_issue = Signal()
-        fan_done = Signal()
-
-        m.d.comb += [
-            fan_last_issue.eq(fan_active & (fan_row == B - 1)),
-            fan_done.eq(~fan_active & ~Cat(*fetching).any() & ~delivering),
-        ]
-        for chain, first, last in ((fetching, fan_active, delivering), (fetch_rows, fan_row, deliver_row),
-                                   (fetch_recurrent, fan_recurrent, deliver_recurrent),
-                                   (fetch_offsets, fan_offset, deliver_offset)):
-            m.d.sync += [stage.eq(prev) for stage, prev in zip(chain + [last], [first] + chain)]
-        with m.If(fan_active):
-            m.d.sync += [fan_row.eq(fan_row + 1), fan_addr.eq(fan_addr + 1)]
-            with m.If(fan_last_issue):
-                m.d.sync += fan_active.eq(0)
-        with m.If(fan_start):
-            m.d.sync += [fan_active.eq(1), fan_row.eq(0), fan_addr.eq(fan_start_base),
-                         fan_recurrent.eq(fan_start_recurrent), fan_offset.eq(fan_start_offset)]
-        # weight accumulations: N per fanned-out column, K per spike into the readout
-        m.d.sync += synaptic_events.eq(synaptic_events + Mux(fan_start, N, 0)
-                                       + Mux(readout.accumulate, K, 0))
-
-        weight_addr = fan_addr
-        m.d.comb += [queue.deliver_en.eq(delivering), queue.deliver_row.eq(deliver_row)]
-        for lane in range(P):
-            m.d.comb += [
-                w_in[lane].read_index.eq(weight_addr),
-                w_rec[lane].read_index.eq(weight_addr),
-                queue.deliver_weight[lane].eq(Mux(deliver_recurrent, w_rec[lane].weight,
-                                                  w_in[lane].weight)),
-            ]
-            if synaptic:   # the connection's delay, read beside its weight and registered
-                fetched_delay = delay_line(m, delays[lane][1].data, WEIGHT_READ_LATENCY - 1,
-                                           f"fetched_delay_{lane}")[-1]
-                m.d.comb += [
-                    delays[lane][1].addr.eq(weight_addr),
-                    queue.deliver_offset[lane].eq(
-                        Mux(deliver_recurrent, (1 + fetched_delay)[:spec.delay_bits], 0)),
-                ]
-            else:
-                m.d.comb += queue.deliver_offset[lane].eq(Mux(deliver_recurrent, deliver_offset, 0))
-
-        # -- row scanner: one row of P spike bits per cycle, then one spike at a time ----------
-        # A row read reaches the scanner PROBE_LATENCY cycles after it is issued (the queue
-        # registers it), with the row's axonal delays registered alongside. Rows with spikes
-        # wait in a small queue whose head is the row being handled; a read is issued only
-        # when the queue will have room for it, so empty rows stream at one per cycle and no
-        # path runs from a memory's output into the control.
-        depth = PROBE_LATENCY + 1                   # rows that may wait, the handled one first
-        scan_issuing = Signal()                     # rows left to read
-        scan_next = Signal(range(B))                # the next row to read (0 between scans)
-        scan_load = Signal()                        # read row `scan_next` this cycle
-        flight = [Signal(name=f"probe_valid_{n}") for n in range(PROBE_LATENCY)]
-        flight_rows = [Signal(range(B), name=f"probe_row_{n}") for n in range(PROBE_LATENCY)]
-        probed_delays = [Signal(spec.delay_bits, name=f"probe_delay_{lane}") for lane in range(P)]
-        wait_bits = [Signal(P, name=f"wait_bits_{n}") for n in range(depth)]
-        wait_rows = [Signal(range(B), name=f"wait_row_{n}") for n in range(depth)]
-        wait_delays = [[Signal(spec.delay_bits, name=f"wait_delay_{n}_{lane}") for lane in range(P)]
-                       for n in range(depth)]
-        waiting = Signal(range(depth + 1))          # rows in the wait queue
-        arrive = Signal()                           # a probed row with spikes joins the queue
-        pop = Signal()                              # the head row is done
-        held_pending = wait_bits[0]                 # spikes of the head row not handled yet
-        scan_done = Signal()                        # every row read and every spike handled
-        pick_lane = Signal(range(P))
-        pick_neuron = Signal(range(N))
-        pick_delay = Signal(spec.delay_bits)        # axonal delay of the picked neuron
-        pick = Signal()                             # the control takes the picked spike
-        in_flight = 0
-        for valid in flight:
-            in_flight = in_flight + valid
-        m.d.comb += [
-            queue.probe_en.eq(scan_load),
-            queue.probe_row.eq(scan_next),          # from a register: the address never waits
-            arrive.eq(flight[-1] & (queue.probe_spikes != 0)),
-            pop.eq((waiting != 0) & (wait_bits[0] == 0)),
-            scan_done.eq(~scan_issuing & ~Cat(*flight).any() & (waiting == 0)),
-        ]
-        m.d.sync += [flight[0].eq(scan_load), flight_rows[0].eq(scan_next)]
-        m.d.sync += [flight[n].eq(flight[n - 1]) for n in range(1, PROBE_LATENCY)]
-        m.d.sync += [flight_rows[n].eq(flight_rows[n - 1]) for n in range(1, PROBE_LATENCY)]
-        with m.If(scan_issuing & (waiting + in_flight - pop < depth)):
-            m.d.comb += scan_load.eq(1)
-            m.d.sync += scan_next.eq(scan_next + 1)
-            with m.If(scan_next == B - 1):
-                m.d.sync += [scan_issuing.eq(0), scan_next.eq(0)]
-        push_at = (waiting - pop)[:len(waiting)]
-        for n in range(depth):
-            with m.If(arrive & (push_at == n)):
-                m.d.sync += [wait_bits[n].eq(queue.probe_spikes), wait_rows[n].eq(flight_rows[-1])]
-                m.d.sync += [w.eq(d) for w, d in zip(wait_delays[n], probed_delays)]
-            with m.Elif(pop):
-                if n + 1 < depth:
-                    m.d.sync += [wait_bits[n].eq(wait_bits[n + 1]), wait_rows[n].eq(wait_rows[n + 1])]
-                    m.d.sync += [w.eq(d) for w, d in zip(wait_delays[n], wait_delays[n + 1])]
-                else:
-                    m.d.sync += wait_bits[n].eq(0)
-        m.d.sync += waiting.eq(waiting + arrive - pop)
-        for lane in reversed(range(P)):  # the lowest pending lane wins
-            with m.If(held_pending[lane]):
-                m.d.comb += [pick_lane.eq(lane), pick_delay.eq(wait_delays[0][lane])]
-        m.d.comb += pick_neuron.eq(Cat(pick_lane[:lane_bits], wait_rows[0]) if lane_bits else wait_rows[0])
-        m.d.comb += readout.neuron.eq(pick_neuron)   # steady: the readout registers its address
-        with m.If(pick):   # never with a pop (the head has spikes) nor a push into the head
-            m.d.sync += wait_bits[0].eq(held_pending & ~(Const(1, 1) << pick_lane)[:P])
-        if not synaptic:
-            for lane in range(P):
-                m.d.comb += delays[lane][1].addr.eq(scan_next)   # always enabled
-                m.d.sync += probed_delays[lane].eq(delays[lane][1].data)
-
-        def scan_begin():   # row 0 (scan_next is 0 between scans)
-            m.d.comb += scan_load.eq(1)
-            if B > 1:
-                m.d.sync += [scan_next.eq(1), scan_issuing.eq(1)]
-
-        # -- neuron update pipeline ------------------------------------------------------------
-        # stage 0 issues the reads of row `update_row`; the datapath takes the read data in
-        # stage 1 and gives the row's spikes and membranes LATENCY cycles later, when they are
-        # written; the queue is told which row RECORD_LATENCY cycles before its spikes arrive.
-        latency = NeuronDatapath.LATENCY
-        update_row = Signal(range(B + 1))           # stage 0: reads issued for this row
-        in_flight = [Signal(name=f"update_valid_{n}") for n in range(1, latency + 2)]
-        flight_rows = [Signal(range(B), name=f"update_row_{n}") for n in range(1, latency + 2)]
-        updating = Signal()                         # any row in stages 1 ..
-        updated_row = flight_rows[-1]               # the row written this cycle
-        for n in range(1, latency + 1):
-            m.d.sync += [in_flight[n].eq(in_flight[n - 1]), flight_rows[n].eq(flight_rows[n - 1])]
-        m.d.sync += in_flight[0].eq(0)
-        m.d.comb += [
-            updating.eq(Cat(*in_flight).any()),
-            queue.take_row.eq(update_row),
-            queue.record_en.eq(in_flight[-1 - RECORD_LATENCY]),
-            queue.record_row.eq(flight_rows[-1 - RECORD_LATENCY]),
-        ]
-        spike_bits = []
-        for lane in range(P):
-            datapath = NeuronDatapath(spec, g.leak_bits)
-            m.submodules[f"neuron_{lane}"] = datapath
-            membrane_write, membrane_read = membranes[lane]
-            bias_read = biases[lane][1]
-            m.d.comb += [
-                bias_read.addr.eq(update_row),
-                datapath.membrane.eq(membrane_read.data),
-                datapath.current.eq(queue.take_current[lane]),
-                datapath.bias.eq(bias_read.data),
-                datapath.theta.eq(theta),
-                datapath.leak.eq(leak),
-                datapath.soft_reset.eq(soft_reset),
-            ]
-            with m.If(in_flight[-1]):
-                m.d.comb += [membrane_write.en.eq(1), membrane_write.addr.eq(updated_row),
-                             membrane_write.data.eq(datapath.membrane_next)]
-            spike_bits.append(datapath.spike)
-        m.d.comb += queue.record_spikes.eq(Cat(*spike_bits))
-
-        # -- host reads ------------------------------------------------------------------------
-        read_request = self.read.payload
-        read_target = Signal(ReadTarget)
-        read_addr = Signal.like(read_request.addr)
-        read_value = Signal(g.read_data_bits)
-        read_lane = read_addr[:lane_bits] if lane_bits else Const(0, 1)
-        m.d.comb += [
-            self.read_data.payload.data.eq(read_value),
-            readout.read_addr.eq(read_addr),     # registered: no path from the host into memories
-            readout.read_score.eq(read_target == ReadTarget.SCORE),
-        ]
-        for lane in range(P):
-            m.d.comb += membranes[lane][1].addr.eq(update_row)   # the update's row, or a read's
-
-        # -- spike output register -------------------------------------------------------------
-        spike_valid = Signal()
+        # -- spike output register
+        spike_valid, spike_last = Signal(), Signal()
         spike_neuron = Signal.like(self.spikes.payload.neuron)
-        spike_last = Signal()
-        m.d.comb += [
-            self.spikes.valid.eq(spike_valid),
-            self.spikes.payload.neuron.eq(spike_neuron),
-            self.spikes.payload.last.eq(spike_last),
-        ]
-        spike_slot_free = Signal()
-        m.d.comb += spike_slot_free.eq(~spike_valid | self.spikes.ready)
+        slot_free = Signal()
+        m.d.comb += [self.spikes.valid.eq(spike_valid), self.spikes.payload.neuron.eq(spike_neuron),
+                     self.spikes.payload.last.eq(spike_last), slot_free.eq(~spike_valid | self.spikes.ready)]
         with m.If(self.spikes.valid & self.spikes.ready):
             m.d.sync += spike_valid.eq(0)
 
-        # -- control -----------------------------------------------------------------------------
-        clear_row = Signal(range(B + 1))
+        write_accept = Signal()
+        m.d.comb += write_accept.eq(self.write.valid & self.write.ready)
+        self._host_writes(m, p, r, write_accept)
+        read_target = Signal(ReadTarget)
+        read_addr = Signal.like(self.read.payload.addr)
+
         inputs = self.inputs.payload
         with m.FSM(name="control") as control:
             with m.State("IDLE"):
@@ -520,131 +363,355 @@ class InferenceCore(wiring.Component):
                     self.read.ready.eq(~step_open & ~self.write.valid),
                     self.inputs.ready.eq(step_open | (~self.write.valid & ~self.read.valid)),
                 ]
-                with m.If(write_accept & (request.target == WriteTarget.CLEAR)):
-                    m.d.comb += [queue.clear.eq(1), readout.clear.eq(1)]
-                    m.d.sync += clear_row.eq(0)
+                with m.If(write_accept & (self.write.payload.target == WriteTarget.CLEAR)):
+                    for part in (p.queue, p.readout, p.neurons, p.inputs, p.traces):
+                        if part is not None:
+                            m.d.comb += part.clear.eq(1)
                     m.next = "CLEAR"
-                with m.Elif(self.read.valid & self.read.ready):
-                    # update_row, idle, addresses the membranes: the row of the request
-                    m.d.sync += [read_target.eq(read_request.target), read_addr.eq(read_request.addr),
-                                 update_row.eq(read_request.addr[lane_bits:])]
-                    m.next = "READ_ADDRESS"
+                with m.Elif(self.read.valid & self.read.ready):   # registered: no path into memories
+                    m.d.sync += [read_target.eq(self.read.payload.target), read_addr.eq(self.read.payload.addr)]
+                    m.next = "READ_ISSUE"
                 with m.Elif(self.inputs.valid & self.inputs.ready):
                     m.d.sync += step_open.eq(1)
                     with m.If(inputs.last):
-                        m.d.sync += [step_running.eq(1), step_cycles.eq(0), update_row.eq(0)]
-                        if history:
-                            scan_begin()
+                        m.d.sync += [step_running.eq(1), r.cycles.eq(0)]
+                        if p.inputs is not None:
+                            m.next = "INPUT_SCAN"
+                        elif history:
+                            m.d.comb += p.scan.start.eq(1)
                             m.next = "SCAN_PICK"
                         else:
+                            m.d.comb += p.neurons.start.eq(1)
                             m.next = "UPDATE"
                     with m.Elif(inputs.channel < C):
-                        m.d.comb += [fan_start.eq(1), fan_start_base.eq(inputs.channel * B),
-                                     fan_start_recurrent.eq(0)]
-                        m.next = "INPUT"
-
+                        if p.inputs is not None:
+                            m.d.comb += [p.inputs.count_en.eq(1), p.inputs.count_channel.eq(inputs.channel)]
+                            m.next = "INPUT_COUNT"
+                        else:
+                            m.d.comb += [p.fan.start.eq(1), p.fan.start_base.eq(inputs.channel * B)]
+                            m.next = "INPUT"
             with m.State("INPUT"):
-                with m.If(fan_last_issue | ~fan_active):
+                with m.If(p.fan.last_issue | ~p.fan.active):
                     m.next = "IDLE"
-
-            with m.State("READ_ADDRESS"):   # the request's registered address to the memories
-                m.d.comb += readout.read_en.eq(1)
-                m.next = "READ"
-
-            with m.State("READ"):
-                with m.Switch(read_target):
-                    with m.Case(ReadTarget.MEMBRANE):
-                        for lane in range(P):
-                            with m.If(read_lane == lane):
-                                m.d.sync += read_value.eq(membranes[lane][1].data.as_unsigned())
-                    with m.Case(ReadTarget.READOUT, ReadTarget.SCORE):
-                        m.d.sync += read_value.eq(readout.read_data)
-                    with m.Case(ReadTarget.COUNTER):
-                        with m.Switch(read_addr):
-                            with m.Case(Counter.CYCLES):
-                                m.d.sync += read_value.eq(last_step_cycles)
-                            with m.Case(Counter.SYNAPTIC_EVENTS):
-                                m.d.sync += read_value.eq(synaptic_events)
-                            with m.Case(Counter.STEPS):
-                                m.d.sync += read_value.eq(steps)
-                            with m.Default():
-                                m.d.sync += read_value.eq(0)
-                m.next = "READ_RESPONSE"
-
-            with m.State("READ_RESPONSE"):
-                m.d.comb += self.read_data.valid.eq(1)
-                with m.If(self.read_data.ready):
-                    m.next = "IDLE"
-
+            with m.State("INPUT_COUNT"):            # the input history writes the event's count
+                m.next = "IDLE"
             with m.State("CLEAR"):
-                with m.If(clear_row != B):
-                    for lane in range(P):
-                        m.d.comb += [membranes[lane][0].en.eq(1), membranes[lane][0].addr.eq(clear_row),
-                                     membranes[lane][0].data.eq(0)]
-                    m.d.sync += clear_row.eq(clear_row + 1)
-                with m.Elif(~queue.busy & ~readout.busy):
-                    m.d.sync += [slot.eq(0), steps.eq(0), synaptic_events.eq(0),
-                                 last_step_cycles.eq(0)]
+                busy = p.queue.busy | p.readout.busy | p.neurons.busy
+                for part in (p.inputs, p.traces):
+                    if part is not None:
+                        busy = busy | part.busy
+                with m.If(~busy):
+                    m.d.sync += [r.slot.eq(0), r.steps.eq(0), r.near.eq(0), r.events.eq(0),
+                                 r.last_cycles.eq(0)]
                     m.next = "IDLE"
+            self._read_states(m, p, r, read_target, read_addr)
+            if p.inputs is not None:
+                self._input_scan_states(m, p, r)
+            self._step_states(m, p, r, slot_free, spike_valid, spike_neuron, spike_last)
+            if learns:
+                self._learning_states(m, p, r, delay_pass, slot_free, spike_valid, spike_last)
+            with m.State("FINISH"):
+                with m.If(self.spikes.ready):
+                    near_top = 2 * b.history_depth - 1
+                    m.d.sync += [
+                        r.slot.eq(r.slot + 1), r.steps.eq(r.steps + 1), step_open.eq(0), step_running.eq(0),
+                        r.near.eq(Mux(r.near == near_top, near_top, r.near + 1)),
+                        r.last_cycles.eq(r.cycles + 1),
+                    ]
+                    m.next = "IDLE"
+        if history:   # the recurrent scan probes age 1 + d_j, the trace unit its taps, the others age 0
+            for lane in range(b.lanes):
+                with m.If(control.ongoing("SCAN_PICK") | control.ongoing("SCAN_FANOUT")):
+                    m.d.comb += p.queue.probe_age[lane].eq(1 + p.delays.row_delay[lane])
+                if learns:
+                    with m.Elif(control.ongoing("LEARN_TRACES")):
+                        m.d.comb += p.queue.probe_age[lane].eq(self._sample_age)
+        m.d.comb += self.busy.eq(~control.ongoing("IDLE") | step_open)
+        return m
 
-            # history queue: deliver the recurrent spikes due now (age 1 + d_j) into the currents
-            with m.State("SCAN_PICK"):
-                with m.If(held_pending != 0):
-                    m.d.comb += [fan_start.eq(1), fan_start_base.eq(pick_neuron * B),
-                                 fan_start_recurrent.eq(1), pick.eq(1)]
-                    m.next = "SCAN_FANOUT"
-                with m.Elif(scan_done & fan_done):
-                    m.next = "UPDATE"
+    # -- the states of a step --------------------------------------------------------------------
+    def _input_scan_states(self, m: Module, p: _Parts, r: _Registers) -> None:
+        """Input delays: each channel's count ``round(d_c)`` steps ago, fanned out that many times.
 
-            with m.State("SCAN_FANOUT"):
-                with m.If(fan_last_issue):
-                    m.next = "SCAN_PICK"
+        Per channel: its delay is read (``INPUT_DELAY``), then its count at
+        that age (and the next step's slot of the channel is zeroed), then
+        the count's fan-outs; 3 cycles plus ``B + 1`` per event.
+        """
+        C, B = self.build.inputs, self.build.rows
+        channel = Signal(range(C))
+        left = Signal(self.spec.count_bits)         # fan-outs of the channel still to start
+        with m.State("INPUT_SCAN"):                 # read the channel's delay
+            m.d.comb += [p.delays.read_en.eq(1), p.delays.read_input.eq(1), p.delays.read_addr.eq(channel)]
+            m.next = "INPUT_SCAN_COUNT"
+        with m.State("INPUT_SCAN_COUNT"):           # its count at that age; zero its next slot
+            m.d.comb += [p.inputs.read_en.eq(1), p.inputs.read_channel.eq(channel),
+                         p.inputs.read_age.eq(p.delays.read_forward),
+                         p.inputs.zero_en.eq(1), p.inputs.zero_channel.eq(channel)]
+            m.next = "INPUT_SCAN_FANOUT"
+        with m.State("INPUT_SCAN_FANOUT"):
+            count = Signal.like(left)
+            m.d.comb += count.eq(p.inputs.read_data)
+            m.next = "INPUT_SCAN_NEXT"
+            with m.If(count != 0):
+                m.d.comb += [p.fan.start.eq(1), p.fan.start_base.eq(channel * B)]
+                m.d.sync += left.eq(count - 1)
+                m.next = "INPUT_SCAN_WAIT"
+        with m.State("INPUT_SCAN_WAIT"):            # the channel's fan-outs, back to back
+            with m.If(p.fan.last_issue):
+                with m.If(left != 0):
+                    m.d.comb += [p.fan.start.eq(1), p.fan.start_base.eq(channel * B)]
+                    m.d.sync += left.eq(left - 1)
+                with m.Else():
+                    m.next = "INPUT_SCAN_NEXT"
+        with m.State("INPUT_SCAN_NEXT"):
+            with m.If(channel == C - 1):
+                m.d.sync += channel.eq(0)
+                m.d.comb += p.scan.start.eq(1)
+                m.next = "SCAN_PICK"
+            with m.Else():
+                m.d.sync += channel.eq(channel + 1)
+                m.next = "INPUT_SCAN"
 
-            with m.State("UPDATE"):   # once the last input's fan-out has drained
-                with m.If(update_row != B):
-                    with m.If(fan_done):
-                        m.d.comb += queue.take_en.eq(1)
-                        m.d.sync += [update_row.eq(update_row + 1), in_flight[0].eq(1),
-                                     flight_rows[0].eq(update_row)]
-                with m.Elif(~updating):
-                    scan_begin()
-                    m.next = "EMIT_PICK"
-
-            # every spike of the step, in order: output beat, readout, ring fan-out
-            with m.State("EMIT_PICK"):
-                with m.If(held_pending != 0):
-                    with m.If(spike_slot_free & readout.ready):
-                        m.d.sync += [spike_valid.eq(1), spike_neuron.eq(pick_neuron), spike_last.eq(0)]
-                        m.d.comb += [readout.accumulate.eq(1), pick.eq(1)]
-                        if not history:
-                            m.d.comb += [fan_start.eq(1), fan_start_base.eq(pick_neuron * B),
-                                         fan_start_recurrent.eq(1),
-                                         fan_start_offset.eq((1 + pick_delay)[:spec.delay_bits])]
-                        m.next = "EMIT_WAIT"
-                with m.Elif(scan_done & fan_done & readout.ready):
-                    m.d.comb += readout.update.eq(1)
-                    m.next = "READOUT"
-
-            with m.State("EMIT_WAIT"):
-                with m.If((fan_last_issue | ~fan_active) & readout.ready):
-                    m.next = "EMIT_PICK"
-
-            with m.State("READOUT"):
-                with m.If(~readout.busy & spike_slot_free):
+    def _step_states(self, m: Module, p: _Parts, r: _Registers, slot_free, spike_valid, spike_neuron,
+                     spike_last) -> None:
+        """Recurrent scan (history), neuron update, spikes out and readout update."""
+        b = self.build
+        B = b.rows
+        history, learns = b.queue == "history", b.learns
+        # history queue: deliver the recurrent spikes due now (age 1 + d_j) into the currents
+        with m.State("SCAN_PICK"):
+            with m.If(p.scan.pending):
+                m.d.comb += [p.fan.start.eq(1), p.fan.start_base.eq(p.scan.pick_neuron * B),
+                             p.fan.start_recurrent.eq(1), p.scan.pick.eq(1)]
+                m.next = "SCAN_FANOUT"
+            with m.Elif(p.scan.done & p.fan.done):
+                m.d.comb += p.neurons.start.eq(1)
+                m.next = "UPDATE"
+        with m.State("SCAN_FANOUT"):
+            with m.If(p.fan.last_issue):
+                m.next = "SCAN_PICK"
+        with m.State("UPDATE"):                     # once the last input's fan-out has drained
+            m.d.comb += p.neurons.advance.eq(p.fan.done)
+            with m.If(p.neurons.done):
+                m.d.comb += p.scan.start.eq(1)
+                m.next = "EMIT_PICK"
+        # every spike of the step, in order: output beat, readout, ring fan-out
+        with m.State("EMIT_PICK"):
+            with m.If(p.scan.pending):
+                with m.If(slot_free & p.readout.ready):
+                    m.d.sync += [spike_valid.eq(1), spike_neuron.eq(p.scan.pick_neuron), spike_last.eq(0)]
+                    m.d.comb += [p.readout.accumulate.eq(1), p.scan.pick.eq(1)]
+                    if not history:
+                        m.d.comb += [p.fan.start.eq(1), p.fan.start_base.eq(p.scan.pick_neuron * B),
+                                     p.fan.start_recurrent.eq(1),
+                                     p.fan.start_offset.eq((1 + p.scan.pick_delay)[:self.spec.delay_bits])]
+                    m.next = "EMIT_WAIT"
+            with m.Elif(p.scan.done & p.fan.done & p.readout.ready):
+                m.d.comb += p.readout.update.eq(1)
+                m.next = "READOUT"
+        with m.State("EMIT_WAIT"):
+            with m.If((p.fan.last_issue | ~p.fan.active) & p.readout.ready):
+                m.next = "EMIT_PICK"
+        with m.State("READOUT"):
+            with m.If(~p.readout.busy & slot_free):
+                if learns:
+                    with m.If(r.learn[0]):
+                        m.d.comb += p.traces.start.eq(1)
+                        m.next = "LEARN_TRACES"
+                    with m.Else():
+                        m.d.sync += [spike_valid.eq(1), spike_last.eq(1)]
+                        m.next = "FINISH"
+                else:
                     m.d.sync += [spike_valid.eq(1), spike_last.eq(1)]
                     m.next = "FINISH"
 
-            with m.State("FINISH"):
-                with m.If(self.spikes.ready):
-                    m.d.sync += [
-                        slot.eq(slot + 1), steps.eq(steps + 1), step_open.eq(0), step_running.eq(0),
-                        last_step_cycles.eq(step_cycles + 1),
-                    ]
-                    m.next = "IDLE"
+    def _learning_states(self, m: Module, p: _Parts, r: _Registers, delay_pass, slot_free, spike_valid,
+                         spike_last) -> None:
+        """The learning passes of a step: traces; from ``LOSS_START`` on errors, broadcast, readout and delays.
 
-        if history:   # the recurrent scan probes age 1 + d_j; the emit scan age 0 (the step's spikes)
-            with m.If(control.ongoing("SCAN_PICK") | control.ongoing("SCAN_FANOUT")):
-                for lane in range(P):
-                    m.d.comb += queue.probe_age[lane].eq((1 + delays[lane][1].data)[:spec.delay_bits])
-        m.d.comb += self.busy.eq(~control.ongoing("IDLE") | step_open)
-        return m
+        The trace unit's requests are answered here: its delays from the
+        delay memories, its samples from the input history or the spike
+        history (both registered to the unit's two-cycle latency).
+        """
+        b, g = self.build, self.geometry
+        C, B = b.inputs, b.rows
+        with m.State("LEARN_TRACES"):
+            self._answer_trace_requests(m, p)
+            with m.If(~p.traces.busy):
+                with m.If(r.steps >= r.loss_start):
+                    m.d.comb += p.readout.errors.eq(1)
+                    m.next = "LEARN_ERRORS"
+                with m.Else():
+                    m.next = "LEARN_DONE"
+        with m.State("LEARN_ERRORS"):
+            with m.If(p.readout.ready):
+                m.d.comb += p.readout.broadcast.eq(1)
+                m.next = "LEARN_BROADCAST"
+        with m.State("LEARN_BROADCAST"):            # L_i into the neurons' signal memories
+            with m.If(p.readout.ready):
+                m.d.comb += p.scan.start.eq(1)
+                m.next = "LEARN_READOUT"
+        with m.State("LEARN_READOUT"):              # the readout weights of every neuron that fired
+            with m.If(p.scan.pending):
+                with m.If(p.readout.ready):
+                    m.d.comb += [p.readout.learn.eq(1), p.scan.pick.eq(1)]
+            with m.Elif(p.scan.done & p.readout.ready):
+                with m.If(r.learn[3]):
+                    m.d.comb += p.readout.learn_bias.eq(1)
+                m.next = "LEARN_COLUMN"
+        # one weight column per learning delay: S_p, then d_p
+        channel = Signal(range(b.channels + 1))
+        first = Signal(range(b.channels + 1))
+        first_enabled = Mux(r.learn[1] & (b.input_delays is not None), 0, C)
+        last_enabled = Mux(r.learn[2], b.channels, C)
+        recurrent = channel >= C
+        index = Mux(recurrent, channel - C, channel)
+        m.d.comb += first.eq(first_enabled)
+        with m.State("LEARN_COLUMN"):
+            with m.If(p.readout.ready & ~p.readout.busy):
+                m.d.sync += channel.eq(first)
+                m.next = "LEARN_COLUMN_START"
+        with m.State("LEARN_COLUMN_START"):
+            with m.If(channel >= last_enabled):
+                m.next = "LEARN_DONE"
+            with m.Else():
+                m.d.comb += [delay_pass.eq(1), p.update.clear.eq(1), p.fan.start.eq(1),
+                             p.fan.start_base.eq(index * B), p.fan.start_recurrent.eq(recurrent)]
+                m.next = "LEARN_COLUMN_ROWS"
+        wait = Signal(range(p.update.ROW_LATENCY + 2))
+        with m.State("LEARN_COLUMN_ROWS"):          # the column streams into the back-projection
+            m.d.comb += delay_pass.eq(1)
+            with m.If(p.fan.done):
+                m.d.sync += wait.eq(p.update.ROW_LATENCY)
+                m.next = "LEARN_COLUMN_READ"
+        with m.State("LEARN_COLUMN_READ"):          # S_p complete: read eps_p and d_p
+            m.d.comb += delay_pass.eq(1)
+            with m.If(wait != 0):
+                m.d.sync += wait.eq(wait - 1)
+            with m.Else():
+                m.d.comb += [p.traces.read_en.eq(1), p.traces.read_addr.eq(channel),
+                             p.delays.read_en.eq(1), p.delays.read_input.eq(~recurrent),
+                             p.delays.read_addr.eq(index)]
+                m.next = "LEARN_COLUMN_FINISH"
+        with m.State("LEARN_COLUMN_FINISH"):
+            m.d.comb += [delay_pass.eq(1), p.update.finish_en.eq(1), p.update.trace.eq(p.traces.read_data),
+                         p.update.delay.eq(p.delays.read_data)]
+            m.next = "LEARN_COLUMN_WRITE"
+        with m.State("LEARN_COLUMN_WRITE"):
+            m.d.comb += delay_pass.eq(1)
+            with m.If(p.update.result_valid):
+                m.d.comb += [p.delays.write_en.eq(1), p.delays.write_input.eq(~recurrent),
+                             p.delays.write_addr.eq(index), p.delays.write_data.eq(p.update.result_delay)]
+                m.d.sync += channel.eq(channel + 1)
+                m.next = "LEARN_COLUMN_START"
+        with m.State("LEARN_DONE"):
+            with m.If(slot_free):
+                m.d.sync += [spike_valid.eq(1), spike_last.eq(1)]
+                m.next = "FINISH"
+
+    def _answer_trace_requests(self, m: Module, p: _Parts) -> None:
+        """The trace unit's delay and sample requests, answered two cycles later.
+
+        A delay from the delay memories (registered once more); a sample of
+        an input channel from the input history (registered once more), of a
+        neuron from the spike history's probe (its age given the next cycle,
+        ``self._sample_age``, its bit the cycle after).
+        """
+        b = self.build
+        C, lane_bits = b.inputs, self.geometry.lane_bits
+        t = p.traces
+        delay_input = t.delay_channel < C
+        m.d.comb += [p.delays.read_en.eq(t.delay_en), p.delays.read_input.eq(delay_input),
+                     p.delays.read_addr.eq(Mux(delay_input, t.delay_channel, t.delay_channel - C))]
+        sample_input = t.sample_channel < C
+        neuron = Signal(range(b.neurons))
+        m.d.comb += neuron.eq(t.sample_channel - C)
+        if p.inputs is not None:
+            m.d.comb += [p.inputs.read_en.eq(t.sample_en & sample_input),
+                         p.inputs.read_channel.eq(t.sample_channel), p.inputs.read_age.eq(t.sample_age)]
+        with m.If(t.sample_en & ~sample_input):
+            m.d.comb += [p.queue.probe_en.eq(1), p.queue.probe_row.eq(neuron[lane_bits:])]
+
+    def _trace_answers(self, m: Module, p: _Parts) -> None:
+        """Registers that bring the trace unit's answers to its latencies (always running)."""
+        b = self.build
+        C, lane_bits = b.inputs, self.geometry.lane_bits
+        t = p.traces
+        delay_1 = Signal.like(t.delay_data)
+        m.d.sync += delay_1.eq(p.delays.read_data)
+        m.d.comb += t.delay_data.eq(delay_1)
+        self._sample_age = Signal.like(t.sample_age)
+        lane_1, lane_2 = (Signal(max(1, lane_bits), name=f"sample_lane_{n}") for n in (1, 2))
+        input_1, input_2 = Signal(), Signal()
+        count_2 = Signal.like(t.sample_data)
+        m.d.sync += [self._sample_age.eq(t.sample_age), input_1.eq(t.sample_channel < C), input_2.eq(input_1),
+                     lane_1.eq((t.sample_channel - C)[:lane_bits] if lane_bits else 0), lane_2.eq(lane_1)]
+        if p.inputs is not None:
+            m.d.sync += count_2.eq(p.inputs.read_data)
+        spike = p.queue.probe_spikes.bit_select(lane_2, 1) if lane_bits else p.queue.probe_spikes[0]
+        m.d.comb += t.sample_data.eq(Mux(input_2, count_2, spike))
+
+    def _read_states(self, m: Module, p: _Parts, r: _Registers, target: Signal, addr: Signal) -> None:
+        """A host read: the element's memory addressed from the request's registers, its data held
+        until the ``read_data`` beat is taken; 0 outside the target."""
+        b, g = self.build, self.geometry
+        C, N, K = b.inputs, b.neurons, b.classes
+        T = ReadTarget
+        value = Signal(g.read_data_bits)
+        m.d.comb += self.read_data.payload.data.eq(value)
+        readout_what = {T.READOUT: 0, T.SCORE: 1, T.W_OUT: 2, T.BIAS_OUT: 3}
+        limits = {T.MEMBRANE: N, T.READOUT: K, T.SCORE: K, T.W_OUT: N * K, T.BIAS_OUT: K,
+                  T.DELAY: N * N if b.delay_kind == "synaptic" else N, T.COUNTER: len(Counter)}
+        if b.input_delays is not None:
+            limits[T.INPUT_DELAY] = C
+        if b.learns:
+            limits.update({T.TRACE: b.channels, T.SIGNAL: N})
+        inside = Const(0)
+        for key, limit in limits.items():
+            inside = inside | ((target == key) & (addr < limit))
+        counters = {Counter.CYCLES: r.last_cycles, Counter.SYNAPTIC_EVENTS: r.events, Counter.STEPS: r.steps}
+        with m.State("READ_ISSUE"):
+            m.d.comb += [p.neurons.read_addr.eq(addr), p.neurons.read_signal.eq(target == T.SIGNAL),
+                         p.readout.read_addr.eq(addr), p.delays.read_addr.eq(addr),
+                         p.delays.read_input.eq(target == T.INPUT_DELAY)]
+            if b.learns:
+                m.d.comb += p.traces.read_addr.eq(addr)
+            with m.If(inside):
+                with m.Switch(target):
+                    with m.Case(T.MEMBRANE, T.SIGNAL):
+                        m.d.comb += p.neurons.read_en.eq(1)
+                    for key, what in readout_what.items():
+                        with m.Case(key):
+                            m.d.comb += [p.readout.read_en.eq(1), p.readout.read_what.eq(what)]
+                    with m.Case(T.DELAY, T.INPUT_DELAY):
+                        m.d.comb += p.delays.read_en.eq(1)
+                    if b.learns:
+                        with m.Case(T.TRACE):
+                            m.d.comb += p.traces.read_en.eq(1)
+                m.next = "READ_WAIT"
+            with m.Else():
+                m.d.sync += value.eq(0)
+                m.next = "READ_RESPONSE"
+        with m.State("READ_WAIT"):
+            m.next = "READ_RESPONSE"
+            with m.Switch(target):
+                with m.Case(T.MEMBRANE, T.SIGNAL):
+                    m.d.sync += value.eq(p.neurons.read_data)
+                with m.Case(*readout_what):
+                    m.d.sync += value.eq(p.readout.read_data)
+                    with m.If(~p.readout.read_valid):
+                        m.next = "READ_WAIT"
+                with m.Case(T.DELAY, T.INPUT_DELAY):
+                    m.d.sync += value.eq(p.delays.read_data)
+                if b.learns:
+                    with m.Case(T.TRACE):
+                        m.d.sync += value.eq(p.traces.read_data.as_unsigned())
+                with m.Case(T.COUNTER):
+                    with m.Switch(addr):
+                        for key, counter in counters.items():
+                            with m.Case(key):
+                                m.d.sync += value.eq(counter)
+        with m.State("READ_RESPONSE"):
+            m.d.comb += self.read_data.valid.eq(1)
+            with m.If(self.read_data.ready):
+                m.next = "IDLE"

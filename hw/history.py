@@ -12,11 +12,12 @@ __all__ = ["SpikeHistory"]
 
 
 class SpikeHistory(DelayQueue):
-    """The last ``D`` spike bits of every neuron and a one-step current accumulator.
+    """The last ``H`` spike bits of every neuron and a one-step current accumulator.
 
-    Per lane: ``history``, ``B`` words of ``D`` bits (``B = N / P`` rows;
-    bit ``t mod D`` of row ``b`` is the spike of neuron ``b*P + l`` at step
-    ``t``); ``currents``, ``B`` words of ``acc_bits``: the input of the
+    Per lane: ``history``, ``B`` words of ``H`` bits (``B = N / P`` rows;
+    bit ``t mod H`` of row ``b`` is the spike of neuron ``b*P + l`` at step
+    ``t``; ``H`` is the queue's depth, ``D`` unless a learning core asks
+    for more); ``currents``, ``B`` words of ``acc_bits``: the input of the
     current step.
 
     A spike bit is recorded by a read-modify-write of its whole row, not by a
@@ -30,22 +31,23 @@ class SpikeHistory(DelayQueue):
     (:data:`~delrec.hw.ports.PROBE_LATENCY`).
 
     The core turns delays into deliveries itself: before the update of step
-    ``t`` it probes, for every ``j``, bit ``(t - 1 - d_j) mod D`` (age
+    ``t`` it probes, for every ``j``, bit ``(t - 1 - d_j) mod H`` (age
     ``1 + d_j``) and delivers ``w_rec[:, j]`` into ``currents`` when it is set.
     ``deliver_offset`` is therefore ignored: everything lands on the current
-    step. The bit of age ``D`` (``d = D - 1``) is the one the coming update
-    overwrites, still intact when probed.
+    step. With ``H = D`` the bit of age ``D`` (``d = D - 1``) is the one the
+    coming update overwrites, still intact when probed.
 
     Timing: a delivered row costs one cycle (two-stage pipelined
     read-modify-write, transparent read); ``take`` reads a row and zeroes it
     on the next cycle; ``clear`` takes ``B`` cycles.
 
-    Constructor: :class:`~delrec.hw.ports.DelayQueue` ``(neurons, lanes, spec)``.
+    Constructor: :class:`~delrec.hw.ports.DelayQueue` ``(neurons, lanes, spec, depth=None)``.
     """
 
     def elaborate(self, platform):
         spec, rows, lanes = self._spec, self._rows, self._lanes
-        depth = spec.depth
+        depth = self._depth
+        slot_bits = (depth - 1).bit_length()
         m = Module()
 
         clearing = Signal()
@@ -79,7 +81,7 @@ class SpikeHistory(DelayQueue):
                              history_write.data.eq(Mux(self.record_spikes[lane],
                                                        probed_row | slot_select,
                                                        probed_row & ~slot_select))]
-            age_slot = Signal(spec.delay_bits, name=f"age_slot_{lane}")   # both registered
+            age_slot = Signal(slot_bits, name=f"age_slot_{lane}")   # both registered
             m.d.sync += [probed_row.eq(history_read.data),
                          age_slot.eq(self.slot - self.probe_age[lane])]
             m.d.comb += [

@@ -27,37 +27,45 @@ from amaranth.lib.wiring import In, Out
 from delrec.arith import CoreSpec
 from delrec.build import CoreBuild
 
-__all__ = ["WriteTarget", "ReadTarget", "ConfigRegister", "Counter", "CoreGeometry",
+__all__ = ["WriteTarget", "ReadTarget", "ConfigRegister", "LearnFlag", "Counter", "CoreGeometry",
            "input_layout", "spike_layout", "write_layout", "read_layout", "read_data_layout",
-           "delay_queue_signature", "DelayQueue", "COUNTER_BITS"]
+           "delay_queue_signature", "DelayQueue", "COUNTER_BITS", "STEP_REGISTER_BITS", "SHIFT_BITS"]
 
 #: Width of the performance counters (cycles, synaptic events, steps).
 COUNTER_BITS = 32
 
 
-class WriteTarget(enum.Enum, shape=3):
+class WriteTarget(enum.Enum, shape=4):
     """What a ``write`` beat stores.
 
     Element addresses (``C`` inputs, ``N`` neurons, ``K`` classes):
 
     ``W_IN``
-        ``c * N + i``: input weight of channel ``c`` to neuron ``i``.
+        ``c * N + i``: input weight of channel ``c`` to neuron ``i`` (its
+        forward value: the input and recurrent weights do not learn).
     ``W_REC``
         ``j * N + i``: recurrent weight from ``j`` (pre) to ``i`` (post).
     ``DELAY``
-        ``j`` (axonal) or ``j * N + i`` (synaptic): recurrent delay.
+        ``j`` (axonal) or ``j * N + i`` (synaptic): recurrent delay (a
+        learning core: in ``2^-delay_frac_bits`` steps).
     ``BIAS``
-        ``i``: hidden bias.
+        ``i``: hidden bias (a learning core: its learning copy).
     ``W_OUT``
-        ``j * K + k``: readout weight from neuron ``j`` to class ``k``.
+        ``j * K + k``: readout weight from neuron ``j`` to class ``k``
+        (its learning copy).
     ``BIAS_OUT``
-        ``k``: readout bias.
+        ``k``: readout bias (its learning copy).
     ``CONFIG``
         a :class:`ConfigRegister`.
     ``CLEAR``
-        any address: zero the state (membranes, delay queue, readout
-        values, scores, step counter and performance counters), keep the
-        parameters.
+        any address: zero the state (membranes, delay queue, input history,
+        traces and learning signals, readout values, scores, step counter
+        and performance counters), keep the parameters and registers.
+    ``INPUT_DELAY``
+        ``c``: the input delay of channel ``c`` (a core with input delays).
+    ``LUT``
+        ``x + R``: the Gaussian-derivative table (a learning core;
+        :func:`delrec.arith.gaussian_derivative_lut`), ``R`` the ``REACH`` register.
     """
 
     W_IN = 0
@@ -68,24 +76,50 @@ class WriteTarget(enum.Enum, shape=3):
     BIAS_OUT = 5
     CONFIG = 6
     CLEAR = 7
+    INPUT_DELAY = 8
+    LUT = 9
 
 
 class ConfigRegister(enum.IntEnum):
-    """Addresses of the ``CONFIG`` registers."""
+    """Addresses of the ``CONFIG`` registers (the learning ones only in a learning core)."""
 
-    THETA = 0         #: firing threshold, ``v_bits``
-    LEAK = 1          #: hidden leak parameter of :func:`delrec.arith.decay`
-    READOUT_LEAK = 2  #: readout leak parameter
-    RESET = 3         #: 0 hard reset, 1 soft (subtractive) reset
+    THETA = 0             #: firing threshold, ``v_bits``
+    LEAK = 1              #: hidden leak parameter of :func:`delrec.arith.decay`
+    READOUT_LEAK = 2      #: readout leak parameter
+    RESET = 3             #: 0 hard reset, 1 soft (subtractive) reset
+    SCORE_START = 4       #: first step whose readout values the scores sum
+    LEARN = 5             #: :class:`LearnFlag` bits
+    REACH = 6             #: ``R`` of the Gaussian-derivative table (at most the build's ``max_reach``)
+    LOSS_START = 7        #: first step that learns (the traces run from step 0)
+    LR_DELAY_SHIFT = 8    #: ``k_d``, the delays' learning-rate shift
+    LR_READOUT_SHIFT = 9  #: ``k_out``, the readout's learning-rate shift
+    LABEL = 10            #: the sample's class (``>= K``: no target)
+    TARGET = 11           #: the per-step error's target value of the label's readout unit
+    ERROR_SHIFT = 12      #: :func:`delrec.arith.error_shift` of the target
 
 
-class ReadTarget(enum.Enum, shape=2):
-    """What a ``read`` request returns (``addr`` is ``i``, ``k`` or a :class:`Counter`)."""
+class LearnFlag(enum.IntFlag):
+    """Bits of the ``LEARN`` register."""
 
-    MEMBRANE = 0
-    READOUT = 1
-    SCORE = 2
-    COUNTER = 3
+    LEARN = 1              #: the step learns: traces, and from ``LOSS_START`` on signals and updates
+    INPUT_DELAYS = 2       #: the input delays learn
+    RECURRENT_DELAYS = 4   #: the recurrent delays learn
+    READOUT_BIAS = 8       #: the readout biases learn (the readout weights learn with ``LEARN``)
+
+
+class ReadTarget(enum.Enum, shape=4):
+    """What a ``read`` request returns (addresses as for :class:`WriteTarget`)."""
+
+    MEMBRANE = 0      #: ``i``: ``v`` after the last step
+    READOUT = 1       #: ``k``: readout value ``V_k``
+    SCORE = 2         #: ``k``: score
+    COUNTER = 3       #: a :class:`Counter`
+    DELAY = 4         #: the recurrent delay (stored)
+    INPUT_DELAY = 5   #: ``c``: the input delay (stored)
+    W_OUT = 6         #: ``j * K + k``: readout weight (stored)
+    BIAS_OUT = 7      #: ``k``: readout bias (stored)
+    TRACE = 8         #: ``p``: delay trace of channel ``p`` (inputs ``0..C-1``, then neurons)
+    SIGNAL = 9        #: ``i``: learning signal ``L_i`` of the last step that learned
 
 
 class Counter(enum.IntEnum):
@@ -99,6 +133,13 @@ class Counter(enum.IntEnum):
     SYNAPTIC_EVENTS = 1
     #: Steps completed since the last ``CLEAR``.
     STEPS = 2
+
+
+#: Width of the registers that count steps (``SCORE_START``, ``LOSS_START``).
+STEP_REGISTER_BITS = 16
+
+#: Width of the learning-rate and error shift registers (``0..63``).
+SHIFT_BITS = 6
 
 
 def _bits(count: int) -> int:
@@ -153,24 +194,49 @@ class CoreGeometry:
         return self.rows if self.delay_kind == "axonal" else self.neurons * self.rows
 
     @property
+    def delay_store_bits(self) -> int:
+        """Width of a stored delay: with its fraction in a learning core, else the integer delay."""
+        return self.spec.stored_delay_bits if self.build.learns else self.spec.delay_bits
+
+    @property
+    def history_bits(self) -> int:
+        """Width of a slot or an age of the spike and input histories (``log2 H``)."""
+        return (self.build.history_depth - 1).bit_length()
+
+    @property
+    def label_bits(self) -> int:
+        """Width of the ``LABEL`` register: ``0..K`` (``K``: no target)."""
+        return _bits(self.classes + 1)
+
+    @property
     def write_addr_bits(self) -> int:
         C, N, K = self.inputs, self.neurons, self.classes
-        return _bits(max(C * N, N * N, N * K, len(ConfigRegister)))
+        return _bits(max(C * N, N * N, N * K, len(ConfigRegister), self.build.lut_depth))
 
     @property
     def write_data_bits(self) -> int:
         spec = self.spec
-        return max(spec.weight_bits, spec.v_bits, spec.readout_bits, spec.delay_bits,
-                   self.leak_bits)
+        widths = [spec.weight_bits, spec.v_bits, spec.readout_bits, self.delay_store_bits,
+                  self.leak_bits, STEP_REGISTER_BITS, spec.weight_store_bits, spec.readout_bias_store_bits]
+        if self.build.learns:
+            widths += [spec.bias_store_bits, spec.lut_bits, SHIFT_BITS, self.label_bits,
+                       len(LearnFlag)]
+        return max(widths)
 
     @property
     def read_addr_bits(self) -> int:
-        return _bits(max(self.neurons, self.classes, len(Counter)))
+        N, K = self.neurons, self.classes
+        return _bits(max(N, K, len(Counter), N * K, self.delay_depth * self.lanes,
+                         self.build.channels if self.build.learns else 1, self.inputs))
 
     @property
     def read_data_bits(self) -> int:
         spec = self.spec
-        return max(spec.v_bits, spec.readout_bits, spec.score_bits, COUNTER_BITS)
+        widths = [spec.v_bits, spec.readout_bits, spec.score_bits, COUNTER_BITS, spec.weight_store_bits,
+                  spec.readout_bias_store_bits, self.delay_store_bits]
+        if self.build.learns:
+            widths += [spec.trace_bits, spec.signal_bits]
+        return max(widths)
 
     @property
     def channel_bits(self) -> int:
@@ -219,8 +285,13 @@ RECORD_LATENCY = 2
 PROBE_LATENCY = 2
 
 
-def delay_queue_signature(rows: int, lanes: int, spec: CoreSpec) -> wiring.Signature:
+def delay_queue_signature(rows: int, lanes: int, spec: CoreSpec, depth: int | None = None) -> wiring.Signature:
     """The interface every delay queue offers the core (queue side: ``In`` is driven by the core).
+
+    ``depth`` is the number of steps the queue keeps (``D`` by default; the
+    spike history of a learning core keeps more, see
+    :attr:`delrec.build.CoreBuild.history_depth`): ``slot`` and
+    ``probe_age`` count modulo ``depth``.
 
     All ``lanes`` lanes act in lockstep on the same row ``b`` (neurons
     ``b*P + l``). Reads are synchronous: results appear the cycle after the
@@ -255,8 +326,9 @@ def delay_queue_signature(rows: int, lanes: int, spec: CoreSpec) -> wiring.Signa
     """
     row_shape = unsigned(max(1, (rows - 1).bit_length()))
     delay_shape = unsigned(spec.delay_bits)
+    slot_shape = unsigned(((depth or spec.depth) - 1).bit_length())
     return wiring.Signature({
-        "slot": In(delay_shape),
+        "slot": In(slot_shape),
         "deliver_en": In(1),
         "deliver_row": In(row_shape),
         "deliver_offset": In(data.ArrayLayout(delay_shape, lanes)),
@@ -269,7 +341,7 @@ def delay_queue_signature(rows: int, lanes: int, spec: CoreSpec) -> wiring.Signa
         "record_spikes": In(unsigned(lanes)),
         "probe_en": In(1),
         "probe_row": In(row_shape),
-        "probe_age": In(data.ArrayLayout(delay_shape, lanes)),
+        "probe_age": In(data.ArrayLayout(slot_shape, lanes)),
         "probe_spikes": Out(unsigned(lanes)),
         "clear": In(1),
         "busy": Out(1),
@@ -281,7 +353,7 @@ class DelayQueue(wiring.Component):
 
     Subclasses (:class:`~delrec.hw.ring.FutureInputRing`,
     :class:`~delrec.hw.history.SpikeHistory`) find ``_rows`` (``B = N / P``),
-    ``_lanes`` and ``_spec`` set.
+    ``_lanes``, ``_spec`` and ``_depth`` set.
 
     Parameters
     ----------
@@ -290,12 +362,19 @@ class DelayQueue(wiring.Component):
     lanes : int
         ``P``, divides ``N``.
     spec : CoreSpec
+    depth : int, optional
+        Steps kept, a power of two (``D`` by default).
     """
 
-    def __init__(self, neurons: int, lanes: int, spec: CoreSpec):
+    def __init__(self, neurons: int, lanes: int, spec: CoreSpec, depth: int | None = None):
         if neurons % lanes:
             raise ValueError(f"Lane count must divide the neuron count, not {lanes!r}")
+        depth = spec.depth if depth is None else depth
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < spec.depth or depth & (depth - 1):
+            raise ValueError(f"Queue depth must be a power of two of at least D = {spec.depth}, "
+                             f"not {depth!r}")
         self._rows = neurons // lanes
         self._lanes = lanes
         self._spec = spec
-        super().__init__(delay_queue_signature(self._rows, lanes, spec))
+        self._depth = depth
+        super().__init__(delay_queue_signature(self._rows, lanes, spec, depth))

@@ -39,8 +39,9 @@ def port_fields(build: CoreBuild) -> dict:
 
 
 def _module_name(build: CoreBuild) -> str:
+    extra = ("_in" if build.input_delays else "") + (f"_learn_r{build.max_reach}" if build.learns else "")
     return (f"core_{build.queue}_{build.delay_kind}_c{build.inputs}_n{build.neurons}"
-            f"_k{build.classes}_p{build.lanes}_d{build.spec.depth}")
+            f"_k{build.classes}_p{build.lanes}_d{build.spec.depth}{extra}")
 
 
 @dataclass
@@ -85,13 +86,10 @@ def cosimulate(build: CoreBuild, networks: list[FixedNetwork], inputs: list[np.n
         Also compare every membrane, readout value and score at every step
         (else spikes at every step and the final scores).
     """
-    from delrec.hw.core import InferenceCore
-    from delrec.hw.ports import Counter, ReadTarget, WriteTarget
-
     if len(networks) != len(inputs):
         raise ValueError(f"Got {len(networks)} networks but {len(inputs)} input sequences")
-    build_root = Path(build_root or default_build_root())
-    arrays, steps, goldens = {}, [], []
+    spec = build.spec
+    arrays, samples, goldens = {}, [], []
     for n, (net, x) in enumerate(zip(networks, inputs)):
         x = np.asarray(x, dtype=np.int64)
         if x.ndim != 2 or x.shape[1] != net.inputs:
@@ -102,29 +100,21 @@ def cosimulate(build: CoreBuild, networks: list[FixedNetwork], inputs: list[np.n
         x_padded[:, :net.inputs] = x
         trace = run_fixed(image.network, x_padded[:, None, :])
         goldens.append(trace)
-        events = input_events(x_padded)
         same = n > 0 and net is networks[n - 1]  # loaded already: CLEAR keeps the parameters
-        writes = image.writes[:0] if same else image.writes
-        arrays.update({f"writes{n}": writes, f"events{n}": events,
-                       f"spikes{n}": trace.spikes[:, 0], f"v{n}": trace.v[:, 0],
-                       f"readout{n}": trace.readout[:, 0], f"scores{n}": trace.scores[:, 0]})
-        steps.append(int(x.shape[0]))
-    spec = build.spec
-    header = dict(seed=seed, stall=stall, networks=len(networks), steps=steps, neurons=build.neurons,
-                  classes=build.classes, v_bits=spec.v_bits, readout_bits=spec.readout_bits,
-                  score_bits=spec.score_bits, check_state=check_state, fields=port_fields(build),
-                  targets={**{t.name: t.value for t in ReadTarget}, "CLEAR": WriteTarget.CLEAR.value},
-                  counters={"cycles": int(Counter.CYCLES), "events": int(Counter.SYNAPTIC_EVENTS)})
-    name = _module_name(build)
-    sim = build_component(InferenceCore(build), name, build_root, waves=waves)
-    work_dir = Path(work_dir or sim.build_dir / f"run-{seed}")
-    hint = (f"waveform: {Path(work_dir).resolve() / 'dump.vcd'}" if waves else
-            "rerun with waves=True (delrec cosim --waves) for a VCD")
-    summary = run_testbench(sim, "delrec.sim.tb_core", header, arrays, work_dir, "cosim.npz", seed=seed,
-                            waves=waves, hint=hint)
+        arrays.update({f"writes{n}": image.writes[:0] if same else image.writes,
+                       f"events{n}": input_events(x_padded), f"spikes{n}": trace.spikes[:, 0],
+                       f"expect_score{n}": trace.scores[-1, 0] if x.shape[0] else np.zeros(build.classes)})
+        checks = []
+        if check_state:
+            checks = [["membrane", "MEMBRANE", spec.v_bits], ["readout", "READOUT", spec.readout_bits],
+                      ["scores", "SCORE", spec.score_bits]]
+            arrays.update({f"expect_membrane{n}": trace.v[:, 0], f"expect_readout{n}": trace.readout[:, 0],
+                           f"expect_scores{n}": trace.scores[:, 0]})
+        samples.append(dict(steps=int(x.shape[0]), checks=checks, final=[["score", "SCORE", spec.score_bits]]))
+    summary, _ = _run(build, arrays, samples, stall, seed, waves, build_root, work_dir, "cosim.npz")
     spikes = []
-    for s, steps_n in zip(summary, steps):
-        raster = np.zeros((steps_n, build.neurons), np.int64)
+    for s, sample in zip(summary, samples):
+        raster = np.zeros((sample["steps"], build.neurons), np.int64)
         for t, i in s["spikes"]:
             raster[t, i] = 1
         spikes.append(raster)
@@ -132,6 +122,30 @@ def cosimulate(build: CoreBuild, networks: list[FixedNetwork], inputs: list[np.n
                        step_cycles=[s["step_cycles"] for s in summary],
                        events=[s["events"] for s in summary], spikes=spikes,
                        scores=[s["scores"] for s in summary], golden=goldens)
+
+
+def _run(build: CoreBuild, arrays: dict, samples: list, stall: float, seed: int, waves: bool,
+         build_root, work_dir, data_name: str) -> tuple[list, Path]:
+    """Build the core once, run :mod:`delrec.sim.tb_core` on the samples, return its summary."""
+    from delrec.hw.core import InferenceCore
+    from delrec.hw.ports import Counter, ReadTarget, WriteTarget
+
+    if stall >= 1 or stall < 0:
+        raise ValueError(f"The idle and stall probability must be in [0, 1), not {stall!r}: at 1 no beat "
+                         f"would ever pass")
+    spec = build.spec
+    header = dict(seed=seed, stall=stall, samples=samples, neurons=build.neurons, classes=build.classes,
+                  score_bits=spec.score_bits, fields=port_fields(build),
+                  targets={**{t.name: t.value for t in ReadTarget}, "CLEAR": WriteTarget.CLEAR.value},
+                  counters={"cycles": int(Counter.CYCLES), "events": int(Counter.SYNAPTIC_EVENTS)})
+    build_root = Path(build_root or default_build_root())
+    sim = build_component(InferenceCore(build), _module_name(build), build_root, waves=waves)
+    work_dir = Path(work_dir or sim.build_dir / f"run-{seed}")
+    hint = (f"waveform: {Path(work_dir).resolve() / 'dump.vcd'}" if waves else
+            "rerun with waves=True (delrec cosim --waves) for a VCD")
+    summary = run_testbench(sim, "delrec.sim.tb_core", header, arrays, work_dir, data_name, seed=seed,
+                            waves=waves, hint=hint)
+    return summary, work_dir
 
 
 def input_events(x: np.ndarray) -> np.ndarray:

@@ -2,16 +2,17 @@
 
 Runs inside the simulator process; it never imports torch or the golden
 model. Its input is one ``.npz`` (path in ``$DELREC_TB_DATA``) written by
-:mod:`delrec.sim.cosim` in the pytest process: the core's port layout, the
-memory writes of each network (from the model compiler), the input events of
-each step and the golden trace. For each network the testbench clears the
-core, loads the network through the ``write`` stream, then for every step
-sends the events, collects the spikes, reads back every membrane, readout
-value and score, and compares them with the golden trace. Every stream gets
-random idle cycles (``valid`` gaps) or backpressure (``ready`` low) with the
-probabilities in the file. The first difference fails the test with its
-network, step, neuron and both values; a summary (cycles per step, events)
-is written next to the data for the benchmarks.
+:mod:`delrec.sim.cosim` in the pytest process: the core's port layout and,
+per sample, the writes before it (a network from the model compiler, a
+learning rule, a label), the input events of each step, the golden spikes
+and the golden values of every per-step check (a read target, e.g. every
+membrane, readout value and score, or a learning core's traces, signals,
+delays and readout weights after the step's update) and final check. Each
+sample starts with a ``CLEAR`` unless it continues the previous one. Every
+stream gets random idle cycles (``valid`` gaps) or backpressure (``ready``
+low) with the probabilities in the file. The first difference fails the
+test with its sample, step, quantity, index and both values; a summary
+(cycles per step, events, scores) is written next to the data.
 """
 
 from __future__ import annotations
@@ -172,64 +173,71 @@ class CoreTB:
         return spikes
 
 
-def _first_difference(name, got, want, step, net_index):
-    diff = np.flatnonzero(np.asarray(got) != np.asarray(want))
+def _first_difference(name, got, want, where):
+    got, want = np.asarray(got, np.int64).reshape(-1), np.asarray(want, np.int64).reshape(-1)
+    diff = np.flatnonzero(got != want)
     if len(diff):
         i = int(diff[0])
-        return (f"network {net_index}, step {step}: {name}[{i}] = {int(got[i])} in RTL, "
-                f"{int(want[i])} in the golden model ({len(diff)} value(s) differ this step)")
+        return (f"{where}: {name}[{i}] = {int(got[i])} in RTL, {int(want[i])} in the golden model "
+                f"({len(diff)} value(s) differ)")
     return None
+
+
+async def _check(tb: CoreTB, data, checks: list, t, n: int, where: str) -> None:
+    """Read every element of each check's target; fail on the first difference from golden."""
+    for name, target, width in checks:
+        want = data[f"expect_{name}{n}"]
+        want = want if t is None else want[t]
+        got = []
+        for addr in range(want.size):
+            word = await tb.read_value(target, addr)
+            got.append(to_signed(word, width) if width else word)
+        problem = _first_difference(name, got, want, where)
+        if problem:
+            raise AssertionError(problem)
 
 
 @cocotb.test()
 async def core_matches_golden(dut):
+    """Every sample: CLEAR (unless it continues the last), its writes, its steps; after every step
+    the spikes and each per-step check, at the end each final check, all against golden."""
     path = os.environ["DELREC_TB_DATA"]
     data = np.load(path, allow_pickle=False)
     cfg = json.loads(str(data["header"]))
     tb = CoreTB(dut, cfg)
     await tb.reset()
-    N, K = cfg["neurons"], cfg["classes"]
-    v_bits, r_bits, s_bits = cfg["v_bits"], cfg["readout_bits"], cfg["score_bits"]
+    N = cfg["neurons"]
     summary = []
-    for n in range(cfg["networks"]):
-        await tb.write.send(pack(tb.fields["write"], target=tb.targets["CLEAR"], addr=0, data=0))
-        await tb.load(data[f"writes{n}"])  # empty when the network is the previous one
+    for n, sample in enumerate(cfg["samples"]):
+        if sample.get("clear", True):
+            await tb.write.send(pack(tb.fields["write"], target=tb.targets["CLEAR"], addr=0, data=0))
+        await tb.load(data[f"writes{n}"])
         events = data[f"events{n}"]          # [E, 2]: (step, channel)
-        steps = int(cfg["steps"][n])
+        steps = int(sample["steps"])
         bounds = np.searchsorted(events[:, 0], np.arange(steps + 1))
-        want_spikes, want_v = data[f"spikes{n}"], data[f"v{n}"]
-        want_r, want_s = data[f"readout{n}"], data[f"scores{n}"]
+        want_spikes = data[f"spikes{n}"]
         cycles, step_cycles, rtl_spikes = [], [], []
         for t in range(steps):
+            where = f"sample {n}, step {t}"
             began = get_sim_time(unit="ns")
             fired = await tb.step(events[bounds[t]:bounds[t + 1], 1].tolist())
             # the whole step as the testbench saw it: input events included
             step_cycles.append(int(round((get_sim_time(unit="ns") - began) / CLOCK_NS)))
             rtl_spikes += [[t, i] for i in fired]
+            if sorted(fired) != fired or len(set(fired)) != len(fired):
+                raise AssertionError(f"{where}: spikes not in increasing order: {fired}")
             got = np.zeros(N, np.int64)
             got[fired] = 1
-            if sorted(fired) != fired or len(set(fired)) != len(fired):
-                raise AssertionError(f"network {n}, step {t}: spikes not in increasing order: {fired}")
-            problem = _first_difference("spike", got, want_spikes[t], t, n)
-            if cfg["check_state"] and problem is None:
-                v = [to_signed(await tb.read_value("MEMBRANE", i), v_bits) for i in range(N)]
-                problem = _first_difference("membrane", v, want_v[t], t, n)
-                if problem is None:
-                    r = [to_signed(await tb.read_value("READOUT", k), r_bits) for k in range(K)]
-                    problem = _first_difference("readout", r, want_r[t], t, n)
-                if problem is None:
-                    s = [to_signed(await tb.read_value("SCORE", k), s_bits) for k in range(K)]
-                    problem = _first_difference("score", s, want_s[t], t, n)
+            problem = _first_difference("spike", got, want_spikes[t], where)
             if problem:
                 raise AssertionError(problem)
+            await _check(tb, data, sample["checks"], t, n, where)
             cycles.append(await tb.read_value("COUNTER", cfg["counters"]["cycles"]))
-        scores = [to_signed(await tb.read_value("SCORE", k), s_bits) for k in range(K)]
-        problem = _first_difference("score", scores, want_s[steps - 1], steps - 1, n)
-        if problem:
-            raise AssertionError(problem)
+        await _check(tb, data, sample["final"], None, n, f"sample {n}, end")
+        scores = [to_signed(await tb.read_value("SCORE", k), cfg["score_bits"]) for k in range(cfg["classes"])]
         events_counted = await tb.read_value("COUNTER", cfg["counters"]["events"])
         summary.append(dict(network=n, cycles=cycles, step_cycles=step_cycles, events=events_counted,
-                            spikes=rtl_spikes,
-                            scores=scores))
-    with open(path + ".summary.json", "w") as fh:
-        json.dump(summary, fh)
+                            spikes=rtl_spikes, scores=scores))
+        if n % 64 == 63 or n == len(cfg["samples"]) - 1:   # progress survives a failure
+            with open(path + ".summary.json", "w") as fh:
+                json.dump(summary, fh)

@@ -78,7 +78,7 @@ def test_a_mismatch_names_the_step_neuron_and_values(build_root):
 
     cosim.run_fixed = off_by_one
     try:
-        with pytest.raises(SimulationFailure, match=r"network 0, step 5: membrane\[0\]"):
+        with pytest.raises(SimulationFailure, match=r"sample 0, step 5: membrane\[0\] = \d+ in RTL, \d+ in the golden model"):
             cosimulate(build, networks, inputs, stall=0.0, seed=3, build_root=build_root)
     finally:
         cosim.run_fixed = real

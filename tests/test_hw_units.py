@@ -8,7 +8,11 @@ Every component is simulated on its own, outside :class:`~delrec.hw.core.Inferen
   ``sat``, ``decay`` and ``neuron_update``;
 * :class:`~delrec.hw.readout.Readout`: ``accumulate`` / ``update`` / ``clear``
   commands against a per-unit loop over ``readout_update`` (saturation of the
-  value and of the score included), and the cycle counts its docstring gives;
+  value and of the score included), the learning commands (``errors`` /
+  ``broadcast`` / ``learn`` / ``learn_bias``) against a model composed of
+  ``step_error``, ``broadcast_signal``, ``parameter_step`` and
+  ``weight_update`` (and that check against deliberately broken arithmetic,
+  which it must catch), and the cycle counts its docstring gives;
 * :class:`~delrec.hw.ring.FutureInputRing` and
   :class:`~delrec.hw.history.SpikeHistory`: the delay-queue contract of
   :func:`~delrec.hw.ports.delay_queue_signature`, driven step by step like the
@@ -27,14 +31,19 @@ import pytest
 from amaranth.hdl import Module, Signal, Value, signed, unsigned
 from amaranth.sim import Simulator
 
-from delrec.arith import (CoreSpec, clamp, decay, forward_value, neuron_update, readout_update, rshift_round,
-                          sat, signed_range)
+from delrec.arith import (CoreSpec, broadcast_signal, clamp, decay, feedback_weight, forward_value, neuron_update,
+                          parameter_step, readout_update, rshift_round, sat, signed_range, step_error,
+                          weight_update)
+from delrec.arith import error_shift as arith_error_shift
 from delrec.build import CoreBuild
 from delrec.hw import fixed
+from delrec.hw import readout as readout_module
+from delrec.hw import readout_learning
+from delrec.hw.banked import BankedMemory
 from delrec.hw.history import SpikeHistory
 from delrec.hw.neuron import NeuronDatapath
 from delrec.hw.ports import PROBE_LATENCY, RECORD_LATENCY, CoreGeometry
-from delrec.hw.readout import UPDATE_STAGES, Readout
+from delrec.hw.readout import UPDATE_STAGES, Readout, ReadWhat
 from delrec.hw.ring import FutureInputRing
 
 
@@ -310,13 +319,35 @@ class ReadoutBench:
         await ctx.tick()
         ctx.set(getattr(self.dut, f"{kind}_write_en"), 0)
 
-    async def read(self, ctx, k: int, score: bool, bits: int) -> int:
+    async def read(self, ctx, addr: int, what: ReadWhat, bits: int) -> int:
+        """The element ``what`` at ``addr``, once ``read_valid`` comes at its documented cycle."""
         ctx.set(self.dut.read_en, 1)
-        ctx.set(self.dut.read_addr, k)
-        ctx.set(self.dut.read_score, score)
+        ctx.set(self.dut.read_addr, addr)
+        ctx.set(self.dut.read_what, what)
         await ctx.tick()
         ctx.set(self.dut.read_en, 0)
+        cycles, want = 1, BankedMemory.LATENCY if what == ReadWhat.WEIGHT else 1
+        while not ctx.get(self.dut.read_valid) and cycles < want:
+            await ctx.tick()
+            cycles += 1
+        assert ctx.get(self.dut.read_valid) and cycles == want, \
+            f"read of {what.name} {addr}: read_valid after {cycles} cycles, documented {want}"
         return to_signed(ctx.get(self.dut.read_data), bits)
+
+
+def spec_id(x):
+    if isinstance(x, CoreSpec):
+        return f"{x.leak}-r{x.readout_bits}-s{x.score_bits}-wf{x.weight_frac_bits}-fb{x.feedback_frac_bits}"
+    return str(x)
+
+
+def stored_values(bits: int, rng: np.random.Generator, shape) -> np.ndarray:
+    """Random stored copies of ``bits`` bits, a third of them the extremes or their neighbours."""
+    lo, hi = signed_range(bits)
+    values = rng.integers(lo, hi + 1, shape)
+    picks = rng.random(shape) < 0.33
+    values[picks] = rng.choice([lo, lo + 1, hi - 1, hi], shape)[picks]
+    return values.astype(int)
 
 
 READOUT_CASES = [
@@ -324,51 +355,59 @@ READOUT_CASES = [
     (CoreSpec(acc_bits=12, readout_bits=10, score_bits=12, leak="shift"), 3, 2),
     (CoreSpec(acc_bits=12, readout_bits=10, score_bits=10, decay_bits=4), 2, 1),
     (CoreSpec(), 5, 4),
+    (CoreSpec(acc_bits=12, readout_bits=10, score_bits=12, weight_frac_bits=4), 4, 3),
 ]
 
 
-@pytest.mark.parametrize("spec, neurons, classes", READOUT_CASES,
-                         ids=lambda x: f"{x.leak}-r{x.readout_bits}-s{x.score_bits}"
-                         if isinstance(x, CoreSpec) else str(x))
-@pytest.mark.parametrize("bank_bits", [None, 16], ids=["whole", "banks-of-2"])
-def test_readout_matches_readout_update(spec, neurons, classes, bank_bits):
+@pytest.mark.parametrize("spec, neurons, classes", READOUT_CASES, ids=spec_id)
+@pytest.mark.parametrize("bank_bits", [None, 16], ids=["whole", "banks-of-16b"])
+@pytest.mark.parametrize("learning", [False, True], ids=["inference", "learning"])
+def test_readout_matches_readout_update(spec, neurons, classes, bank_bits, learning):
     """Random spikes per step; biases moderate, then extreme (clamps), then a clear, then moderate.
 
-    ``bank_bits=16``: the 8-bit weights in banks of two (a bank choice on every read).
+    Weights and biases are stored learning copies (``weight_frac_bits`` more
+    bits) whose forward values the readout uses; ``count`` is low for some
+    steps (the score stays). ``bank_bits=16``: the weights in banks of one or
+    two words (a bank choice on every read). Every stored weight and bias is
+    read back at the end.
     """
-    N, K, T = neurons, classes, 18
-    rng = np.random.default_rng(N * 10 + K + spec.readout_bits)
-    dut = Readout(N, K, spec, leak_bits(spec), weight_bank_bits=bank_bits)
+    N, K, T, wf = neurons, classes, 18, spec.weight_frac_bits
+    rng = np.random.default_rng(N * 10 + K + spec.readout_bits + wf)
+    dut = Readout(N, K, spec, leak_bits(spec), weight_bank_bits=bank_bits, learning=learning)
     bench = ReadoutBench(dut, rng)
-    wlo, whi = signed_range(spec.weight_bits)
     rlo, rhi = signed_range(spec.readout_bits)
+    blo, bhi = signed_range(spec.readout_bias_store_bits)
     plo, phi = spec.leak_param_range()
-    w_out = rng.integers(wlo, whi + 1, (K, N)).astype(int)
+    w_out = stored_values(spec.weight_store_bits, rng, (K, N))
 
     def moderate():
-        return [int(b) for b in rng.integers(rlo // 4, rhi // 4 + 1, K)]
+        return [int(b) for b in rng.integers(rlo << wf >> 2, (rhi << wf >> 2) + 1, K)]
 
-    extreme = [rhi if k % 2 == 0 else rlo for k in range(K)]
-    phases = {0: moderate(), 3: extreme, 12: moderate()}      # step -> biases written before it
+    extreme = [bhi if k % 2 == 0 else blo for k in range(K)]
+    phases = {0: moderate(), 3: extreme, 12: moderate()}      # step -> stored biases written before it
+    counts = [int(t not in (2, 7, 8) and rng.random() < 0.85) for t in range(T)]
     bias = [0] * K
     state = {"R": [0] * K, "V": [0] * K, "score": [0] * K}
     clipped = {"V": set(), "score": set()}
     mismatches = []
 
-    def model_update(leak):
+    def model_update(leak, count):
         for k in range(K):
-            raw_v = decay(state["V"][k], leak, spec.leak, spec.decay_bits) + state["R"][k] + bias[k]
-            v, score = readout_update(state["V"][k], state["R"][k], bias[k], leak, state["score"][k], spec)
+            b = forward_value(bias[k], wf)
+            raw_v = decay(state["V"][k], leak, spec.leak, spec.decay_bits) + state["R"][k] + b
+            v, score = readout_update(state["V"][k], state["R"][k], b, leak, state["score"][k], spec,
+                                      counts=bool(count))
             if v != raw_v:
                 clipped["V"].add(v)
-            if score != state["score"][k] + v:
+            if count and score != state["score"][k] + v:
                 clipped["score"].add(score)
             state["V"][k], state["score"][k], state["R"][k] = v, score, 0
 
     async def compare(ctx, t):
         for k in range(K):
-            for name, score, bits in (("V", False, spec.readout_bits), ("score", True, spec.score_bits)):
-                got = await bench.read(ctx, k, score, bits)
+            for name, what, bits in (("V", ReadWhat.VALUE, spec.readout_bits),
+                                     ("score", ReadWhat.SCORE, spec.score_bits)):
+                got = await bench.read(ctx, k, what, bits)
                 if got != state[name][k]:
                     mismatches.append(f"step {t}: {name}[{k}] hw {got}, readout_update {state[name][k]}")
 
@@ -391,13 +430,24 @@ def test_readout_matches_readout_update(spec, neurons, classes, bank_bits):
             for j in spikes:
                 await bench.command(ctx, "accumulate", neuron=j)
                 for k in range(K):
-                    state["R"][k] += int(w_out[k, j])
+                    state["R"][k] += forward_value(int(w_out[k, j]), wf)
             leak = int(rng.choice([plo, phi, int(rng.integers(plo, phi + 1))]))
             ctx.set(dut.leak, leak)
+            ctx.set(dut.count, counts[t])
             await bench.command(ctx, "update")
             await bench.settle(ctx)
-            model_update(leak)
+            ctx.set(dut.count, 0)
+            model_update(leak, counts[t])
             await compare(ctx, t)
+        for j in range(N):
+            for k in range(K):
+                got = await bench.read(ctx, j * K + k, ReadWhat.WEIGHT, spec.weight_store_bits)
+                if got != w_out[k, j]:
+                    mismatches.append(f"read back: w_out[{k}, {j}] hw {got}, written {w_out[k, j]}")
+        for k in range(K):
+            got = await bench.read(ctx, k, ReadWhat.BIAS, spec.readout_bias_store_bits)
+            if got != bias[k]:
+                mismatches.append(f"read back: b_out[{k}] hw {got}, written {bias[k]}")
 
     run_sim(dut, testbench)
     assert not mismatches, "\n".join(mismatches[:10])
@@ -409,15 +459,23 @@ def test_readout_matches_readout_update(spec, neurons, classes, bank_bits):
 
 
 @pytest.mark.parametrize("classes", [1, 3])
-def test_readout_command_cycles(classes):
-    """``accumulate`` keeps ``busy`` K + 3 cycles (``ready`` low K), ``update`` K + 5 (``ready`` low as long), ``clear`` K."""
+@pytest.mark.parametrize("learning", [False, True], ids=["inference", "learning"])
+def test_readout_command_cycles(classes, learning):
+    """``accumulate`` keeps ``busy`` K + 3 cycles (``ready`` low K), ``update`` K + 5 (``ready`` low as long), ``clear`` K.
+
+    The same with the learning commands built. Host reads: ``read_valid`` one
+    cycle after ``read_en`` (value, score, bias) or ``BankedMemory.LATENCY``
+    (a weight), ``read_data`` held until the next read.
+    """
     K = classes
-    spec = CoreSpec()
-    dut = Readout(2, K, spec, leak_bits(spec))
+    spec = CoreSpec(weight_frac_bits=4)
+    dut = Readout(2, K, spec, leak_bits(spec), learning=learning)
     counts = {}
+    reads = []
 
     async def testbench(ctx):
-        for name, fields in (("accumulate", {"neuron": 1}), ("update", {}), ("clear", {})):
+        await ReadoutBench(dut, np.random.default_rng(0)).write(ctx, "weight", K + K - 1, -1234)
+        for name, fields in (("accumulate", {"neuron": 1}), ("update", {"count": 1}), ("clear", {})):
             for field, value in fields.items():
                 ctx.set(getattr(dut, field), value)
             assert ctx.get(dut.ready), f"ready low before {name}"
@@ -430,6 +488,17 @@ def test_readout_command_cycles(classes):
                 not_ready += not ctx.get(dut.ready)
                 await ctx.tick()
             counts[name] = (busy, not_ready)
+        for what, addr in ((ReadWhat.WEIGHT, K + K - 1), (ReadWhat.VALUE, 0)):
+            ctx.set(dut.read_en, 1)
+            ctx.set(dut.read_addr, addr)
+            ctx.set(dut.read_what, what)
+            await ctx.tick()
+            ctx.set(dut.read_en, 0)
+            pulses = []
+            for cycle in range(1, 7):
+                pulses.append((cycle, ctx.get(dut.read_valid), ctx.get(dut.read_data)))
+                await ctx.tick()
+            reads.append((what, pulses))
 
     run_sim(dut, testbench)
     stages = UPDATE_STAGES
@@ -437,6 +506,232 @@ def test_readout_command_cycles(classes):
     for name in want:
         assert counts[name] == want[name], \
             f"{name} (K={K}): (busy, not ready) cycles hw {counts[name]}, docstring {want[name]}"
+    for what, pulses in reads:
+        at = BankedMemory.LATENCY if what == ReadWhat.WEIGHT else 1
+        value = -1234 & ((1 << spec.weight_store_bits) - 1) if what == ReadWhat.WEIGHT else 0  # zero-extended
+        assert [c for c, valid, _ in pulses if valid] == [at], f"{what.name} read_valid cycles: {pulses}"
+        assert all(data == value for c, _, data in pulses if c >= at), f"{what.name} read_data not held: {pulses}"
+
+
+# -- the learning commands -------------------------------------------------------------
+
+LEARNING_SPECS = [
+    CoreSpec(weight_frac_bits=8, feedback_frac_bits=0),
+    CoreSpec(weight_frac_bits=8, feedback_frac_bits=4, readout_bits=12, score_bits=16),
+    CoreSpec(weight_frac_bits=8, feedback_frac_bits=4, readout_bits=12, score_bits=16, leak="shift"),
+]
+
+
+def learning_mismatches(spec: CoreSpec, K: int, bank_bits, seed: int, N: int = 6, T: int = 6):
+    """Run ``T`` learning steps on a :class:`Readout` and on a model written with arith functions only.
+
+    Each step: random spikes accumulated, update (``count`` random), errors
+    (label, target, ``error_shift``, ``shift`` from corner lists), broadcast
+    (every ``signal_valid`` pulse compared with ``broadcast_signal``), learn
+    for a random subset of neurons (the first two back to back), learn_bias
+    (most steps). Before the ``shift = 0`` steps' updates the host writes
+    the biases at one limit (``V`` away from the target), and before their
+    learns the copies of the first neuron learned and the biases at the
+    limit their step pushes them past, so that the updates saturate. Then every stored weight and bias, ``V`` and the
+    scores are read back. Returns the mismatches and what the model saw
+    saturate.
+    """
+    rng = np.random.default_rng(seed)
+    dut = Readout(N, K, spec, leak_bits(spec), weight_bank_bits=bank_bits, learning=True)
+    bench = ReadoutBench(dut, rng)
+    wf, wsb, bsb, sb = spec.weight_frac_bits, spec.weight_store_bits, spec.readout_bias_store_bits, spec.signal_bits
+    W = stored_values(wsb, rng, (K, N)).tolist()
+    B = stored_values(bsb, rng, K).tolist()
+    V, score = [0] * K, [0] * K
+    rlo, rhi = signed_range(spec.readout_bits)
+    plo, phi = spec.leak_param_range()
+    label_top = (1 << K.bit_length()) - 1
+    labels = [0, K, label_top, K - 1] + [int(x) for x in rng.integers(0, K + 1, T)]
+    shifts = [0, 63, 1, 0, spec.readout_bits + 2, 4] + [int(x) for x in rng.integers(0, 64, T)]
+    targets = {0: rhi, 3: rlo}      # the shift-0 steps: errors of both signs
+    biases_before = {0: signed_range(bsb)[0], 3: signed_range(bsb)[1]}
+    mismatches, seen, pulses = [], {"w": set(), "b": set(), "L": set(), "e": set()}, []
+
+    async def monitor(ctx):
+        while True:
+            await ctx.tick()
+            if ctx.get(dut.signal_valid):
+                pulses.append((ctx.get(dut.signal_neuron), to_signed(ctx.get(dut.signal_value), sb)))
+
+    async def testbench(ctx):
+        for j in range(N):
+            for k in range(K):
+                await bench.write(ctx, "weight", j * K + k, W[k][j])
+        for k in range(K):
+            await bench.write(ctx, "bias", k, B[k])
+        for t in range(T):
+            spikes = [] if t == 2 else [j for j in range(N) if rng.random() < 0.5]
+            R = [sum(forward_value(W[k][j], wf) for j in spikes) for k in range(K)]
+            for j in spikes:
+                await bench.command(ctx, "accumulate", neuron=j)
+            if t in biases_before:   # V far from the target's side: the shift-0 errors are large
+                await bench.settle(ctx)
+                for k in range(K):
+                    B[k] = biases_before[t]
+                    await bench.write(ctx, "bias", k, B[k])
+            leak, count = int(rng.integers(plo, phi + 1)), int(t != 1 and rng.random() < 0.8)
+            ctx.set(dut.leak, leak)
+            ctx.set(dut.count, count)
+            await bench.command(ctx, "update")
+            await bench.settle(ctx)
+            for k in range(K):
+                V[k], score[k] = readout_update(V[k], R[k], forward_value(B[k], wf), leak, score[k], spec,
+                                                counts=bool(count))
+            # errors: err_k and e_k
+            label = labels[t]
+            target = targets.get(t, int(rng.choice([rlo, rhi, 0, int(rng.integers(rlo, rhi + 1))])))
+            e_shift = [0, arith_error_shift(target, sb), 1, 40, 3, 63][t % 6]
+            shift = shifts[t]
+            for name, value in (("label", label), ("target", target), ("error_shift", e_shift), ("shift", shift)):
+                ctx.set(getattr(dut, name), value)
+            await bench.command(ctx, "errors")
+            err = [V[k] - (target if k == label else 0) for k in range(K)]
+            e = [step_error(x, e_shift, sb) for x in err]
+            seen["e"].update(x for x in e if abs(x) == (1 << (sb - 1)) - 1)
+            # broadcast: every L_i, in order, from the weights before this step's learns
+            pulses.clear()
+            await bench.command(ctx, "broadcast")
+            await bench.settle(ctx)
+            want = [(i, broadcast_signal(sum(e[k] * feedback_weight(W[k][i], spec) for k in range(K)), spec))
+                    for i in range(N)]
+            seen["L"].update(L for _, L in want if abs(L) >= (1 << (sb - 1)) - 1)
+            if pulses != want:
+                mismatches.append(f"step {t}: broadcast (i, L_i) hw {pulses}, arith {want}")
+            # learn: a random subset of neurons, the first two back to back; learn_bias most steps
+            learned = [int(j) for j in rng.permutation(N)[:int(rng.integers(2, N + 1))]]
+            if shift == 0:   # copies at the limit the step pushes them past: the updates saturate
+                for k in (k for k in range(K) if err[k]):
+                    W[k][learned[0]] = signed_range(wsb)[err[k] < 0]
+                    B[k] = signed_range(bsb)[err[k] < 0]
+                    await bench.write(ctx, "weight", learned[0] * K + k, W[k][learned[0]])
+                    await bench.write(ctx, "bias", k, B[k])
+            for n, j in enumerate(learned):
+                bench.gap = 0.0 if n < 2 else 0.3
+                await bench.command(ctx, "learn", neuron=j)
+                for k in range(K):
+                    step = parameter_step(err[k], shift)
+                    if weight_update(W[k][j], step, wsb) != W[k][j] - step:
+                        seen["w"].add(weight_update(W[k][j], step, wsb))
+                    W[k][j] = weight_update(W[k][j], step, wsb)
+            if t != 4:      # then the next accumulations follow the learns directly
+                await bench.command(ctx, "learn_bias")
+                for k in range(K):
+                    step = parameter_step(err[k], shift)
+                    if weight_update(B[k], step, bsb) != B[k] - step:
+                        seen["b"].add(weight_update(B[k], step, bsb))
+                    B[k] = weight_update(B[k], step, bsb)
+        await bench.settle(ctx)
+        for j in range(N):
+            for k in range(K):
+                got = await bench.read(ctx, j * K + k, ReadWhat.WEIGHT, wsb)
+                if got != W[k][j]:
+                    mismatches.append(f"w_out[{k}, {j}] hw {got}, arith {W[k][j]}")
+        for k in range(K):
+            for name, what, want, bits in (("b_out", ReadWhat.BIAS, B[k], bsb),
+                                           ("V", ReadWhat.VALUE, V[k], spec.readout_bits),
+                                           ("score", ReadWhat.SCORE, score[k], spec.score_bits)):
+                got = await bench.read(ctx, k, what, bits)
+                if got != want:
+                    mismatches.append(f"{name}[{k}] hw {got}, arith {want}")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    sim.add_testbench(monitor, background=True)
+    sim.run()
+    return mismatches, seen
+
+
+@pytest.mark.parametrize("spec", LEARNING_SPECS, ids=spec_id)
+@pytest.mark.parametrize("classes", [1, 3])
+@pytest.mark.parametrize("bank_bits", [None, 16], ids=["whole", "banks-of-16b"])
+def test_readout_learning_matches_arith(spec, classes, bank_bits):
+    """errors, broadcast, learn, learn_bias against step_error, broadcast_signal, parameter_step, weight_update.
+
+    Stored weights and biases span their saturation limits; the updates
+    saturate both ways (``shift = 0``), the steps vanish (``shift`` beyond
+    the error's width), labels include none (``>= K``).
+    """
+    mismatches, seen = learning_mismatches(spec, classes, bank_bits, seed=classes * 100 + spec.readout_bits)
+    assert not mismatches, "\n".join(mismatches[:10])
+    assert seen["w"] == set(signed_range(spec.weight_store_bits)), f"weight saturations reached: {seen['w']}"
+    assert seen["b"], "no bias update saturated"
+    assert seen["e"], "no step error clamped"
+    assert classes == 1 or seen["L"], "no learning signal saturated"   # K = 1: |L| <= 127 always
+
+
+MUTATIONS = {
+    "rshift_round-floors": ("readout_learning", "rshift_round", lambda value, shift: Value.cast(value) >> shift),
+    "saturate-truncates": ("readout_learning", "saturate",
+                           lambda value, bits: Value.cast(value)[:bits].as_signed()),
+    "feedback_weight-shift-off-by-one": ("readout_learning", "feedback_weight", lambda value, spec: fixed.forward_value(
+        value, spec.weight_frac_bits - spec.feedback_frac_bits + 1)),
+    "step_error-unclamped": ("readout_learning", "clamp", lambda value, lo, hi: value),
+    "forward_value-stored-copy": ("readout", "forward_value", lambda value, frac_bits: value),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_readout_learning_check_catches_mutations(mutation, monkeypatch):
+    """The learning check fails on deliberately broken arithmetic: it cannot miss such a bug."""
+    module, name, broken = MUTATIONS[mutation]
+    monkeypatch.setattr({"readout": readout_module, "readout_learning": readout_learning}[module], name, broken)
+    mismatches, _ = learning_mismatches(LEARNING_SPECS[1], 3, None, seed=7)
+    assert mismatches, f"the learning check passed with {mutation}"
+
+
+@pytest.mark.parametrize("classes", [1, 3])
+@pytest.mark.parametrize("neurons", [1, 3])
+def test_readout_learning_command_cycles(neurons, classes):
+    """errors K + 4 (ready low throughout), broadcast N K + 7 (ready low N K; L_i at (i+1) K + 7),
+    learn and learn_bias K + 4 (ready low K; back-to-back learns K + 1 apart)."""
+    N, K = neurons, classes
+    spec = CoreSpec(weight_frac_bits=8)
+    dut = Readout(N, K, spec, leak_bits(spec), learning=True)
+    counts, pulse_cycles, accepted = {}, [], []
+
+    async def strobe(ctx, name, **fields):
+        for field, value in fields.items():
+            ctx.set(getattr(dut, field), value)
+        assert ctx.get(dut.ready), f"ready low before {name}"
+        ctx.set(getattr(dut, name), 1)
+        await ctx.tick()
+        ctx.set(getattr(dut, name), 0)
+
+    async def testbench(ctx):
+        for name, fields in (("errors", {"label": 0}), ("broadcast", {}), ("learn", {"neuron": N - 1}),
+                             ("learn_bias", {})):
+            await strobe(ctx, name, **fields)
+            busy = not_ready = 0
+            while ctx.get(dut.busy):
+                busy += 1
+                not_ready += not ctx.get(dut.ready)
+                if ctx.get(dut.signal_valid):
+                    pulse_cycles.append(busy)
+                await ctx.tick()
+            counts[name] = (busy, not_ready)
+        if N > 1:   # two learns back to back: the second strobe as soon as ready rises
+            await strobe(ctx, "learn", neuron=0)
+            cycle = 1
+            while not ctx.get(dut.ready):
+                await ctx.tick()
+                cycle += 1
+            accepted.append(cycle)
+            await strobe(ctx, "learn", neuron=1)
+
+    run_sim(dut, testbench)
+    want = {"errors": (K + 4, K + 4), "broadcast": (N * K + 7, N * K), "learn": (K + 4, K),
+            "learn_bias": (K + 4, K)}
+    for name in want:
+        assert counts[name] == want[name], \
+            f"{name} (N={N}, K={K}): (busy, not ready) cycles hw {counts[name]}, docstring {want[name]}"
+    assert pulse_cycles == [(i + 1) * K + 7 for i in range(N)], f"signal_valid cycles: {pulse_cycles}"
+    assert accepted == ([K + 1] if N > 1 else []), f"second learn accepted after {accepted} cycles"
 
 
 # ---------------------------------------------------------------------------
