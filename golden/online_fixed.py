@@ -66,7 +66,7 @@ from delrec.image import FixedNetwork, LearningRule
 from .fixed import delayed, exact_matmul, lif_step, readout_step, weighted
 from .online import OnlineConfig, OnlineNetwork, accumulate_eligibility, per_synapse_traces
 
-__all__ = ["FixedOnlineNetwork", "ONLINE_SPEC", "DEFAULT_THETA"]
+__all__ = ["FixedOnlineNetwork", "ONLINE_SPEC", "DEFAULT_THETA", "LEARNING_SPEC", "image_learning_config"]
 
 i64 = torch.int64
 
@@ -76,6 +76,34 @@ ONLINE_SPEC = CoreSpec(leak="shift", acc_bits=24, weight_frac_bits=8, delay_frac
 
 #: Threshold of a network quantised from the float rule: the weights' scale (``1.0 -> 128``).
 DEFAULT_THETA = 128
+
+#: The widths a trained DelRec network is quantised to when it is to keep learning on chip: the
+#: inference core's (Q0.8 multiply leak, 8-bit weights), with 8 fraction bits below the weights
+#: and delays in 6.6 fixed point.
+LEARNING_SPEC = CoreSpec(weight_frac_bits=8, delay_frac_bits=6)
+
+
+def image_learning_config(image: FixedNetwork, **settings) -> OnlineConfig:
+    """The per-step rule's configuration for a network the core runs (e.g. a quantised DelRec one).
+
+    What learns on chip: the axonal input delays (starting at the image's,
+    zero when it has none), the recurrent axonal delays of a recurrent
+    layer, and the readout, every step from a per-step error; one trace per
+    presynaptic channel (``gate_traces=False``), the image's reset. The
+    sizes, reset and recurrence come from the image; ``settings`` override
+    the rest (``sigma``, ``loss_start``, ``readout_bias``, ...).
+    """
+    recurrent = image.recurrent
+    if recurrent and image.delay_kind != "axonal":
+        raise ValueError("The core learns axonal recurrent delays; this network's are synaptic")
+    values = dict(inputs=image.inputs, hidden=image.neurons, classes=image.classes, input_delays="axonal",
+                  recurrent=recurrent, recurrent_delays="axonal" if recurrent else None,
+                  max_delay=image.spec.depth - 1, delay_init=(0.0, 0.0), reset=image.reset, gate_traces=False,
+                  signal="step", update_every=1, learn_weights=False, learn_delays=True, readout_bias=False,
+                  feedback="symmetric", sigma=1.0, radius=3.0, loss="mse",
+                  tau=float(image.meta.get("tau", 2.0)))
+    values.update(settings)
+    return OnlineConfig(**values)
 
 
 class FixedOnlineNetwork:

@@ -148,11 +148,11 @@ class InferenceCore(wiring.Component):
       ``K`` readout accumulations side by side) or ``K + 2`` (history) per
       emitted spike, ``+ 3`` once for a fan-out that must drain.
     * a step that learns (``LEARN`` flag) adds, before its last beat, the
-      learning passes: the traces (:class:`~delrec.hw.traces.TraceUnit`),
-      and from ``LOSS_START`` on the readout's errors and broadcast
-      (``N K``), the readout weights of every neuron that fired (``K``
-      each), and one weight column per learning delay (``B`` each plus the
-      update's latency); see :meth:`learning_cycles`.
+      learning passes (:meth:`learning_cycles`): the traces
+      (:class:`~delrec.hw.traces.TraceUnit`, one cycle per tap), and from
+      ``LOSS_START`` on the readout's errors and broadcast (``N K``), the
+      readout weights of every neuron that fired (``K + 1`` each), and one
+      weight column per learning delay (``B + 15 + log2 P`` each).
 
     Parameters
     ----------
@@ -209,6 +209,30 @@ class InferenceCore(wiring.Component):
             "read_data": Out(stream.Signature(read_data_layout(g))),
             "busy": Out(1),
         })
+
+    @staticmethod
+    def learning_cycles(build: CoreBuild, *, taps: int, channels: int, signal: bool,
+                        readout_bias: bool = False, spikes: int = 0) -> int:
+        """Cycles a step that learns adds to its inference, exactly when no neuron fired.
+
+        ``taps``: the sum over the learning channels of ``max(1, hi - lo + 1)``
+        (:func:`delrec.arith.tap_range`); ``channels``: the learning channels
+        (``C`` when the input delays learn, plus ``N`` when the recurrent ones
+        do); ``signal``: the step is at or after ``LOSS_START`` (errors,
+        broadcast, updates); ``readout_bias``: the readout biases learn. Each
+        neuron that fired adds between 1 and ``K + 1`` more (its readout
+        weights' update); the value returned counts 1 per spike.
+
+        Before ``LOSS_START``: ``taps + 14`` (the trace pass). From it on:
+        ``taps + 24 + K + N K + B + channels (B + 15 + log2 P)``, ``+ K + 4``
+        with the readout biases.
+        """
+        K, N, B = build.classes, build.neurons, build.rows
+        cycles = taps + 14
+        if signal:
+            column = B + 15 + (build.lanes - 1).bit_length()
+            cycles += 10 + K + N * K + B + channels * column + (K + 4 if readout_bias else 0) + spikes
+        return cycles
 
     # -- structure -------------------------------------------------------------------------
     def _parts(self, m: Module) -> _Parts:
@@ -435,11 +459,21 @@ class InferenceCore(wiring.Component):
 
         Per channel: its delay is read (``INPUT_DELAY``), then its count at
         that age (and the next step's slot of the channel is zeroed), then
-        the count's fan-outs; 3 cycles plus ``B + 1`` per event.
+        the count's fan-outs: 3 cycles, plus ``B`` per event that arrives.
         """
         C, B = self.build.inputs, self.build.rows
         channel = Signal(range(C))
         left = Signal(self.spec.count_bits)         # fan-outs of the channel still to start
+
+        def next_channel():
+            with m.If(channel == C - 1):
+                m.d.sync += channel.eq(0)
+                m.d.comb += p.scan.start.eq(1)
+                m.next = "SCAN_PICK"
+            with m.Else():
+                m.d.sync += channel.eq(channel + 1)
+                m.next = "INPUT_SCAN"
+
         with m.State("INPUT_SCAN"):                 # read the channel's delay
             m.d.comb += [p.delays.read_en.eq(1), p.delays.read_input.eq(1), p.delays.read_addr.eq(channel)]
             m.next = "INPUT_SCAN_COUNT"
@@ -449,28 +483,20 @@ class InferenceCore(wiring.Component):
                          p.inputs.zero_en.eq(1), p.inputs.zero_channel.eq(channel)]
             m.next = "INPUT_SCAN_FANOUT"
         with m.State("INPUT_SCAN_FANOUT"):
-            count = Signal.like(left)
-            m.d.comb += count.eq(p.inputs.read_data)
-            m.next = "INPUT_SCAN_NEXT"
+            count = p.inputs.read_data
             with m.If(count != 0):
                 m.d.comb += [p.fan.start.eq(1), p.fan.start_base.eq(channel * B)]
                 m.d.sync += left.eq(count - 1)
                 m.next = "INPUT_SCAN_WAIT"
+            with m.Else():
+                next_channel()
         with m.State("INPUT_SCAN_WAIT"):            # the channel's fan-outs, back to back
             with m.If(p.fan.last_issue):
                 with m.If(left != 0):
                     m.d.comb += [p.fan.start.eq(1), p.fan.start_base.eq(channel * B)]
                     m.d.sync += left.eq(left - 1)
                 with m.Else():
-                    m.next = "INPUT_SCAN_NEXT"
-        with m.State("INPUT_SCAN_NEXT"):
-            with m.If(channel == C - 1):
-                m.d.sync += channel.eq(0)
-                m.d.comb += p.scan.start.eq(1)
-                m.next = "SCAN_PICK"
-            with m.Else():
-                m.d.sync += channel.eq(channel + 1)
-                m.next = "INPUT_SCAN"
+                    next_channel()
 
     def _step_states(self, m: Module, p: _Parts, r: _Registers, slot_free, spike_valid, spike_neuron,
                      spike_last) -> None:

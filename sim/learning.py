@@ -29,7 +29,7 @@ from delrec.firmware.compiler import compile_network, label_writes, rule_writes
 
 from .cosim import _run, input_events
 
-__all__ = ["LearningSample", "LearningResult", "cosimulate_learning", "learning_build"]
+__all__ = ["LearningSample", "LearningResult", "cosimulate_learning", "learning_build", "random_learning_case"]
 
 
 @dataclass
@@ -189,3 +189,43 @@ def cosimulate_learning(net, samples: list[LearningSample], build: CoreBuild | N
     return LearningResult(build=build, cycles=[s["cycles"] for s in summary],
                           scores=[s["scores"] for s in summary], labels=labels, learned=learned,
                           golden=golden, spikes=[s["spikes"] for s in summary])
+
+
+def random_learning_case(rng: np.random.Generator, *, recurrent: bool, reset: str = "soft", leak: str = "shift",
+                         inputs: int = 5, neurons: int = 6, classes: int = 3, samples: int = 3,
+                         steps=(10, 16), delay_bits: int = 4):
+    """A random network of the per-step rule and its samples, for bit-exact tests of the learning core.
+
+    Everything the core takes at run time varies: the surrogate width (one
+    sample changes it), the learning-rate shifts, ``loss_start``, the
+    readout bias flag, the input rate and counts (1..3 events per channel
+    and step), the labels; the last sample repeats the first with learning
+    off. A hard reset comes with ungated traces (the core's form), a
+    multiply leak with DelRec's short time constant (``tau = 1.05``).
+    """
+    from dataclasses import replace
+
+    from delrec.golden.online import OnlineConfig
+    from delrec.golden.online_fixed import ONLINE_SPEC, FixedOnlineNetwork
+
+    spec = replace(ONLINE_SPEC, leak=leak, delay_bits=delay_bits)
+    config = OnlineConfig(inputs=inputs, hidden=neurons, classes=classes, input_delays="axonal",
+                          signal="step", update_every=1, recurrent=recurrent,
+                          recurrent_delays="axonal" if recurrent else None, reset=reset,
+                          gate_traces=False, tau=1.05 if leak == "multiply" else 2.0,
+                          recurrent_gain=float(rng.uniform(1, 3)), sigma=float(rng.uniform(0.5, 1.5)),
+                          radius=3.0, delay_init=(0.0, float(rng.uniform(2, (1 << delay_bits) - 1))),
+                          max_delay=(1 << delay_bits) - 1, learn_weights=False,
+                          readout_bias=bool(rng.integers(0, 2)), loss_start=int(rng.integers(0, 4)),
+                          input_gain=float(rng.uniform(4, 10)), readout_gain=float(rng.uniform(0.5, 3)))
+    rates = LearningRates(lr_delay_shift=int(rng.integers(12, 20)), lr_readout_shift=int(rng.integers(1, 6)))
+    net = FixedOnlineNetwork(config, spec, rates, seed=int(rng.integers(0, 1 << 16)))
+    out = []
+    for n in range(samples):
+        T = int(rng.integers(steps[0], steps[1] + 1))
+        rate = float(rng.uniform(0.1, 0.5))
+        x = rng.integers(1, 4, size=(T, inputs)) * (rng.random((T, inputs)) < rate)
+        sigma = float(rng.uniform(0.5, 1.5)) if n == 1 else None
+        out.append(LearningSample(x=x.astype(np.int64), label=int(rng.integers(0, classes)), sigma=sigma))
+    out.append(LearningSample(x=out[0].x, label=out[0].label, learn=False))
+    return net, out

@@ -1,0 +1,145 @@
+"""The one core learning on chip (Verilator): bit-exact with the fixed-point three-factor rule.
+
+After every step that learns, the testbench reads back every trace, learning
+signal, input and recurrent delay, readout weight and readout bias, and
+every membrane, readout value and score, and compares them with
+:class:`delrec.golden.online_fixed.FixedOnlineNetwork` (:mod:`delrec.sim.learning`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from delrec.arith import CoreSpec, LearningRates, tap_range
+from delrec.build import CoreBuild
+from delrec.firmware.compiler import compile_network, rule_writes
+from delrec.golden.online import OnlineConfig
+from delrec.golden.online_fixed import ONLINE_SPEC, FixedOnlineNetwork
+from delrec.hw.core import InferenceCore
+from delrec.sim.learning import LearningSample, cosimulate_learning, learning_build, random_learning_case
+
+
+@pytest.mark.parametrize("recurrent, reset, leak, lanes, stall", [
+    (False, "soft", "shift", 1, 0.3),
+    (True, "soft", "shift", 2, 0.0),
+    (True, "hard", "multiply", 1, 0.3),   # DelRec's neurons: Q0.8 leak at tau = 1.05, hard reset
+    (True, "hard", "multiply", 2, 0.2),
+], ids=["feedforward-soft-shift", "recurrent-soft-shift-p2", "recurrent-hard-multiply",
+        "recurrent-hard-multiply-p2"])
+def test_random_networks_learn_every_step_bit_exact(recurrent, reset, leak, lanes, stall, tmp_path):
+    rng = np.random.default_rng(zlib.crc32(f"{recurrent}-{reset}-{leak}-{lanes}".encode()))
+    net, samples = random_learning_case(rng, recurrent=recurrent, reset=reset, leak=leak)
+    before = {n: p.clone() for n, p in net.parameters().items()}
+    build = learning_build(net, lanes=lanes, max_reach=4 * net.reach)
+    result = cosimulate_learning(net, samples, build=build, stall=stall, seed=int(rng.integers(1 << 16)),
+                                 work_dir=tmp_path)
+    after = result.golden.parameters()
+    learned = ["d_in", "w_out"] + (["d_rec"] if recurrent else [])
+    for name in learned:
+        assert not torch.equal(after[name], before[name]), f"{name} did not learn: the comparison means nothing"
+    for name in ("w_in", "bias") + (("w_rec",) if recurrent else ()):
+        assert torch.equal(after[name], before[name]), f"{name} must not learn on chip"
+    assert result.learned == [True] * (len(samples) - 1) + [False]
+
+
+def test_trained_delrec_network_keeps_learning_on_chip(tmp_path):
+    """A DelRec network trained with BPTT, quantized with learning fractions, learns its input
+    delays, recurrent delays and readout on the core, bit-exact with the golden rule."""
+    from delrec.golden.fixed import quantize
+    from delrec.golden.online_fixed import LEARNING_SPEC, image_learning_config
+    from delrec.golden.tasks.base import load_task
+    from delrec.golden.training import build_model, load_checkpoint, make_configs, train
+
+    task = load_task("delayed-xor", train_size=128, val_size=32, test_size=32)
+    model_cfg, train_cfg = make_configs(task, dict(hidden=[12], epochs=2, batch_size=32))
+    train(model_cfg, train_cfg, tmp_path / "run", task=task, progress=False)
+    image = quantize(build_model(load_checkpoint(tmp_path / "run" / "checkpoint.pt")), LEARNING_SPEC)
+    assert image.spec.leak == "multiply" and image.reset == "hard" and image.readout_leak > 0
+    config = image_learning_config(image, sigma=1.0)
+    net = FixedOnlineNetwork.from_image(image, config, LearningRates(lr_delay_shift=20, lr_readout_shift=3),
+                                        target=int(round(image.meta["readout_scale"])))
+    samples = [LearningSample(x=task.train[n][0].numpy().astype(np.int64), label=int(task.train[n][1]))
+               for n in range(2)]
+    result = cosimulate_learning(net, samples, stall=0.2, seed=4, work_dir=tmp_path / "sim")
+    after, before = result.golden.parameters(), net.parameters()
+    for name in ("d_in", "d_rec", "w_out"):
+        assert not torch.equal(after[name], before[name]), name
+    # what the core learned is an image again: the next network to deploy
+    learned = result.golden.to_image()
+    assert learned.input_delays is not None and not np.array_equal(learned.delays, image.delays)
+
+
+def test_learning_step_cycles_match_the_documented_count(tmp_path):
+    """Silent steps (no input, no spike): exactly the inference count plus
+    :meth:`InferenceCore.learning_cycles`, before and after ``loss_start``."""
+    C, N, K, P = 4, 8, 3, 2
+    config = OnlineConfig(inputs=C, hidden=N, classes=K, input_delays="axonal", signal="step",
+                          update_every=1, recurrent=True, recurrent_delays="axonal", sigma=1.0,
+                          radius=3.0, delay_init=(0.0, 12.0), learn_weights=False, readout_bias=True,
+                          loss_start=3, max_delay=15)
+    spec = dataclasses.replace(ONLINE_SPEC, delay_bits=4)
+    net = FixedOnlineNetwork(config, spec, LearningRates(lr_delay_shift=16, lr_readout_shift=3), seed=3)
+    build = learning_build(net, lanes=P)
+    T = 8
+    result = cosimulate_learning(net, [LearningSample(x=np.zeros((T, C), np.int64), label=1)], build=build,
+                                 stall=0.0, check_state=False, work_dir=tmp_path)
+    f, R, B = spec.delay_frac_bits, net.reach, N // P
+    delays = [(int(d), 0) for d in net.d_in] + [(int(d), 1) for d in net.d_rec]
+    inference = 3 * B + K + 16 + 3 * C
+    for t, cycles in enumerate(result.cycles[0]):
+        taps = sum(max(1, tap_range(d, R, f, t, offset)[1] - tap_range(d, R, f, t, offset)[0] + 1)
+                   for d, offset in delays)
+        extra = InferenceCore.learning_cycles(build, taps=taps, channels=C + N, signal=t >= 3, readout_bias=True)
+        assert cycles == inference + extra, f"step {t}: {cycles} cycles, documented {inference + extra}"
+
+
+def test_rules_and_images_the_core_cannot_run_are_refused_by_name():
+    base = dict(inputs=4, hidden=4, classes=2, input_delays="axonal", signal="step", update_every=1,
+                learn_weights=False, sigma=1.0, delay_init=(0.0, 5.0))
+    problems = [
+        (dict(signal="sample", update_every=0), "signal='sample'"),
+        (dict(update_every=0), "update_every=0"),
+        (dict(learn_weights=True), "learn_weights=True"),
+        (dict(input_delays="synaptic"), "input_delays='synaptic'"),
+        (dict(reset="hard"), "reset='hard' with gate_traces=True"),
+        (dict(feedback="random"), "feedback='random'"),
+    ]
+    for change, text in problems:
+        net = FixedOnlineNetwork(OnlineConfig(**dict(base, **change)), seed=0)
+        with pytest.raises(ValueError, match=re.escape(f"The core's learning unit cannot run this rule: {text}")):
+            net.rule()
+    net = FixedOnlineNetwork(OnlineConfig(**base), rates=LearningRates(stochastic=True), seed=0)
+    with pytest.raises(ValueError, match="stochastic rounding"):
+        net.rule()
+    net = FixedOnlineNetwork(OnlineConfig(**base), seed=0)
+    rule = net.rule()
+    small = learning_build(net, max_reach=rule.reach - 1)
+    with pytest.raises(ValueError, match=f"The table's reach {rule.reach} exceeds the core's max_reach "
+                                         f"{rule.reach - 1}"):
+        rule_writes(rule, small)
+    with pytest.raises(ValueError, match="This core build has no learning unit"):
+        rule_writes(rule, CoreBuild(4, 4, 2, net.spec))
+    no_inputs = CoreBuild(4, 4, 2, net.spec, queue="history", learning="step", max_reach=rule.reach)
+    with pytest.raises(ValueError, match="The rule learns input delays; this core build has none"):
+        rule_writes(rule, no_inputs)
+    with pytest.raises(ValueError, match="this core build has none: build it with input_delays='axonal'"):
+        compile_network(net.to_image(), no_inputs)
+    build = learning_build(net)
+    with pytest.raises(ValueError, match=r"An input channel may carry 16 events in one step; the core's input "
+                                         r"history counts at most 15 \(count_bits = 4\)"):
+        compile_network(net.to_image(), build, max_input=16)
+
+
+def test_history_depth_covers_every_tap():
+    """A learning build keeps the spike and input histories long enough for the widest table."""
+    spec = CoreSpec(delay_frac_bits=6, weight_frac_bits=8)
+    for reach in (1, 64, 768, 1500):
+        build = CoreBuild(3, 4, 2, spec, queue="history", learning="step", max_reach=reach)
+        longest = spec.depth - 1 + -(-reach >> 6) + 1     # the last tap of the largest delay, recurrent
+        assert build.history_depth >= longest + 2 and build.history_depth & (build.history_depth - 1) == 0
