@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -17,6 +17,7 @@ from .fanout import FanOut
 from .fixed import check_bank_bits
 from .history import SpikeHistory
 from .input_history import InputHistory
+from .learning_control import learning_states, trace_answers
 from .neurons import NeuronArray
 from .ports import (COUNTER_BITS, SHIFT_BITS, STEP_REGISTER_BITS, ConfigRegister, CoreGeometry, Counter,
                     LearnFlag, ReadTarget, WriteTarget, input_layout, read_data_layout, read_layout,
@@ -357,8 +358,7 @@ class InferenceCore(wiring.Component):
         step_running = Signal()                     # between the last=1 input beat and the end
         delay_pass = Signal()                       # the fan-out feeds the delay update, not the queue
         self._wire(m, p, r, delay_pass)
-        if learns:
-            self._trace_answers(m, p)
+        sample_age = trace_answers(self, m, p) if learns else None
         with m.If(step_running):
             m.d.sync += r.cycles.eq(r.cycles + 1)
         # synaptic events: N per weight column into the queue, K per spike into the readout
@@ -433,7 +433,7 @@ class InferenceCore(wiring.Component):
                 self._input_scan_states(m, p, r)
             self._step_states(m, p, r, slot_free, spike_valid, spike_neuron, spike_last)
             if learns:
-                self._learning_states(m, p, r, delay_pass, slot_free, spike_valid, spike_last)
+                learning_states(self, m, p, r, delay_pass, slot_free, spike_valid, spike_last)
             with m.State("FINISH"):
                 with m.If(self.spikes.ready):
                     near_top = 2 * b.history_depth - 1
@@ -449,7 +449,7 @@ class InferenceCore(wiring.Component):
                     m.d.comb += p.queue.probe_age[lane].eq(1 + p.delays.row_delay[lane])
                 if learns:
                     with m.Elif(control.ongoing("LEARN_TRACES")):
-                        m.d.comb += p.queue.probe_age[lane].eq(self._sample_age)
+                        m.d.comb += p.queue.probe_age[lane].eq(sample_age)
         m.d.comb += self.busy.eq(~control.ongoing("IDLE") | step_open)
         return m
 
@@ -550,132 +550,6 @@ class InferenceCore(wiring.Component):
                 else:
                     m.d.sync += [spike_valid.eq(1), spike_last.eq(1)]
                     m.next = "FINISH"
-
-    def _learning_states(self, m: Module, p: _Parts, r: _Registers, delay_pass, slot_free, spike_valid,
-                         spike_last) -> None:
-        """The learning passes of a step: traces; from ``LOSS_START`` on errors, broadcast, readout and delays.
-
-        The trace unit's requests are answered here: its delays from the
-        delay memories, its samples from the input history or the spike
-        history (both registered to the unit's two-cycle latency).
-        """
-        b, g = self.build, self.geometry
-        C, B = b.inputs, b.rows
-        with m.State("LEARN_TRACES"):
-            self._answer_trace_requests(m, p)
-            with m.If(~p.traces.busy):
-                with m.If(r.steps >= r.loss_start):
-                    m.d.comb += p.readout.errors.eq(1)
-                    m.next = "LEARN_ERRORS"
-                with m.Else():
-                    m.next = "LEARN_DONE"
-        with m.State("LEARN_ERRORS"):
-            with m.If(p.readout.ready):
-                m.d.comb += p.readout.broadcast.eq(1)
-                m.next = "LEARN_BROADCAST"
-        with m.State("LEARN_BROADCAST"):            # L_i into the neurons' signal memories
-            with m.If(p.readout.ready):
-                m.d.comb += p.scan.start.eq(1)
-                m.next = "LEARN_READOUT"
-        with m.State("LEARN_READOUT"):              # the readout weights of every neuron that fired
-            with m.If(p.scan.pending):
-                with m.If(p.readout.ready):
-                    m.d.comb += [p.readout.learn.eq(1), p.scan.pick.eq(1)]
-            with m.Elif(p.scan.done & p.readout.ready):
-                with m.If(r.learn[3]):
-                    m.d.comb += p.readout.learn_bias.eq(1)
-                m.next = "LEARN_COLUMN"
-        # one weight column per learning delay: S_p, then d_p
-        channel = Signal(range(b.channels + 1))
-        first = Signal(range(b.channels + 1))
-        first_enabled = Mux(r.learn[1] & (b.input_delays is not None), 0, C)
-        last_enabled = Mux(r.learn[2], b.channels, C)
-        recurrent = channel >= C
-        index = Mux(recurrent, channel - C, channel)
-        m.d.comb += first.eq(first_enabled)
-        with m.State("LEARN_COLUMN"):
-            with m.If(p.readout.ready & ~p.readout.busy):
-                m.d.sync += channel.eq(first)
-                m.next = "LEARN_COLUMN_START"
-        with m.State("LEARN_COLUMN_START"):
-            with m.If(channel >= last_enabled):
-                m.next = "LEARN_DONE"
-            with m.Else():
-                m.d.comb += [delay_pass.eq(1), p.update.clear.eq(1), p.fan.start.eq(1),
-                             p.fan.start_base.eq(index * B), p.fan.start_recurrent.eq(recurrent)]
-                m.next = "LEARN_COLUMN_ROWS"
-        wait = Signal(range(p.update.ROW_LATENCY + 2))
-        with m.State("LEARN_COLUMN_ROWS"):          # the column streams into the back-projection
-            m.d.comb += delay_pass.eq(1)
-            with m.If(p.fan.done):
-                m.d.sync += wait.eq(p.update.ROW_LATENCY)
-                m.next = "LEARN_COLUMN_READ"
-        with m.State("LEARN_COLUMN_READ"):          # S_p complete: read eps_p and d_p
-            m.d.comb += delay_pass.eq(1)
-            with m.If(wait != 0):
-                m.d.sync += wait.eq(wait - 1)
-            with m.Else():
-                m.d.comb += [p.traces.read_en.eq(1), p.traces.read_addr.eq(channel),
-                             p.delays.read_en.eq(1), p.delays.read_input.eq(~recurrent),
-                             p.delays.read_addr.eq(index)]
-                m.next = "LEARN_COLUMN_FINISH"
-        with m.State("LEARN_COLUMN_FINISH"):
-            m.d.comb += [delay_pass.eq(1), p.update.finish_en.eq(1), p.update.trace.eq(p.traces.read_data),
-                         p.update.delay.eq(p.delays.read_data)]
-            m.next = "LEARN_COLUMN_WRITE"
-        with m.State("LEARN_COLUMN_WRITE"):
-            m.d.comb += delay_pass.eq(1)
-            with m.If(p.update.result_valid):
-                m.d.comb += [p.delays.write_en.eq(1), p.delays.write_input.eq(~recurrent),
-                             p.delays.write_addr.eq(index), p.delays.write_data.eq(p.update.result_delay)]
-                m.d.sync += channel.eq(channel + 1)
-                m.next = "LEARN_COLUMN_START"
-        with m.State("LEARN_DONE"):
-            with m.If(slot_free):
-                m.d.sync += [spike_valid.eq(1), spike_last.eq(1)]
-                m.next = "FINISH"
-
-    def _answer_trace_requests(self, m: Module, p: _Parts) -> None:
-        """The trace unit's delay and sample requests, answered two cycles later.
-
-        A delay from the delay memories (registered once more); a sample of
-        an input channel from the input history (registered once more), of a
-        neuron from the spike history's probe (its age given the next cycle,
-        ``self._sample_age``, its bit the cycle after).
-        """
-        b = self.build
-        C, lane_bits = b.inputs, self.geometry.lane_bits
-        t = p.traces
-        delay_input = t.delay_channel < C
-        m.d.comb += [p.delays.read_en.eq(t.delay_en), p.delays.read_input.eq(delay_input),
-                     p.delays.read_addr.eq(Mux(delay_input, t.delay_channel, t.delay_channel - C))]
-        sample_input = t.sample_channel < C
-        neuron = Signal(range(b.neurons))
-        m.d.comb += neuron.eq(t.sample_channel - C)
-        if p.inputs is not None:
-            m.d.comb += [p.inputs.read_en.eq(t.sample_en & sample_input),
-                         p.inputs.read_channel.eq(t.sample_channel), p.inputs.read_age.eq(t.sample_age)]
-        with m.If(t.sample_en & ~sample_input):
-            m.d.comb += [p.queue.probe_en.eq(1), p.queue.probe_row.eq(neuron[lane_bits:])]
-
-    def _trace_answers(self, m: Module, p: _Parts) -> None:
-        """Registers that bring the trace unit's answers to its latencies (always running)."""
-        b = self.build
-        C, lane_bits = b.inputs, self.geometry.lane_bits
-        t = p.traces
-        delay_1 = Signal.like(t.delay_data)
-        m.d.sync += delay_1.eq(p.delays.read_data)
-        m.d.comb += t.delay_data.eq(delay_1)
-        self._sample_age = Signal.like(t.sample_age)
-        lane_1, lane_2 = (Signal(max(1, lane_bits), name=f"sample_lane_{n}") for n in (1, 2))
-        input_1, input_2 = Signal(), Signal()
-        count_2 = Signal.like(t.sample_data)
-        m.d.sync += [self._sample_age.eq(t.sample_age), input_1.eq(t.sample_channel < C), input_2.eq(input_1),
-                     lane_1.eq((t.sample_channel - C)[:lane_bits] if lane_bits else 0), lane_2.eq(lane_1)]
-        if p.inputs is not None:
-            m.d.sync += count_2.eq(p.inputs.read_data)
-        spike = p.queue.probe_spikes.bit_select(lane_2, 1) if lane_bits else p.queue.probe_spikes[0]
-        m.d.comb += t.sample_data.eq(Mux(input_2, count_2, spike))
 
     def _read_states(self, m: Module, p: _Parts, r: _Registers, target: Signal, addr: Signal) -> None:
         """A host read: the element's memory addressed from the request's registers, its data held
