@@ -28,10 +28,12 @@ import statistics
 from pathlib import Path
 
 from delrec.arith import CoreSpec
-from delrec.build import CoreBuild
+from delrec.build import QUEUE_KINDS, CoreBuild
 from delrec.hw.synth import DEVICES, synthesis_case, write_benchmark_report
 
 SHD = dict(inputs=140, neurons=256, classes=20, lanes=1)
+
+
 def run_case(device: str, queue: str, dsp: bool, work: Path, seed: int) -> dict:
     build = CoreBuild(spec=CoreSpec(), queue=queue, **SHD)
     name = f"{device}-{queue}" + ("" if dsp else "-nodsp")
@@ -56,7 +58,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/synth_shd.json"))
     parser.add_argument("--devices", nargs="+", default=["up5k", "ecp5-25f"], choices=sorted(DEVICES))
-    parser.add_argument("--queues", nargs="+", default=["history", "ring"], choices=("history", "ring"))
+    parser.add_argument("--queues", nargs="+", default=["history", "ring"], choices=QUEUE_KINDS)
     parser.add_argument("--no-dsp-variant", action="store_true",
                         help="skip the UP5K run without DSP blocks")
     parser.add_argument("--work", type=Path, default=Path("build/synth_bench"),

@@ -21,19 +21,9 @@ import json
 import sys
 from pathlib import Path
 
+from delrec.settings import key_value
+
 __all__ = ["main", "build_parser"]
-
-
-def key_value(text: str):
-    """argparse type of ``KEY=VALUE`` options; VALUE is parsed as JSON when it can be."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"Task option must look like KEY=VALUE, not {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        value = json.loads(value)
-    except json.JSONDecodeError:
-        pass
-    return key, value
 
 
 def _add_train(sub):
@@ -186,24 +176,58 @@ def _spec_from(args):
     return CoreSpec(**{f.name: getattr(args, f.name) for f in fields(CoreSpec)})
 
 
+def _build_choices() -> dict:
+    """The choices of the :class:`delrec.build.CoreBuild` fields that have them."""
+    from delrec.arith import DELAY_KINDS
+    from delrec.build import QUEUE_KINDS
+
+    return {"delay_kind": DELAY_KINDS, "queue": QUEUE_KINDS}
+
+
+def _add_build_option(p, name: str, *flags: str, **kwargs) -> None:
+    """The option of the :class:`delrec.build.CoreBuild` field ``name``: its choices, or an integer.
+
+    ``flags`` default to ``--name``; ``kwargs`` (``default``, ``nargs``,
+    ``help``) go to ``add_argument``, the default being the field's own if
+    not given.
+    """
+    from dataclasses import MISSING, fields
+
+    from delrec.build import CoreBuild
+
+    field = {f.name: f for f in fields(CoreBuild)}[name]
+    choices = _build_choices().get(name)
+    if field.default is not MISSING:
+        kwargs.setdefault("default", field.default)
+    kind = dict(choices=choices) if choices else dict(type=int)
+    p.add_argument(*(flags or (f"--{name.replace('_', '-')}",)), **kind, **kwargs)
+
+
+#: The :class:`delrec.build.CoreBuild` fields the inference core's commands take, with
+#: the defaults the dataclass lacks or these commands change (the spec's fields come from
+#: :class:`delrec.arith.CoreSpec`; ``input_delays``, ``learning`` and ``max_reach`` are
+#: the learning core's, which these commands do not build).
+_BUILD_OPTIONS = {
+    "inputs": dict(default=140, help="input channels C (default 140)"),
+    "neurons": dict(default=256, help="recurrent neurons N (default 256)"),
+    "classes": dict(default=20, help="readout classes K (default 20)"),
+    "lanes": dict(help="parallel lanes P (default 1)"),
+    "queue": dict(default="history", help="delay queue (default: history, the small one)"),
+    "delay_kind": dict(),
+}
+
+
 def _add_build_arguments(p) -> None:
-    """The hardware configuration of the core (:class:`delrec.firmware.compiler.CoreBuild`)."""
-    p.add_argument("--inputs", type=int, default=140, help="input channels C (default 140)")
-    p.add_argument("--neurons", type=int, default=256, help="recurrent neurons N (default 256)")
-    p.add_argument("--classes", type=int, default=20, help="readout classes K (default 20)")
-    p.add_argument("--lanes", type=int, default=1, help="parallel lanes P (default 1)")
-    p.add_argument("--queue", choices=("ring", "history"), default="history",
-                   help="delay queue (default: history, the small one)")
-    p.add_argument("--delay-kind", choices=("axonal", "synaptic"), default="axonal")
+    """The hardware configuration of the inference core (:class:`delrec.build.CoreBuild`)."""
+    for name, options in _BUILD_OPTIONS.items():
+        _add_build_option(p, name, **options)
     _add_spec_arguments(p)
 
 
 def _build_from(args):
     from delrec.build import CoreBuild
 
-    return CoreBuild(inputs=args.inputs, neurons=args.neurons, classes=args.classes,
-                     spec=_spec_from(args), lanes=args.lanes, delay_kind=args.delay_kind,
-                     queue=args.queue)
+    return CoreBuild(spec=_spec_from(args), **{name: getattr(args, name) for name in _BUILD_OPTIONS})
 
 
 def _add_quantize(sub):
@@ -257,8 +281,8 @@ def _add_cosim(sub):
     p.add_argument("image", type=Path, help="fixed-network .npz written by delrec quantize")
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--queue", choices=("ring", "history"), default="ring")
-    p.add_argument("--lanes", type=int, default=1)
+    _add_build_option(p, "queue")
+    _add_build_option(p, "lanes")
     p.add_argument("--stall", type=float, default=0.0,
                    help="probability of idle/backpressure cycles on every stream")
     p.add_argument("--check-state", action="store_true",
@@ -329,8 +353,8 @@ def _add_demo(sub):
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--epochs", type=int, default=None, help="default: the task's")
     p.add_argument("--samples", type=int, default=32, help="test samples run on the RTL")
-    p.add_argument("--lanes", type=int, default=2)
-    p.add_argument("--queue", choices=("ring", "history"), default="history")
+    _add_build_option(p, "lanes", default=2)
+    _add_build_option(p, "queue", default="history")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.add_argument("--no-synth", action="store_true", help="skip FPGA synthesis")
@@ -358,6 +382,8 @@ def _demo(args) -> int:
 
 
 def _add_synth(sub):
+    from delrec.hw.synth import DEVICES
+
     p = sub.add_parser("synth", help="synthesise, place and route the core for an FPGA and "
                                      "report its cost (JSON)",
                        description="Wrap the inference core of one hardware configuration in "
@@ -367,7 +393,7 @@ def _add_synth(sub):
                                    "achieved clock frequency and the critical path. Prints JSON "
                                    "and writes it (with every tool log) into --out.")
     _add_build_arguments(p)
-    p.add_argument("--device", choices=("up5k", "ecp5-25f", "ecp5-85f"), default="up5k")
+    p.add_argument("--device", choices=tuple(DEVICES), default="up5k")
     p.add_argument("--freq", type=float, default=None,
                    help="clock target of nextpnr in MHz (default: 24 for up5k, 100 for ECP5)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed")
@@ -393,6 +419,8 @@ def _synth(args) -> int:
 
 
 def _add_sweep(sub):
+    from delrec.hw.synth import DEVICES
+
     p = sub.add_parser("sweep", help="design-space sweep of the inference core: area and fmax "
                                      "(YoWASP) and cycles per step (Verilator) over a grid",
                        description="For every build of the grid (neurons x lanes x queues x "
@@ -401,14 +429,14 @@ def _add_sweep(sub):
                                    "write sweep.json, sweep.md and sweep.png (area against "
                                    "latency) into --out. Points are cached there; jobs run in "
                                    "parallel.")
-    p.add_argument("--inputs", type=int, default=140)
-    p.add_argument("--classes", type=int, default=20)
-    p.add_argument("--neurons", type=int, nargs="+", default=[64, 256])
-    p.add_argument("--lanes", type=int, nargs="+", default=[1, 4])
-    p.add_argument("--queues", nargs="+", choices=("ring", "history"), default=["history", "ring"])
+    _add_build_option(p, "inputs", default=140)
+    _add_build_option(p, "classes", default=20)
+    _add_build_option(p, "neurons", nargs="+", default=[64, 256])
+    _add_build_option(p, "lanes", nargs="+", default=[1, 4])
+    _add_build_option(p, "queue", "--queues", nargs="+", default=["history", "ring"])
     p.add_argument("--delay-bits", type=int, nargs="+", default=[6])
     p.add_argument("--weight-bits", type=int, nargs="+", default=[8])
-    p.add_argument("--devices", nargs="+", choices=("up5k", "ecp5-25f", "ecp5-85f"), default=["up5k"])
+    p.add_argument("--devices", nargs="+", choices=tuple(DEVICES), default=["up5k"])
     p.add_argument("--steps", type=int, default=20, help="steps of the workload sample")
     p.add_argument("--rate", type=float, default=0.05, help="input events per channel and step")
     p.add_argument("--jobs", type=int, default=2)
@@ -462,6 +490,8 @@ def _nir(args) -> int:
 
 
 def _add_bitstream(sub):
+    from delrec.hw.boards import BOARDS
+
     p = sub.add_parser("bitstream", help="build an FPGA bitstream of the core behind a UART for a "
                                          "board (YoWASP tools, JSON report)",
                        description="Put the inference core behind the board's USB-serial UART "
@@ -470,7 +500,7 @@ def _add_bitstream(sub):
                                    "yowasp-ecppack and print the bitstream path, size, cell "
                                    "counts, utilisation and fmax as JSON (also written to "
                                    "OUT/board.json).")
-    p.add_argument("--board", choices=("icebreaker", "ulx3s-25f"), default="icebreaker")
+    p.add_argument("--board", choices=tuple(BOARDS), default="icebreaker")
     _add_build_arguments(p)
     p.add_argument("--baudrate", type=float, default=115200)
     p.add_argument("--dsp", choices=("auto", "yes", "no"), default="auto",

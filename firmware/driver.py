@@ -18,11 +18,17 @@ from typing import Protocol
 import numpy as np
 
 from delrec.hw.ports import Counter, ReadTarget
+from delrec.wire import NAK, REPLY_FLAG, REQUEST_RULES, STATS_COUNTERS, Command, Status, decode_ping
 
-from .protocol import (MAX_PAYLOAD, NAK, REPLY_FLAG, STATS_COUNTERS, Command, FrameDecoder, ProtocolError, Status,
-                       encode_frame, pack_channels, pack_reads, pack_writes, unpack_bitmap)
+from .protocol import (FrameDecoder, ProtocolError, encode_frame, pack_channels, pack_reads, pack_writes,
+                       unpack_bitmap)
 
 __all__ = ["Transport", "SerialTransport", "CoreDriver", "DeviceInfo"]
+
+
+def _most(command: Command) -> int:
+    """The most elements one request carries (:data:`delrec.wire.REQUEST_RULES`)."""
+    return REQUEST_RULES[command][2]
 
 
 class Transport(Protocol):
@@ -125,19 +131,18 @@ class CoreDriver:
     # -- commands --------------------------------------------------------
     def ping(self) -> DeviceInfo:
         data = self.request(Command.PING)
-        if len(data) != 11:
-            raise ProtocolError(f"PING reply has {len(data)} bytes, expected 11")
-        c, n, k = (int.from_bytes(data[i:i + 2], "little") for i in (0, 2, 4))
-        lanes, delay_bits, queue, kind, version = data[6:11]
-        self.info = DeviceInfo(c, n, k, lanes, delay_bits, ("ring", "history")[queue],
-                               ("axonal", "synaptic")[kind], version)
+        try:
+            self.info = DeviceInfo(**decode_ping(data))
+        except ValueError as exc:
+            raise ProtocolError(f"PING: {exc}") from None
         return self.info
 
     def write(self, writes) -> None:
         """Element writes ``[(target, addr, data), ...]`` (31 per frame)."""
         writes = [tuple(int(v) for v in w) for w in writes]
-        for start in range(0, len(writes), 31):
-            self.request(Command.WRITE, pack_writes(writes[start:start + 31]))
+        most = _most(Command.WRITE)
+        for start in range(0, len(writes), most):
+            self.request(Command.WRITE, pack_writes(writes[start:start + most]))
 
     def load(self, image) -> None:
         """Clear the core and write a compiled network (:class:`~delrec.firmware.compiler.CoreImage`)."""
@@ -151,9 +156,10 @@ class CoreDriver:
         """Send one step's input events (channel indices, repeats allowed); return its spikes."""
         channels = [int(c) for c in channels]
         info = self.info or self.ping()
-        while len(channels) > 127:
-            self.request(Command.EVENTS, pack_channels(channels[:127]))
-            channels = channels[127:]
+        most = _most(Command.EVENTS)
+        while len(channels) > most:
+            self.request(Command.EVENTS, pack_channels(channels[:most]))
+            channels = channels[most:]
         bitmap = self.request(Command.STEP, pack_channels(channels))
         return unpack_bitmap(bitmap, info.neurons)
 
@@ -171,8 +177,9 @@ class CoreDriver:
         """Raw values of ``[(target, addr), ...]`` (63 per frame)."""
         reads = [(int(t), int(a)) for t, a in reads]
         values = []
-        for start in range(0, len(reads), 63):
-            data = self.request(Command.READ, pack_reads(reads[start:start + 63]))
+        most = _most(Command.READ)
+        for start in range(0, len(reads), most):
+            data = self.request(Command.READ, pack_reads(reads[start:start + most]))
             values += [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)]
         return values
 
@@ -191,5 +198,3 @@ class CoreDriver:
         data = self.request(Command.STATS)
         return {n: int.from_bytes(data[4 * i:4 * i + 4], "little") for i, n in enumerate(STATS_COUNTERS)}
 
-
-assert MAX_PAYLOAD >= 31 * 8 and MAX_PAYLOAD >= 127 * 2 and MAX_PAYLOAD >= 63 * 4

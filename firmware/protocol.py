@@ -1,104 +1,27 @@
-"""The host protocol: framed commands with a CRC between a host and the core's host link.
+"""The host protocol's frames: encoder, decoder and payload helpers of :mod:`delrec.wire`.
 
-Byte frames, in both directions::
-
-    0xA5 | command | length | payload (length bytes, 0..255) | crc16 (2 bytes, big endian)
-
-The CRC is CRC-16/CCITT-FALSE (polynomial 0x1021, initial value 0xFFFF, no
-reflection, no final XOR) over ``command``, ``length`` and ``payload``. A reply
-carries ``command | 0x80`` and starts with a status byte (:class:`Status`).
-The receiver (the RTL frame decoder and :class:`FrameDecoder` here, which
-implement the same state machine) waits for ``0xA5``, drops any frame whose
-CRC does not match, whose length breaks the command's rules, or which stops
-for longer than its byte timeout, answers those with a ``NAK`` frame naming
-the reason, counts them, and resynchronises on the next ``0xA5``.
-
-Commands (host -> device) and their payloads, all integers little endian:
-
-==========  ====  =================================================  ==============================
-command     code  payload                                            reply payload (after status)
-==========  ====  =================================================  ==============================
-PING        0x00  (none)                                             geometry: C, N, K (u16 each),
-                                                                     P, delay_bits, queue,
-                                                                     delay_kind, version (u8 each)
-WRITE       0x01  1..31 x (target u8, addr u24, data u32)            (none)
-CLEAR       0x02  (none)                                             (none)
-EVENTS      0x03  0..127 x channel u16: input events, step stays open (none)
-STEP        0x04  0..127 x channel u16: last events, then run a step spike bitmap, ceil(N/8) bytes,
-                                                                     neuron i in bit i % 8 of
-                                                                     byte i // 8
-READ        0x05  1..63 x (target u8, addr u16)                      one u32 per read
-STATS       0x06  (none)                                             frames_ok, frames_bad,
-                                                                     bad_crc, truncated,
-                                                                     bad_command, bad_length (u32)
-==========  ====  =================================================  ==============================
+The wire format (frame layout, CRC, commands, statuses, the payloads of every
+request and reply) is defined once in :mod:`delrec.wire`, which the gateware's
+host link is written from too. This module is the host's end of it:
+:func:`encode_frame` builds a frame, :class:`FrameDecoder` is the receiver's
+state machine byte by byte (the RTL frame decoder implements the same one),
+:func:`check_request` the length rules a receiver applies, and the ``pack_*``
+and :func:`unpack_bitmap` helpers build and read payloads.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
-__all__ = ["SYNC", "MAX_PAYLOAD", "Command", "Status", "crc16", "encode_frame", "Frame", "FrameDecoder",
-           "ProtocolError", "check_request", "REPLY_FLAG", "NAK", "PROTOCOL_VERSION", "STATS_COUNTERS", "pack_writes",
+from delrec.wire import (CHANNEL_BITS, MAX_PAYLOAD, READ_ADDR_BITS, REPLY_FLAG, REQUEST_RULES, SYNC,
+                         WRITE_ADDR_BITS, WRITE_DATA_BITS, Command, Status, crc16)
+
+__all__ = ["encode_frame", "Frame", "FrameDecoder", "ProtocolError", "check_request", "pack_writes",
            "pack_channels", "pack_reads", "unpack_bitmap"]
-
-SYNC = 0xA5
-MAX_PAYLOAD = 255
-REPLY_FLAG = 0x80
-NAK = 0xFF
-PROTOCOL_VERSION = 1
-
-
-#: the frame counters STATS returns, in order (u32 little endian each)
-STATS_COUNTERS = ("frames_ok", "frames_bad", "bad_crc", "truncated", "bad_command", "bad_length")
-
-
-class Command(enum.IntEnum):
-    PING = 0x00
-    WRITE = 0x01
-    CLEAR = 0x02
-    EVENTS = 0x03
-    STEP = 0x04
-    READ = 0x05
-    STATS = 0x06
-
-
-class Status(enum.IntEnum):
-    OK = 0
-    BAD_CRC = 1
-    TRUNCATED = 2
-    BAD_COMMAND = 3
-    BAD_LENGTH = 4
-    #: WRITE, CLEAR or READ while a step is open (after EVENTS, before STEP):
-    #: refused, counted among the bad commands
-    STEP_OPEN = 5
 
 
 class ProtocolError(Exception):
     """A reply that is missing, corrupt, a NAK or not the one expected."""
-
-
-#: element sizes and element-count limits of the requests
-REQUEST_RULES = {
-    Command.PING: (0, 0, 0),
-    Command.CLEAR: (0, 0, 0),
-    Command.STATS: (0, 0, 0),
-    Command.WRITE: (8, 1, 31),
-    Command.EVENTS: (2, 0, 127),
-    Command.STEP: (2, 0, 127),
-    Command.READ: (3, 1, 63),
-}
-
-
-def crc16(data: bytes, crc: int = 0xFFFF) -> int:
-    """CRC-16/CCITT-FALSE of ``data`` (``crc16(b"123456789") == 0x29B1``)."""
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-    return crc
 
 
 def encode_frame(command: int, payload: bytes = b"") -> bytes:
@@ -205,23 +128,23 @@ def pack_writes(writes) -> bytes:
     """``[(target, addr, data), ...]`` -> WRITE payload (addr < 2^24, data < 2^32)."""
     out = bytearray()
     for target, addr, data in writes:
-        if not 0 <= addr < 1 << 24:
-            raise ValueError(f"Write address {addr} does not fit the protocol's 24 bits")
-        if not 0 <= data < 1 << 32:
-            raise ValueError(f"Write data {data} does not fit the protocol's 32 bits")
+        if not 0 <= addr < 1 << WRITE_ADDR_BITS:
+            raise ValueError(f"Write address {addr} does not fit the protocol's {WRITE_ADDR_BITS} bits")
+        if not 0 <= data < 1 << WRITE_DATA_BITS:
+            raise ValueError(f"Write data {data} does not fit the protocol's {WRITE_DATA_BITS} bits")
         if not 0 <= target <= 0xFF:
             raise ValueError(f"Write target {target} is not a byte")
         out.append(target)
-        out += addr.to_bytes(3, "little") + data.to_bytes(4, "little")
+        out += addr.to_bytes(WRITE_ADDR_BITS // 8, "little") + data.to_bytes(WRITE_DATA_BITS // 8, "little")
     return bytes(out)
 
 
 def pack_channels(channels) -> bytes:
-    return b"".join(int(c).to_bytes(2, "little") for c in channels)
+    return b"".join(int(c).to_bytes(CHANNEL_BITS // 8, "little") for c in channels)
 
 
 def pack_reads(reads) -> bytes:
-    return b"".join(bytes([t]) + int(a).to_bytes(2, "little") for t, a in reads)
+    return b"".join(bytes([t]) + int(a).to_bytes(READ_ADDR_BITS // 8, "little") for t, a in reads)
 
 
 def unpack_bitmap(data: bytes, count: int) -> list[int]:

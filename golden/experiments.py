@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from delrec.settings import key_value
+
 from .network import MODEL_KINDS, ModelConfig
 from .online import OnlineConfig
 from .online_training import OnlineTrainConfig, make_online_configs, train_online
@@ -177,8 +179,6 @@ def format_table(result: dict) -> str:
 
 
 def add_arguments(parser) -> None:
-    from delrec.cli import key_value
-
     parser.add_argument("--task", default="delayed-xor")
     parser.add_argument("--data", type=Path, help="data folder of the task")
     parser.add_argument("--task-option", action="append", type=key_value, default=[],

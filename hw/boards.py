@@ -65,6 +65,7 @@ class Board:
         return getattr(importlib.import_module(f"amaranth_boards.{self.module}"), self.platform)()
 
 
+#: The boards by name (``delrec bitstream --board``).
 BOARDS = {
     "icebreaker": Board("icebreaker", "ice40", "icebreaker", "ICEBreakerPlatform", ".bin", "up5k"),
     "ulx3s-25f": Board("ulx3s-25f", "ecp5", "ulx3s", "ULX3S_25F_Platform", ".bit", "ecp5-25f"),
@@ -142,7 +143,7 @@ class BoardTop(wiring.Component):
         cpb = clocks_per_bit_for(clock_hz, self.baudrate)
         timeout = max(int(round(self.byte_timeout_s * clock_hz)), 2 * CHARACTER_BITS * cpb)
         self.clocks_per_bit = cpb
-        self.host = HostTop(**self.build.core_kwargs(), clocks_per_bit=cpb, byte_timeout=timeout,
+        self.host = HostTop(self.build, clocks_per_bit=cpb, byte_timeout=timeout,
                             weight_bank_bits=self.weight_bank_bits)
         return self.host
 
@@ -182,7 +183,8 @@ def build_bitstream(build, board: str, out_dir, *, baudrate: float = 115200, dsp
     Parameters
     ----------
     build : CoreBuild
-    board : {"icebreaker", "ulx3s-25f"}
+    board : str
+        A name of :data:`BOARDS`.
     out_dir : path-like
         Build folder (created). It must be visible to the YoWASP tools: on
         machines where they cannot see ``/tmp``, use a folder elsewhere.

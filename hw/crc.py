@@ -1,13 +1,13 @@
 """CRC-16/CCITT-FALSE as gateware: one byte per cycle, a parity network.
 
-The host protocol (:mod:`delrec.firmware.protocol`) protects every frame
-with CRC-16/CCITT-FALSE (polynomial ``0x1021``, initial value ``0xFFFF``, no
+The host protocol (:mod:`delrec.wire`) protects every frame with
+CRC-16/CCITT-FALSE (polynomial ``0x1021``, initial value ``0xFFFF``, no
 reflection, no final XOR). One byte step of that CRC is linear over GF(2) in
 the 16 bits of the running CRC and the 8 bits of the byte, so each of the 16
 next-state bits is the XOR of a fixed subset of those 24 bits. The subsets
-are derived here from the bit-serial definition (the same loop as
-:func:`delrec.firmware.protocol.crc16`), which keeps the gateware and the
-host's CRC one definition.
+are derived here from the bit-serial definition
+(:func:`delrec.wire.crc16_step`, which the host's :func:`delrec.wire.crc16`
+runs too), which keeps the gateware and the host's CRC one definition.
 """
 
 from __future__ import annotations
@@ -17,19 +17,9 @@ from operator import xor
 
 from amaranth.hdl import Cat, Const, Value
 
-__all__ = ["CRC16_INIT", "CRC16_POLY", "crc16_step", "crc16_next"]
+from delrec.wire import crc16_step
 
-CRC16_POLY = 0x1021
-CRC16_INIT = 0xFFFF
-
-
-def crc16_step(crc: int, byte: int) -> int:
-    """The CRC after one more ``byte`` (plain integers, bit-serial, MSB first)."""
-    crc ^= byte << 8
-    for _ in range(8):
-        crc = ((crc << 1) ^ CRC16_POLY) if crc & 0x8000 else (crc << 1)
-        crc &= 0xFFFF
-    return crc
+__all__ = ["crc16_next"]
 
 
 def _parity_taps() -> list[list[int]]:

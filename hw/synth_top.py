@@ -58,8 +58,6 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .core import InferenceCore
-
 __all__ = ["SynthesisTop", "Opcode", "encode_command", "decode_response", "pack_payload"]
 
 OPCODE_BITS = 2
@@ -138,14 +136,12 @@ class SynthesisTop(wiring.Component):
 
     Parameters
     ----------
-    core : wiring.Component, optional
+    core : wiring.Component
         A core with the streams ``inputs``, ``write``, ``read`` (and
         optionally ``signal``) in and ``spikes``, ``read_data`` out, and a
-        ``busy`` output: the :class:`~delrec.hw.online_core.OnlineCore`, say.
-    **core_kwargs
-        Without ``core``: keyword arguments of
-        :class:`~delrec.hw.core.InferenceCore` (for a
-        :class:`~delrec.firmware.compiler.CoreBuild`: ``build.core_kwargs()``).
+        ``busy`` output: ``InferenceCore(build)`` of a
+        :class:`~delrec.build.CoreBuild` (:class:`~delrec.hw.core.InferenceCore`),
+        or the :class:`~delrec.hw.online_core.OnlineCore`.
 
     Attributes
     ----------
@@ -160,11 +156,10 @@ class SynthesisTop(wiring.Component):
     sdo, response_valid, command_pending, busy : Out(1)
     """
 
-    def __init__(self, core=None, **core_kwargs):
-        if core is not None and core_kwargs:
-            raise TypeError(f"Give a core or the inference core's arguments, not both "
-                            f"({sorted(core_kwargs)})")
-        self.core = core if core is not None else InferenceCore(**core_kwargs)
+    def __init__(self, core: wiring.Component):
+        if not isinstance(core, wiring.Component):
+            raise TypeError(f"Core must be a wiring.Component (InferenceCore(build), say), not {core!r}")
+        self.core = core
         names = {Opcode.INPUT: "inputs", Opcode.WRITE: "write", Opcode.READ: "read"}
         if "signal" in self.core.signature.members:
             names[Opcode.SIGNAL] = "signal"

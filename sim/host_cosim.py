@@ -52,7 +52,7 @@ def cosimulate_host(build: CoreBuild, net: FixedNetwork, inputs: list[np.ndarray
                                 delay_kind=build.delay_kind))
     name = (f"host_top_{build.queue}_{build.delay_kind}_c{build.inputs}_n{build.neurons}"
             f"_k{build.classes}_p{build.lanes}_d{build.spec.depth}_b{clocks_per_bit}")
-    top = HostTop(**build.core_kwargs(), clocks_per_bit=clocks_per_bit, byte_timeout=byte_timeout)
+    top = HostTop(build, clocks_per_bit=clocks_per_bit, byte_timeout=byte_timeout)
     sim = build_component(top, name, build_root or default_build_root())
     work = sim.build_dir / f"run-{seed}"
     work.mkdir(parents=True, exist_ok=True)

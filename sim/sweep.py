@@ -46,7 +46,7 @@ class Workload:
 
 
 def sweep_builds(inputs: int, classes: int, neurons, lanes, queues, delay_bits, weight_bits) -> list:
-    """Every valid :class:`~delrec.firmware.compiler.CoreBuild` of the grid (axonal delays)."""
+    """Every valid :class:`~delrec.build.CoreBuild` of the grid (axonal delays)."""
     from delrec.arith import CoreSpec
     from delrec.build import CoreBuild
 
@@ -97,14 +97,13 @@ def _cached(path: Path, compute):
 
 def _measure_cycles(build_dict: dict, workload: dict, cache: str) -> dict:
     """Cycles per step of one build on the workload (a process-pool job)."""
-    from delrec.arith import CoreSpec
     from delrec.build import CoreBuild
     from delrec.image import FixedNetwork
 
     from .cosim import cosimulate
 
     w = Workload(**workload)
-    build = CoreBuild(**dict(build_dict, spec=CoreSpec(**build_dict["spec"])))
+    build = CoreBuild.from_dict(build_dict)
     path = Path(cache) / "cycles" / f"{_key(build_dict, workload)}.json"
 
     def compute():
@@ -125,11 +124,10 @@ def _measure_cycles(build_dict: dict, workload: dict, cache: str) -> dict:
 
 def _synthesise(build_dict: dict, device: str, seed: int, cache: str) -> dict:
     """One (build, device) synthesis (a process-pool job)."""
-    from delrec.arith import CoreSpec
     from delrec.build import CoreBuild
     from delrec.hw.synth import synthesis_case
 
-    build = CoreBuild(**dict(build_dict, spec=CoreSpec(**build_dict["spec"])))
+    build = CoreBuild.from_dict(build_dict)
     key = _key(build_dict, device, seed)
     path = Path(cache) / "synth" / f"{key}.json"
     return _cached(path, lambda: synthesis_case(build, device, Path(cache) / "runs" / key, seed=seed))

@@ -72,7 +72,7 @@ def test_board_top_elaborates(board, cpb):
     assert top.clocks_per_bit == cpb
     assert top.host.clocks_per_bit == cpb
     assert top.host.byte_timeout > 10 * cpb
-    assert top.host.build_kwargs["neurons"] == SMALL.neurons
+    assert top.host.build == SMALL and top.host.core.build == SMALL
 
 
 @pytest.mark.parametrize("baudrate", [4e6, 1.3e6])

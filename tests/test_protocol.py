@@ -1,13 +1,16 @@
-"""The host protocol (framing, CRC, the reference receiver) and the driver's retry logic."""
+"""The host protocol (wire format, framing, CRC, the reference receiver) and the driver."""
 
 import random
 
 import pytest
 
-from delrec.firmware.driver import CoreDriver
-from delrec.firmware.protocol import (NAK, REPLY_FLAG, Command, FrameDecoder, ProtocolError, Status,
-                                      check_request, crc16, encode_frame, pack_channels, pack_reads,
-                                      pack_writes, unpack_bitmap)
+from delrec.arith import CoreSpec
+from delrec.build import CoreBuild
+from delrec.firmware.driver import CoreDriver, DeviceInfo
+from delrec.firmware.protocol import (FrameDecoder, ProtocolError, check_request, encode_frame, pack_channels,
+                                      pack_reads, pack_writes, unpack_bitmap)
+from delrec.wire import (MAX_PAYLOAD, NAK, REPLY_FLAG, REQUEST_RULES, Command, Status, crc16, decode_ping,
+                         encode_ping)
 
 
 def test_crc_is_ccitt_false():
@@ -49,6 +52,38 @@ def test_request_rules():
     assert check_request(Command.STEP, 0) is Status.OK
     assert check_request(Command.READ, 3 * 64) is Status.BAD_LENGTH
     assert check_request(0x42, 0) is Status.BAD_COMMAND
+
+
+def test_every_request_and_reply_fits_a_frame():
+    for command, (size, _, most) in REQUEST_RULES.items():
+        assert size * most <= MAX_PAYLOAD, command.name
+    assert 1 + 4 * REQUEST_RULES[Command.READ][2] <= MAX_PAYLOAD     # status and one u32 per read
+
+
+def test_ping_payload_is_pinned_and_round_trips():
+    build = CoreBuild(inputs=300, neurons=12, classes=3, spec=CoreSpec(delay_bits=5), lanes=4,
+                      delay_kind="synaptic", queue="ring")
+    # C, N, K (u16 little endian), P, delay_bits, queue (0 ring, 1 history), delay kind
+    # (0 axonal, 1 synaptic), version 1: the bytes the host link sends
+    payload = bytes([0x2C, 0x01, 12, 0, 3, 0, 4, 5, 0, 1, 1])
+    assert encode_ping(build) == payload
+    assert encode_ping(CoreBuild(inputs=2, neurons=5, classes=1, queue="history"))[8:10] == bytes([1, 0])
+    assert decode_ping(payload) == dict(inputs=300, neurons=12, classes=3, lanes=4, delay_bits=5,
+                                        queue="ring", delay_kind="synaptic", version=1)
+    with pytest.raises(ValueError, match="A PING reply has 11 bytes, not 10"):
+        decode_ping(payload[:10])
+    with pytest.raises(ValueError, match="names queue 2"):
+        decode_ping(payload[:8] + bytes([2]) + payload[9:])
+
+
+def test_driver_ping():
+    payload = bytes([Status.OK]) + bytes([3, 0, 8, 0, 2, 0, 2, 3, 1, 0, 1])
+    driver = CoreDriver(ScriptedTransport([encode_frame(Command.PING | REPLY_FLAG, payload)]))
+    assert driver.ping() == DeviceInfo(inputs=3, neurons=8, classes=2, lanes=2, delay_bits=3, queue="history",
+                                       delay_kind="axonal", version=1)
+    short = encode_frame(Command.PING | REPLY_FLAG, payload[:-1])
+    with pytest.raises(ProtocolError, match="PING: A PING reply has 11 bytes, not 10"):
+        CoreDriver(ScriptedTransport([short])).ping()
 
 
 def test_payload_packing_limits():

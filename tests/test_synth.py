@@ -25,7 +25,9 @@ from amaranth.sim import Simulator
 from delrec.arith import CoreSpec
 from delrec.cli import build_parser, main
 from delrec.build import CoreBuild
-from delrec.hw.ports import ConfigRegister, Counter, ReadTarget, WriteTarget, input_layout, read_layout, write_layout
+from delrec.hw.core import InferenceCore
+from delrec.hw.ports import (ConfigRegister, CoreGeometry, Counter, ReadTarget, WriteTarget, input_layout,
+                             read_layout, write_layout)
 from delrec.hw.synth import (DEVICES, mark_lut_ram, mark_spram, memory_sizes, place_memories,
                              strip_zero_memory_init, summarize_critical_path,
                              synthesize)
@@ -115,7 +117,7 @@ class Host:
 
 def test_serial_link_loads_runs_and_reads_the_core():
     """Writes through the pins reach the packed weight memories and the config; spikes and reads return."""
-    top = SynthesisTop(**TINY.core_kwargs())
+    top = SynthesisTop(InferenceCore(TINY))
     log = {}
 
     async def testbench(ctx):
@@ -140,12 +142,18 @@ def test_serial_link_loads_runs_and_reads_the_core():
     assert log["counter"] == {"kind": "read_data", "data": 3}
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_synthesis_top_takes_a_core():
+    with pytest.raises(TypeError, match="Core must be a wiring.Component"):
+        SynthesisTop(TINY)
+
+
 def test_payload_packing_checks_fields():
-    layout = write_layout(TINY.geometry())
+    layout = write_layout(CoreGeometry(TINY))
     with pytest.raises(ValueError, match="no field"):
         pack_payload(layout, colour=1)
     with pytest.raises(ValueError, match="does not fit"):
-        pack_payload(layout, target=8)
+        pack_payload(layout, target=1 << layout["target"].width)     # one past the widest target
 
 
 # ---------------------------------------------------------------------------
