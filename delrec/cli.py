@@ -547,21 +547,40 @@ def _add_bench(sub):
 
 
 def _add_learn_on_core(sub):
-    p = sub.add_parser("learn-on-core", help="the RTL core learns a task online (three-factor rule) "
-                                             "in co-simulation, bit-exact with the golden rule",
-                       description="Run the fixed-point three-factor rule on the online-learning "
-                                   "core in Verilator, one sample per update, comparing every spike, "
-                                   "score, learning signal, weight and delay with the golden rule; "
-                                   "evaluate with learning off before training and after each "
-                                   "epoch. Default: a small delayed-xor (16 channels, 16 neurons).")
-    p.add_argument("--task", default="delayed-xor")
+    p = sub.add_parser("learn-on-core", help="the RTL core learns online (three-factor rule) in "
+                                             "co-simulation, bit-exact with the golden rule",
+                       description="Run the fixed-point three-factor rule on the learning core in "
+                                   "Verilator, learning every step, comparing every spike, score, trace, "
+                                   "learning signal, delay and readout weight with the golden rule; "
+                                   "evaluate with learning off before and after each epoch. Without "
+                                   "--from: a network of the online rule learns from its random start "
+                                   "(default: a small delayed-xor, 16 channels, 16 neurons). With --from "
+                                   "CHECKPOINT: a network trained offline (delrec train) is quantized "
+                                   "for the learning core and keeps learning its input delays, recurrent "
+                                   "delays and readout on chip.")
+    p.add_argument("--from", dest="checkpoint", type=Path, default=None, metavar="CHECKPOINT",
+                   help="a checkpoint of delrec train (one hidden layer) to keep learning on chip")
+    p.add_argument("--task", default=None,
+                   help="the task (default: delayed-xor, or the checkpoint's own task with --from)")
     p.add_argument("--task-option", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                    help="task option (default for delayed-xor: the on-chip demo's small task)")
     p.add_argument("--set", action="append", type=key_value, default=[], metavar="KEY=VALUE",
-                   help="any field of OnlineConfig / OnlineTrainConfig (e.g. epochs=2, "
-                        "input_delays=axonal)")
+                   help="without --from: any field of OnlineConfig / OnlineTrainConfig (e.g. epochs=2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-split", default="val", choices=("train", "val", "test"))
+    g = p.add_argument_group("with --from (the rule on a trained network)")
+    g.add_argument("--epochs", type=int, default=1, help="epochs over the training samples")
+    g.add_argument("--samples", type=int, default=None, help="training samples per epoch (default: all)")
+    g.add_argument("--eval-samples", type=int, default=None,
+                   help="samples of the evaluation and test splits (default: all)")
+    g.add_argument("--sigma", type=float, default=1.0, help="width of the Gaussian surrogate (steps)")
+    g.add_argument("--lr-delay-shift", type=int, default=22, help="the delays' learning-rate shift k_d")
+    g.add_argument("--lr-readout-shift", type=int, default=4, help="the readout's learning-rate shift k_out")
+    g.add_argument("--loss-start", type=int, default=0, help="first step that learns")
+    g.add_argument("--target", type=float, default=1.0,
+                   help="the per-step target of the label's readout unit, in the readout's float units")
+    g.add_argument("--readout-bias", action="store_true", help="the readout biases learn too")
+    g.add_argument("--lanes", type=int, default=1, help="lanes of the learning core")
     p.add_argument("--out", type=Path, default=Path("runs") / "learn-on-core")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_learn_on_core)
@@ -569,19 +588,29 @@ def _add_learn_on_core(sub):
 
 def _learn_on_core(args) -> int:
     from delrec.golden.tasks.base import load_task
-    from delrec.sim.online_learning import ONCHIP_TASK_OPTIONS, learn_on_core, onchip_configs
+    from delrec.sim.online_learning import (ONCHIP_TASK_OPTIONS, learn_checkpoint_on_core, learn_on_core,
+                                            onchip_configs)
 
-    options = dict(ONCHIP_TASK_OPTIONS) if args.task == "delayed-xor" else {}
-    options.update(dict(args.task_option))
-    task = load_task(args.task, **options)
-    config, train = onchip_configs(task, dict(dict(args.set), seed=args.seed, task_options=options))
-    metrics = learn_on_core(task, config, train, out_dir=args.out, eval_split=args.eval_split,
-                            progress=not args.no_progress)
-    summary = {k: metrics[k] for k in ("task", "seed", "bit_exact", "untrained_accuracy",
-                                       "eval_accuracy", "test_accuracy", "cycles_per_step_learning",
-                                       "cycles_per_step_inference", "update_cycles", "wall_seconds")}
-    print(json.dumps(summary, indent=2))
-    print(f"run folder: {args.out} (metrics.json, learning.png)", file=sys.stderr)
+    keys = ("task", "bit_exact", "untrained_accuracy", "eval_accuracy", "test_accuracy",
+            "cycles_per_step_learning", "cycles_per_step_inference", "delays", "wall_seconds")
+    if args.checkpoint is not None:
+        task = load_task(args.task, **dict(args.task_option)) if args.task else None
+        metrics = learn_checkpoint_on_core(
+            args.checkpoint, task, epochs=args.epochs, samples=args.samples, sigma=args.sigma,
+            lr_delay_shift=args.lr_delay_shift, lr_readout_shift=args.lr_readout_shift,
+            loss_start=args.loss_start, target=args.target, readout_bias=args.readout_bias, lanes=args.lanes,
+            eval_split=args.eval_split, eval_samples=args.eval_samples, out_dir=args.out,
+            progress=not args.no_progress)
+    else:
+        name = args.task or "delayed-xor"
+        options = dict(ONCHIP_TASK_OPTIONS) if name == "delayed-xor" else {}
+        options.update(dict(args.task_option))
+        task = load_task(name, **options)
+        config, train = onchip_configs(task, dict(dict(args.set), seed=args.seed, task_options=options))
+        metrics = learn_on_core(task, config, train, out_dir=args.out, eval_split=args.eval_split,
+                                progress=not args.no_progress)
+    print(json.dumps({k: metrics[k] for k in keys}, indent=2))
+    print(f"run folder: {args.out} (metrics.json, learning.png, learned.npz)", file=sys.stderr)
     return 0
 
 

@@ -11,9 +11,10 @@ Stages (each writes into the report folder, each is timed):
    scores give its accuracy;
 4. **synthesize** the core for iCE40 UP5K and ECP5 25F (YoWASP yosys and
    nextpnr) when the synthesis flow is installed;
-5. **learn on chip**: the online-learning core learns delays (and weights)
-   of a small delayed-xor for a few samples in RTL, every update compared
-   with the fixed-point three-factor rule;
+5. **learn on chip**: the deployed network itself keeps learning its input
+   delays, recurrent delays and readout on the learning core (the same
+   core with its learning unit) for a few training samples in RTL, every
+   step compared with the fixed-point three-factor rule;
 6. **report**: ``report.html`` and ``report.md`` with accuracy float /
    fixed / RTL, the bit-exact verdict, the learned delay histogram, spike
    rasters of golden and RTL side by side, cycles per step and latency per
@@ -138,7 +139,8 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
                                    out / "synth" / device)
 
     # 5. learn delays online on the RTL learning core, a few samples, bit-exact
-    onchip = stages.run("learn on chip", _learn_on_chip, config, out) if config.onchip_samples else None
+    onchip = stages.run("learn on chip", _learn_on_chip, config, out, task, net, build) \
+        if config.onchip_samples else None
 
     # 6. report
     figures = _figures(out, model, net, metrics, quant, cosim_summary, run, xs[0])
@@ -155,34 +157,41 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     return summary
 
 
-def _learn_on_chip(config: DemoConfig, out: Path) -> dict:
-    """The online core learns the on-chip delayed-xor for a few samples, checked bit for bit."""
-    from delrec.golden.online_fixed import FixedOnlineNetwork
-    from delrec.golden.online_training import make_rule, rates_at
-    from delrec.golden.tasks.base import load_task
-    from delrec.sim.online_cosim import OnlineSample, cosimulate_online
-    from delrec.sim.online_learning import ONCHIP_TASK_OPTIONS, onchip_configs
+def _learn_on_chip(config: DemoConfig, out: Path, task, net, build) -> dict:
+    """The deployed network keeps learning on the learning core, a few samples, checked bit for bit.
 
-    task = load_task("delayed-xor", **ONCHIP_TASK_OPTIONS)
-    online, train = onchip_configs(task, {"seed": config.seed})
-    spec, rates, theta = make_rule(online, train)
-    net = FixedOnlineNetwork(online, spec, rates, seed=config.seed, theta=theta)
-    first = rates_at(online, train, 0)
-    samples = [OnlineSample(x=np.asarray(task.train[n][0], np.int64), label=int(task.train[n][1]))
-               for n in range(config.onchip_samples)]
-    samples[0].rule = (first.sigma, make_rule(first, train)[1])
-    result = cosimulate_online(net, samples, stall=0.0, check_state=False,
-                               build_root=out / "sim", work_dir=out / "sim" / "onchip")
-    f = net.spec.delay_frac_bits
-    moved = (result.golden.d_in - net.d_in).abs()
-    cycles = [c for run in result.step_cycles for c in run]
-    return dict(samples=len(samples), bit_exact=True, task_options=ONCHIP_TASK_OPTIONS,
-                geometry=result.geometry.to_dict(), delays=int(moved.numel()),
-                delays_changed=int((moved > 0).sum()),
-                mean_delay_change_steps=float(moved.double().mean() / (1 << f)),
+    The very network the demo trained, quantized and co-simulated (``net``),
+    with learning fractions added (the same forward values), learns its
+    input delays (from zero), its recurrent delays and its readout every
+    step on a learning build of the same size and queue.
+    """
+    from delrec.arith import LearningRates
+    from delrec.build import CoreBuild
+    from delrec.golden.online_fixed import LEARNING_SPEC, FixedOnlineNetwork, image_learning_config
+    from delrec.sim.learning import LearningSample, cosimulate_learning
+
+    image = net.with_fractions(LEARNING_SPEC)
+    rule_net = FixedOnlineNetwork.from_image(image, image_learning_config(image, sigma=1.0),
+                                             LearningRates(lr_delay_shift=22, lr_readout_shift=4),
+                                             target=int(round(image.meta.get("readout_scale", image.theta))))
+    learning = CoreBuild(inputs=build.inputs, neurons=image.neurons, classes=build.classes, spec=image.spec,
+                         lanes=build.lanes if image.neurons % build.lanes == 0 else 1, queue="history",
+                         input_delays="axonal", learning="step", max_reach=rule_net.reach)
+    train = task.split("train")
+    samples = [LearningSample(x=np.asarray(train[n][0], np.int64), label=int(train[n][1]))
+               for n in range(min(config.onchip_samples, len(train)))]
+    result = cosimulate_learning(rule_net, samples, build=learning, stall=0.0, check_state=False,
+                                 build_root=out / "sim", work_dir=out / "sim" / "onchip")
+    f = image.spec.delay_frac_bits
+    moved = np.concatenate([(result.golden.d_in - rule_net.d_in).abs().numpy().ravel(),
+                            (result.golden.d_rec - rule_net.d_rec).abs().numpy().ravel()
+                            if rule_net.d_rec is not None else np.zeros(0)])
+    cycles = [c for run in result.cycles for c in run]
+    return dict(samples=len(samples), bit_exact=True, build=learning.to_dict(), delays=int(moved.size),
+                delays_changed=int((moved > 0).sum()), mean_delay_change_steps=float(moved.mean() / (1 << f)),
                 largest_delay_change_steps=float(moved.max() / (1 << f)),
+                readout_weights_changed=int((result.golden.w_out != rule_net.w_out).sum()),
                 cycles_per_step_mean=float(np.mean(cycles)),
-                update_cycles=int(result.update_cycles[0]),
                 train_accuracy_while_learning=float(np.mean(
                     [p == y for p, y in zip(result.predictions(), result.labels)])))
 
@@ -276,15 +285,16 @@ def _rows(summary: dict) -> tuple[list, list]:
 def _onchip_text(o: dict | None) -> str:
     if not o:
         return ""
-    g = o["geometry"]
-    return (f"The online-learning core ({g['inputs']} inputs, {g['neurons']} neurons, "
-            f"{g['delay_kind']} delays, {g['classes']} classes) learned {o['samples']} samples of "
-            f"a small delayed-xor online in RTL, bit-exact with the fixed-point three-factor rule "
-            f"(every spike, score, learning signal, weight and delay after every update): "
-            f"{o['delays_changed']} of {o['delays']} delays changed (mean {o['mean_delay_change_steps']:.3f}, "
-            f"largest {o['largest_delay_change_steps']:.2f} steps); {o['cycles_per_step_mean']:.0f} "
-            f"cycles per learning step, {o['update_cycles']} cycles per update. The full run "
-            f"(accuracy per epoch) is `delrec learn-on-core`.")
+    b = o["build"]
+    return (f"The deployed network kept learning on the learning core ({b['inputs']} inputs, "
+            f"{b['neurons']} neurons, {b['classes']} classes, axonal input and recurrent delays): "
+            f"{o['samples']} training samples, every step, bit-exact with the fixed-point three-factor "
+            f"rule (every spike and score, and every trace, learning signal, delay and readout weight "
+            f"after every step): {o['delays_changed']} of {o['delays']} delays changed (mean "
+            f"{o['mean_delay_change_steps']:.3f}, largest {o['largest_delay_change_steps']:.2f} steps), "
+            f"{o['readout_weights_changed']} readout weights changed; {o['cycles_per_step_mean']:.0f} "
+            f"cycles per learning step. More epochs: `delrec learn-on-core --from "
+            f"runs/demo/train/checkpoint.pt`.")
 
 
 def _write_reports(out: Path, summary: dict, figures: list[Path]) -> None:

@@ -157,6 +157,30 @@ class FixedNetwork:
         out["input_delays"] = None if self.input_delays is None else forward_delay(self.input_delays, f)
         return out
 
+    def with_fractions(self, spec: CoreSpec) -> "FixedNetwork":
+        """The same network in a spec with more learning fractions (the same forward values).
+
+        Weights and biases shift left by the added weight fraction bits, delays
+        by the added delay fraction bits; every other width must be equal.
+        Used to hand a deployed network to a learning core.
+        """
+        others = {k: v for k, v in spec.to_dict().items() if k not in ("weight_frac_bits", "delay_frac_bits")}
+        mine = {k: v for k, v in self.spec.to_dict().items() if k not in ("weight_frac_bits", "delay_frac_bits")}
+        if others != mine:
+            changed = sorted(k for k in others if others[k] != mine[k])
+            raise ValueError(f"The spec may only add learning fractions; it changes {changed}")
+        dw = spec.weight_frac_bits - self.spec.weight_frac_bits
+        dd = spec.delay_frac_bits - self.spec.delay_frac_bits
+        if dw < 0 or dd < 0:
+            raise ValueError(f"The spec must keep at least the network's fractions (weights "
+                             f"{self.spec.weight_frac_bits}, delays {self.spec.delay_frac_bits}), not "
+                             f"{spec.weight_frac_bits} and {spec.delay_frac_bits}")
+        return FixedNetwork(spec=spec, w_in=self.w_in << dw, w_rec=self.w_rec << dw, delays=self.delays << dd,
+                            bias=self.bias << dw, w_out=self.w_out << dw, bias_out=self.bias_out << dw,
+                            theta=self.theta, leak=self.leak, readout_leak=self.readout_leak, reset=self.reset,
+                            meta=dict(self.meta), score_start=self.score_start,
+                            input_delays=None if self.input_delays is None else self.input_delays << dd)
+
     # -- checks ------------------------------------------------------------
     def validate(self, max_input: int = 1) -> None:
         """Raise ``ValueError`` naming the first value outside its limit.
