@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
     from delrec.arith import CoreSpec
-    from delrec.build import CoreBuild
+    from delrec.build import QUEUE_KINDS, CoreBuild
     from delrec.image import FixedNetwork
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         xs = [np.asarray(task.test[i][0], dtype=np.int64) for i in range(args.samples)]
         cases.append((f"{net.meta['task']} ({args.samples} test samples)", net, xs))
     results = []
-    todo = [(c, q, P) for c in cases for q in ("ring", "history") for P in args.lanes]
+    todo = [(c, q, P) for c in cases for q in QUEUE_KINDS for P in args.lanes]
     for (name, net, xs), queue, lanes in tqdm(todo, desc="core cycles"):
         neurons = -(-net.neurons // lanes) * lanes
         build = CoreBuild(inputs=net.inputs, neurons=neurons, classes=net.classes, spec=net.spec,

@@ -27,6 +27,7 @@ __all__ = ["main", "build_parser"]
 
 
 def _add_train(sub):
+    from delrec.arith import RESET_MODES
     from delrec.golden.network import MODEL_KINDS
 
     p = sub.add_parser("train", help="train a network on a task",
@@ -55,7 +56,7 @@ def _add_train(sub):
     p.add_argument("--synaptic-ff-delays", dest="ff_delays", action="store_const", const="synaptic")
     p.add_argument("--axonal-ff-delays", dest="ff_delays", action="store_const", const="axonal")
     p.add_argument("--tau", type=float, help="membrane time constant in steps (default 1.05)")
-    p.add_argument("--reset", choices=("hard", "soft"))
+    p.add_argument("--reset", choices=RESET_MODES)
     p.add_argument("--surrogate", choices=("atan", "triangle"))
     p.add_argument("--surrogate-scale", type=float, help="ATan alpha or triangle gamma")
     p.add_argument("--no-detach-reset", dest="detach_reset", action="store_false", default=None)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from delrec.arith import DELAY_KINDS
+
 from .lif import LIFParameters, lif_sequence, lif_step
 from .spread import Delays
 
@@ -63,7 +65,7 @@ class RecurrentLIF(nn.Module):
                  delay_init=(0.0, 30.0), sigma: float = 10.0, learn_width: bool = False,
                  recurrent_dropout: float = 0.0, gain: float = 1.0, normalize_spread: bool = False):
         super().__init__()
-        if delays not in ("axonal", "synaptic", None):
+        if delays not in (*DELAY_KINDS, None):
             raise ValueError(f"Recurrent delays must be 'axonal', 'synaptic' or None, not {delays!r}")
         if not 0 <= recurrent_dropout < 1:
             raise ValueError(f"Recurrent dropout must be in [0, 1), not {recurrent_dropout!r}")
@@ -133,7 +135,7 @@ class DelayedLinear(nn.Module):
                  bias: bool = True, delay_init=(0.0, 30.0), sigma: float = 10.0,
                  learn_width: bool = False, normalize_spread: bool = False):
         super().__init__()
-        if delays not in ("axonal", "synaptic"):
+        if delays not in DELAY_KINDS:
             raise ValueError(f"Feedforward delays must be 'axonal' or 'synaptic', not {delays!r}")
         self.linear = nn.Linear(in_features, out_features, bias=bias)
         shape = (in_features,) if delays == "axonal" else (out_features, in_features)

@@ -124,12 +124,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from delrec import arith
+
 from .lif import surrogate_from_name
 
 __all__ = ["OnlineConfig", "OnlineNetwork", "gaussian", "gaussian_delay_derivative",
            "trace_memory", "per_synapse_traces"]
 
-DELAY_KINDS = ("synaptic", "axonal", None)
+#: The delays of a layer: a kind of :data:`delrec.arith.DELAY_KINDS`, or None (no delays).
+DELAY_KINDS = (*arith.DELAY_KINDS, None)
 
 
 def gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:

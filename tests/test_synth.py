@@ -29,8 +29,8 @@ from delrec.hw.core import InferenceCore
 from delrec.hw.ports import (ConfigRegister, CoreGeometry, Counter, ReadTarget, WriteTarget, input_layout,
                              read_layout, write_layout)
 from delrec.hw.synth import (DEVICES, mark_lut_ram, mark_spram, memory_sizes, place_memories,
-                             strip_zero_memory_init, summarize_critical_path,
-                             synthesize)
+                             strip_zero_memory_init, synthesize)
+from delrec.hw.synth_reports import summarize_critical_path
 from delrec.hw.synth_top import Opcode, SynthesisTop, decode_response, encode_command, pack_payload
 
 REPO = Path(__file__).resolve().parent.parent
