@@ -30,7 +30,7 @@ __all__ = [
     "neuron_update", "readout_update", "surrogate",
     "gaussian_derivative_lut", "tap_range", "delay_derivative", "trace_update", "step_error",
     "error_shift", "feedback_weight", "broadcast_signal", "parameter_step", "delay_update",
-    "weight_update", "Lfsr16",
+    "weight_update", "Lfsr16", "known_fields",
 ]
 
 LEAK_MODES = ("multiply", "shift")
@@ -285,6 +285,17 @@ class Lfsr16:
 # the specification
 # ---------------------------------------------------------------------------
 
+def known_fields(cls, data) -> dict:
+    """``data`` as keyword arguments of the dataclass ``cls``; anything else is an error naming it."""
+    if not isinstance(data, dict):
+        raise ValueError(f"A {cls.__name__} must be a mapping of its fields, not {data!r}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} field(s) {unknown}; the fields are {sorted(known)}")
+    return dict(data)
+
+
 @dataclass(frozen=True)
 class CoreSpec:
     """Widths of the core, for inference and learning, and its order of operations.
@@ -468,13 +479,7 @@ class CoreSpec:
     @classmethod
     def from_dict(cls, data: dict) -> "CoreSpec":
         """A spec from :meth:`to_dict`'s output; an unknown field is an error naming it."""
-        if not isinstance(data, dict):
-            raise ValueError(f"A core spec must be a mapping of its fields, not {data!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown CoreSpec field(s) {unknown}; the fields are {sorted(known)}")
-        return cls(**data)
+        return cls(**known_fields(cls, data))
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ and in :mod:`delrec.arith`, nowhere else. Plain Python: no torch, no Amaranth.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
-from .arith import DELAY_KINDS, CoreSpec
+from .arith import DELAY_KINDS, CoreSpec, known_fields
 
 __all__ = ["CoreBuild", "QUEUE_KINDS", "LEARNING_MODES", "INPUT_DELAY_KINDS"]
 
@@ -61,6 +61,13 @@ class CoreBuild:
         A learning build: the largest half-width ``R`` of the
         Gaussian-derivative table (in ``2^-delay_frac_bits`` steps) the host
         may load; the table has ``2 max_reach + 1`` entries.
+    shared_memory : bool
+        The input weights, the readout weights and the input history share
+        one single-port memory of 16-bit words (what the iCE40 UP5K's four
+        SPRAMs need to hold the SHD-size learning core beside the recurrent
+        weights); one lane, 8-bit weights, readout learning copies of at most
+        16 bits and counts of at most 4 bits. The same results and the same
+        cycles but for the input history's slower reads (see the core).
     """
 
     inputs: int
@@ -73,6 +80,7 @@ class CoreBuild:
     input_delays: str | None = None
     learning: str = "none"
     max_reach: int = 0
+    shared_memory: bool = False
 
     def __post_init__(self):
         _positive("Input count", self.inputs)
@@ -109,6 +117,18 @@ class CoreBuild:
             if reach < 1:
                 raise ValueError(f"A learning build needs a Gaussian-derivative table: max_reach must be "
                                  f"at least 1, not {reach!r}")
+        if not isinstance(self.shared_memory, bool):
+            raise ValueError(f"shared_memory must be true or false, not {self.shared_memory!r}")
+        if self.shared_memory:
+            spec = self.spec
+            problems = [(lanes != 1, f"{lanes} lanes (one lane)"),
+                        (spec.weight_bits != 8, f"{spec.weight_bits}-bit weights (two to a word: 8 bits)"),
+                        (spec.weight_store_bits > 16, f"readout weights of {spec.weight_store_bits} bits "
+                                                      f"(at most 16)"),
+                        (spec.count_bits > 4, f"counts of {spec.count_bits} bits (at most 4)")]
+            for bad, text in problems:
+                if bad:
+                    raise ValueError(f"A shared memory of 16-bit words cannot hold this build: {text}")
 
     # -- derived sizes -----------------------------------------------------------------
     @property
@@ -146,6 +166,21 @@ class CoreBuild:
         """Entries of the Gaussian-derivative table: ``2 max_reach + 1``."""
         return 2 * self.max_reach + 1
 
+    def shared_layout(self) -> dict:
+        """``{array: (base, words)}`` of the shared memory (``shared_memory``), in word order.
+
+        The input weights two to a word, the readout weights one to a word,
+        the input history (with input delays) four counts to a word.
+        """
+        layout, base = {}, 0
+        arrays = [("w_in", -(-self.inputs * self.neurons // 2)), ("w_out", self.neurons * self.classes)]
+        if self.input_delays is not None:
+            arrays.append(("history", -(-self.inputs * self.history_depth // 4)))
+        for name, words in arrays:
+            layout[name] = (base, words)
+            base += words
+        return layout
+
     @property
     def channels(self) -> int:
         """Presynaptic channels of a learning build's delays: the inputs, then the neurons."""
@@ -160,13 +195,7 @@ class CoreBuild:
     @classmethod
     def from_dict(cls, data: dict) -> "CoreBuild":
         """A build from :meth:`to_dict`'s output; an unknown key is an error naming it."""
-        if not isinstance(data, dict):
-            raise ValueError(f"A core build must be a mapping of its fields, not {data!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown CoreBuild field(s) {unknown}; the fields are {sorted(known)}")
-        values = dict(data)
+        values = known_fields(cls, data)
         if "spec" in values:
             values["spec"] = CoreSpec.from_dict(values["spec"])
         return cls(**values)

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from delrec.arith import RESET_MODES
+
 __all__ = ["Surrogate", "ATan", "Triangle", "surrogate_from_name", "LIFParameters",
            "lif_step", "lif_sequence"]
 
@@ -125,7 +127,7 @@ class LIFParameters:
             raise ValueError(f"Membrane time constant tau must be >= 1 step, not {self.tau!r}")
         if not self.threshold > 0:
             raise ValueError(f"Threshold must be positive, not {self.threshold!r}")
-        if self.reset not in ("hard", "soft"):
+        if self.reset not in RESET_MODES:
             raise ValueError(f"Reset must be 'hard' or 'soft', not {self.reset!r}")
 
     @property

@@ -252,7 +252,7 @@ class OnlineConfig:
                              f"sigma={self.sigma!r}, radius={self.radius!r}")
         if not self.tau >= 1:
             raise ValueError(f"Membrane time constant tau must be >= 1 step, not {self.tau!r}")
-        if self.reset not in ("soft", "hard"):
+        if self.reset not in arith.RESET_MODES:
             raise ValueError(f"Reset must be 'soft' or 'hard', not {self.reset!r}")
         if not 0 <= self.readout_decay < 1:
             raise ValueError(f"Readout decay must be in [0, 1), not {self.readout_decay!r}")

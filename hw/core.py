@@ -19,12 +19,13 @@ from .history import SpikeHistory
 from .input_history import InputHistory
 from .learning_control import learning_states, trace_answers
 from .neurons import NeuronArray
-from .ports import (COUNTER_BITS, SHIFT_BITS, STEP_REGISTER_BITS, ConfigRegister, CoreGeometry, Counter,
+from .ports import (COUNTER_BITS, PROBE_LATENCY, SHIFT_BITS, STEP_REGISTER_BITS, ConfigRegister, CoreGeometry, Counter,
                     LearnFlag, ReadTarget, WriteTarget, input_layout, read_data_layout, read_layout,
                     spike_layout, write_layout)
 from .readout import Readout
 from .ring import FutureInputRing
 from .scanner import SpikeScanner
+from .shared_memory import SHARED_WORD_BITS, SharedMemory, SharedPort
 from .traces import TraceUnit
 from .weights import WEIGHT_READ_LATENCY, WeightMemory
 
@@ -123,26 +124,29 @@ class InferenceCore(wiring.Component):
 
     Cycles (simple FSM control; the read-modify-writes are pipelined, one
     row of ``P`` neurons per cycle; the spike scans read rows ahead of the
-    row being handled, :data:`~delrec.hw.ports.PROBE_LATENCY` cycles):
+    row being handled, ``L =`` :data:`~delrec.hw.ports.PROBE_LATENCY` cycles:
+    2 for the ring, 3 for the spike history):
 
     * input, before the step: ``B + 1`` per event (one row per cycle); with
-      input delays 2 per event (the event is counted in the input history);
+      input delays 2 per event (4 with a shared input history: the event is
+      counted in the input history);
     * the step, from the ``last=1`` input beat to the ``last=1`` spike beat
       (the ``CYCLES`` counter), with a spike consumer that never stalls.
       A silent step costs exactly:
 
-      - input delays only, the input scan: ``3`` per channel, plus per
-        event that arrives ``B + 1`` (its fan-out);
-      - history queue only, recurrent scan: ``B + 2`` (one row of ``P``
-        spike bits per cycle, ``B + PROBE_LATENCY``);
+      - input delays only, the input scan: ``4`` per channel (``5`` with
+        a shared input history), plus ``B`` per event that arrives (its
+        fan-out);
+      - history queue only, recurrent scan: ``B + 3`` (one row of ``P``
+        spike bits per cycle, ``B + L``);
       - neuron update: ``B + 5`` (``B + 2 +``
         :attr:`~delrec.hw.neuron.NeuronDatapath.LATENCY`);
-      - spike scan: ``B + 3``;
+      - spike scan: ``B + L + 1``;
       - readout update and end-of-step beat: ``K + 6`` (``K + 1 +``
         :data:`~delrec.hw.readout.UPDATE_STAGES`);
 
-      that is ``2B + K + 14`` with the ring, ``3B + K + 16`` with the
-      history (``+ 3C`` with input delays). Each spike adds at least one
+      that is ``2B + K + 14`` with the ring, ``3B + K + 18`` with the
+      history (``+ 4C`` with input delays). Each spike adds at least one
       cycle and at most ``B + 3`` (``B +`` :data:`WEIGHT_READ_LATENCY`) per
       arriving presynaptic spike (history: its recurrent fan-out) and
       ``max(B + 3, K + 2)`` (ring: the fan-out into the future slots and the
@@ -150,10 +154,11 @@ class InferenceCore(wiring.Component):
       emitted spike, ``+ 3`` once for a fan-out that must drain.
     * a step that learns (``LEARN`` flag) adds, before its last beat, the
       learning passes (:meth:`learning_cycles`): the traces
-      (:class:`~delrec.hw.traces.TraceUnit`, one cycle per tap), and from
-      ``LOSS_START`` on the readout's errors and broadcast (``N K``), the
-      readout weights of every neuron that fired (``K + 1`` each), and one
-      weight column per learning delay (``B + 15 + log2 P`` each).
+      (:class:`~delrec.hw.traces.TraceUnit`, one cycle per tap and a few per
+      channel), and from ``LOSS_START`` on the readout's errors and
+      broadcast (``N (K + 1)``), the readout weights of every neuron that
+      fired (``2K + 5`` each), and one weight column per learning delay
+      (``B + 10`` each, or its delay's serial update when that is longer).
 
     Parameters
     ----------
@@ -212,27 +217,37 @@ class InferenceCore(wiring.Component):
         })
 
     @staticmethod
-    def learning_cycles(build: CoreBuild, *, taps: int, channels: int, signal: bool,
+    def learning_cycles(build: CoreBuild, *, taps: list, channels: int, signal: bool, lr_delay_shift: int,
                         readout_bias: bool = False, spikes: int = 0) -> int:
         """Cycles a step that learns adds to its inference, exactly when no neuron fired.
 
-        ``taps``: the sum over the learning channels of ``max(1, hi - lo + 1)``
-        (:func:`delrec.arith.tap_range`); ``channels``: the learning channels
-        (``C`` when the input delays learn, plus ``N`` when the recurrent ones
-        do); ``signal``: the step is at or after ``LOSS_START`` (errors,
-        broadcast, updates); ``readout_bias``: the readout biases learn. Each
-        neuron that fired adds between 1 and ``K + 1`` more (its readout
-        weights' update); the value returned counts 1 per spike.
+        ``taps``: the taps of each learning channel in pass order (``hi - lo + 1``
+        of :func:`delrec.arith.tap_range`, 0 for none); ``channels``: the
+        learning channels (``C`` when the input delays learn, plus ``N`` when
+        the recurrent ones do); ``signal``: the step is at or after
+        ``LOSS_START`` (errors, broadcast, updates); ``lr_delay_shift``:
+        ``k_d``; ``readout_bias``: the readout biases learn. Each neuron that
+        fired adds between 1 and ``2K + 5`` more (its readout weights'
+        update); the value returned counts 1 per spike.
 
-        Before ``LOSS_START``: ``taps + 14`` (the trace pass). From it on:
-        ``taps + 24 + K + N K + B + channels (B + 15 + log2 P)``, ``+ K + 4``
-        with the readout biases.
+        The trace pass: :meth:`TraceUnit.pass_cycles <delrec.hw.traces.TraceUnit.pass_cycles>`
+        ``+ 2``. From ``LOSS_START`` on also: the errors, broadcast and
+        readout weights ``K (W + 1) + N (K + 1) + B + 8`` (``W =
+        readout_bits + 1``), ``+ 2K + 4`` with the readout biases, and the
+        columns ``(B + 6 + R) + (L - 1) max(B + 7 + R, F + 1) + F + 1`` for
+        ``L`` channels, ``R`` the delay update's ``ROW_LATENCY`` and ``F``
+        its ``finish_latency(k_d)`` (a column's finish runs while the next
+        column streams).
         """
-        K, N, B = build.classes, build.neurons, build.rows
-        cycles = taps + 14
+        cycles = TraceUnit.cycles_of_pass(taps, PROBE_LATENCY["history"]) + 2
         if signal:
-            column = B + 15 + (build.lanes - 1).bit_length()
-            cycles += 10 + K + N * K + B + channels * column + (K + 4 if readout_bias else 0) + spikes
+            K, N, B = build.classes, build.neurons, build.rows
+            sum_bits, rows = DelayUpdate.widths(build)
+            finish = (sum_bits - 2) + lr_delay_shift + DelayUpdate.FINISH_OVERHEAD   # finish_latency(k_d)
+            cycles += K * (build.spec.readout_bits + 2) + N * (K + 1) + B + 8 + spikes
+            cycles += 2 * K + 4 if readout_bias else 0
+            if channels:
+                cycles += (B + 6 + rows) + (channels - 1) * max(B + 7 + rows, finish + 1) + finish + 1
         return cycles
 
     # -- structure -------------------------------------------------------------------------
@@ -243,20 +258,51 @@ class InferenceCore(wiring.Component):
             queue = SpikeHistory(N, P, spec, depth=b.history_depth)
         else:
             queue = FutureInputRing(N, P, spec)
+        layout, shared = b.shared_layout() if b.shared_memory else {}, None
+        if layout:
+            depth = sum(words for _, words in layout.values())
+            shared = SharedMemory(depth, len(layout))
+
+        def place(name):   # an array's place in the shared memory, if the build has one
+            return (layout[name][0], depth) if name in layout else None
+
         parts = _Parts(
             queue=queue,
             readout=Readout(N, K, spec, g.leak_bits, weight_bank_bits=self.weight_bank_bits,
-                            learning=b.learns),
-            w_in=WeightMemory(C * B, P, spec.weight_bits, bank_bits=self.weight_bank_bits, name="w_in"),
+                            learning=b.learns, **({"weight_port": True} if layout else {})),
+            w_in=WeightMemory(C * B, P, spec.weight_bits, bank_bits=self.weight_bank_bits, name="w_in",
+                              shared=place("w_in")),
             w_rec=WeightMemory(N * B, P, spec.weight_bits, bank_bits=self.weight_bank_bits, name="w_rec"),
             fan=FanOut(b), scan=SpikeScanner(b), neurons=NeuronArray(b), delays=DelayMemory(b),
-            inputs=InputHistory(b) if b.input_delays is not None else None,
-            traces=TraceUnit(b) if b.learns else None,
+            inputs=InputHistory(b, shared=place("history")) if b.input_delays is not None else None,
+            traces=TraceUnit(b, sample_latency=PROBE_LATENCY["history"]) if b.learns else None,
             update=DelayUpdate(b) if b.learns else None)
         for name, part in parts._asdict().items():
             if part is not None:
                 m.submodules[name] = part
+        if shared is not None:
+            m.submodules.shared = shared
+            clients = {"w_in": parts.w_in.shared, "w_out": self._readout_port(m, parts.readout, layout["w_out"][0],
+                                                                              depth)}
+            if parts.inputs is not None:
+                clients["history"] = parts.inputs.shared
+            for n, name in enumerate(layout):
+                wiring.connect(m, clients[name], getattr(shared, f"port_{n}"))
         return parts
+
+    @staticmethod
+    def _readout_port(m: Module, readout: Readout, base: int, depth: int):
+        """The readout's external weight port as a client of the shared memory (its words from ``base`` on)."""
+        port = SharedPort(depth).create(path=("readout_weights",))
+        weights = readout.weight_port
+        m.d.comb += [
+            port.addr.eq(base + weights.addr),
+            port.read_en.eq(weights.read_en),
+            port.write_en.eq(weights.write_en.replicate(SHARED_WORD_BITS // 4)),
+            port.write_data.eq(weights.write_data),
+            weights.read_data.eq(port.read_data),
+        ]
+        return port
 
     def _wire(self, m: Module, p: _Parts, r: _Registers, delay_pass: Signal) -> None:
         """The connections that never change: weights to the fan-out, the fan-out and the neurons
@@ -417,8 +463,9 @@ class InferenceCore(wiring.Component):
             with m.State("INPUT"):
                 with m.If(p.fan.last_issue | ~p.fan.active):
                     m.next = "IDLE"
-            with m.State("INPUT_COUNT"):            # the input history writes the event's count
-                m.next = "IDLE"
+            with m.State("INPUT_COUNT"):            # the input history counts the event
+                with m.If(~p.inputs.busy if p.inputs is not None else 1):
+                    m.next = "IDLE"
             with m.State("CLEAR"):
                 busy = p.queue.busy | p.readout.busy | p.neurons.busy
                 for part in (p.inputs, p.traces):
@@ -458,12 +505,15 @@ class InferenceCore(wiring.Component):
         """Input delays: each channel's count ``round(d_c)`` steps ago, fanned out that many times.
 
         Per channel: its delay is read (``INPUT_DELAY``), then its count at
-        that age (and the next step's slot of the channel is zeroed), then
-        the count's fan-outs: 3 cycles, plus ``B`` per event that arrives.
+        that age, then (while the count comes) the next step's slot of the
+        channel is zeroed, then the count's fan-outs: 4 cycles (5 with a
+        shared input history, whose reads take 3), plus ``B`` per event that
+        arrives.
         """
         C, B = self.build.inputs, self.build.rows
         channel = Signal(range(C))
         left = Signal(self.spec.count_bits)         # fan-outs of the channel still to start
+        counted = Signal()                          # the channel's count has come
 
         def next_channel():
             with m.If(channel == C - 1):
@@ -477,19 +527,24 @@ class InferenceCore(wiring.Component):
         with m.State("INPUT_SCAN"):                 # read the channel's delay
             m.d.comb += [p.delays.read_en.eq(1), p.delays.read_input.eq(1), p.delays.read_addr.eq(channel)]
             m.next = "INPUT_SCAN_COUNT"
-        with m.State("INPUT_SCAN_COUNT"):           # its count at that age; zero its next slot
+        with m.State("INPUT_SCAN_COUNT"):           # its count at that age
             m.d.comb += [p.inputs.read_en.eq(1), p.inputs.read_channel.eq(channel),
-                         p.inputs.read_age.eq(p.delays.read_forward),
-                         p.inputs.zero_en.eq(1), p.inputs.zero_channel.eq(channel)]
+                         p.inputs.read_age.eq(p.delays.read_forward)]
+            m.d.sync += counted.eq(0)
+            m.next = "INPUT_SCAN_ZERO"
+        with m.State("INPUT_SCAN_ZERO"):            # zero its next slot
+            m.d.comb += [p.inputs.zero_en.eq(1), p.inputs.zero_channel.eq(channel)]
+            m.d.sync += counted.eq(p.inputs.read_valid)
             m.next = "INPUT_SCAN_FANOUT"
         with m.State("INPUT_SCAN_FANOUT"):
             count = p.inputs.read_data
-            with m.If(count != 0):
-                m.d.comb += [p.fan.start.eq(1), p.fan.start_base.eq(channel * B)]
-                m.d.sync += left.eq(count - 1)
-                m.next = "INPUT_SCAN_WAIT"
-            with m.Else():
-                next_channel()
+            with m.If(counted | p.inputs.read_valid):
+                with m.If(count != 0):
+                    m.d.comb += [p.fan.start.eq(1), p.fan.start_base.eq(channel * B)]
+                    m.d.sync += left.eq(count - 1)
+                    m.next = "INPUT_SCAN_WAIT"
+                with m.Else():
+                    next_channel()
         with m.State("INPUT_SCAN_WAIT"):            # the channel's fan-outs, back to back
             with m.If(p.fan.last_issue):
                 with m.If(left != 0):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Const, Mux, Signal, Value
 
 __all__ = ["saturate", "clamp", "decay", "rshift_round", "forward_value", "sign_extend", "delay_line",
-           "check_bank_bits", "words_per_bank"]
+           "sweep", "check_bank_bits", "words_per_bank"]
 
 
 def saturate(value: Value, bits: int) -> Value:
@@ -127,3 +127,21 @@ def delay_line(m, value, cycles: int, name: str) -> list:
     stages = [Signal(value.shape(), name=f"{name}_{n}") for n in range(1, cycles + 1)]
     m.d.sync += [stage.eq(prev) for stage, prev in zip(stages, [value] + stages)]
     return stages
+
+
+def sweep(m, start, count: int, name: str) -> tuple[Signal, Signal]:
+    """A counter that visits ``0..count-1``, one a cycle, from the cycle after ``start``.
+
+    Returns ``(active, index)``: ``active`` is high while the sweep runs
+    (``count`` cycles), ``index`` the word of the cycle. The clear of a
+    memory: write 0 to ``index`` while ``active``.
+    """
+    active = Signal(name=f"{name}_active")
+    index = Signal(range(count + 1), name=f"{name}_index")
+    with m.If(start):
+        m.d.sync += [active.eq(1), index.eq(0)]
+    with m.Elif(active):
+        m.d.sync += index.eq(index + 1)
+        with m.If(index == count - 1):
+            m.d.sync += active.eq(0)
+    return active, index

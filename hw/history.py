@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib.memory import Memory
 
-from .fixed import delay_line
+from .fixed import delay_line, sweep
 from .ports import RECORD_LATENCY, DelayQueue
 
 __all__ = ["SpikeHistory"]
@@ -14,32 +14,31 @@ __all__ = ["SpikeHistory"]
 class SpikeHistory(DelayQueue):
     """The last ``H`` spike bits of every neuron and a one-step current accumulator.
 
-    Per lane: ``history``, ``B`` words of ``H`` bits (``B = N / P`` rows;
-    bit ``t mod H`` of row ``b`` is the spike of neuron ``b*P + l`` at step
-    ``t``; ``H`` is the queue's depth, ``D`` unless a learning core asks
-    for more); ``currents``, ``B`` words of ``acc_bits``: the input of the
-    current step.
+    Per lane: ``spikes``, ``H 2^r`` words of one bit (``B = N / P`` rows
+    addressed by ``r`` bits; word ``s 2^r + b`` is the spike of neuron ``b*P + l`` at the step ``t`` with
+    ``t mod H = s``; ``H`` is the queue's depth, ``D`` unless a learning core
+    asks for more), slot-major so that recording a row is one plain write
+    and probing one age one plain read; ``currents``, ``B`` words of
+    ``acc_bits``: the input of the current step.
 
-    A spike bit is recorded by a read-modify-write of its whole row, not by a
-    one-bit write enable (block RAMs without bit enables, the ECP5's
-    ``DP16KD``, would otherwise need one block per bit column): ``record_en``
-    reads the row, and :data:`~delrec.hw.ports.RECORD_LATENCY` cycles later,
-    from a register, writes it back with bit ``t mod D`` replaced by
-    ``record_spikes``. The history's read port is therefore busy
-    during ``record_en``. A probed row is registered, and so is the bit
-    position of ``probe_age``, before the bit is selected from the row
-    (:data:`~delrec.hw.ports.PROBE_LATENCY`).
+    ``record_spikes`` (``RECORD_LATENCY`` after ``record_en``) are written to
+    slot ``slot`` of the row. A probe registers its row; on the next cycle,
+    when ``probe_age`` arrives (the row's delays out of their memory), the
+    slot ``slot - probe_age (mod H)`` is registered; the bit is read on the
+    cycle after and is ``probe_spikes``:
+    :data:`~delrec.hw.ports.PROBE_LATENCY` ``["history"]`` cycles.
 
     The core turns delays into deliveries itself: before the update of step
-    ``t`` it probes, for every ``j``, bit ``(t - 1 - d_j) mod H`` (age
-    ``1 + d_j``) and delivers ``w_rec[:, j]`` into ``currents`` when it is set.
+    ``t`` it probes, for every ``j``, the spike of age ``1 + d_j`` and
+    delivers ``w_rec[:, j]`` into ``currents`` when it is set.
     ``deliver_offset`` is therefore ignored: everything lands on the current
-    step. With ``H = D`` the bit of age ``D`` (``d = D - 1``) is the one the
-    coming update overwrites, still intact when probed.
+    step. With ``H = D`` the spike of age ``D`` (``d = D - 1``) sits in the
+    slot the coming update overwrites, still intact when probed.
 
     Timing: a delivered row costs one cycle (two-stage pipelined
     read-modify-write, transparent read); ``take`` reads a row and zeroes it
-    on the next cycle; ``clear`` takes ``B`` cycles.
+    on the next cycle; ``clear`` takes ``H 2^r`` cycles, ``r = max(1, ceil(log2 B))``
+    (every word of the spike memory, whose rows are addressed by ``r`` bits).
 
     Constructor: :class:`~delrec.hw.ports.DelayQueue` ``(neurons, lanes, spec, depth=None)``.
     """
@@ -48,47 +47,37 @@ class SpikeHistory(DelayQueue):
         spec, rows, lanes = self._spec, self._rows, self._lanes
         depth = self._depth
         slot_bits = (depth - 1).bit_length()
+        row_bits = max(1, (rows - 1).bit_length())
         m = Module()
 
-        clearing = Signal()
-        clear_row = Signal(range(rows + 1))
-        with m.If(self.clear):
-            m.d.sync += [clearing.eq(1), clear_row.eq(0)]
-        with m.Elif(clearing):
-            m.d.sync += clear_row.eq(clear_row + 1)
-            with m.If(clear_row == rows - 1):
-                m.d.sync += clearing.eq(0)
+        def word(slot, row):
+            return Cat(row[:row_bits], slot[:slot_bits]) if slot_bits else row[:row_bits]
+
+        clearing, clear_addr = sweep(m, self.clear, depth << row_bits, "clear")
         m.d.comb += self.busy.eq(clearing)
 
         delivering_1 = Signal()
         taking_1 = Signal()
         recording = delay_line(m, self.record_en, RECORD_LATENCY, "recording")
         record_rows = delay_line(m, self.record_row, RECORD_LATENCY, "record_row")
-        m.d.sync += [delivering_1.eq(self.deliver_en), taking_1.eq(self.take_en)]
-        slot_select = (Const(1, 1) << self.slot)[:depth]
+        probe_row_1 = Signal.like(self.probe_row)
+        m.d.sync += [delivering_1.eq(self.deliver_en), taking_1.eq(self.take_en), probe_row_1.eq(self.probe_row)]
 
         for lane in range(lanes):
-            history = Memory(shape=unsigned(depth), depth=rows, init=[])
-            m.submodules[f"history_{lane}"] = history
-            history_write = history.write_port()
-            history_read = history.read_port()
-            probed_row = Signal(depth, name=f"probed_row_{lane}")   # the row read, registered
+            spikes = Memory(shape=unsigned(1), depth=depth << row_bits, init=[])
+            m.submodules[f"spikes_{lane}"] = spikes
+            spikes_write = spikes.write_port()
+            spikes_read = spikes.read_port()
             with m.If(clearing):
-                m.d.comb += [history_write.en.eq(1), history_write.addr.eq(clear_row),
-                             history_write.data.eq(0)]
-            with m.Elif(recording[-1]):  # the row read and registered, one bit replaced
-                m.d.comb += [history_write.en.eq(1), history_write.addr.eq(record_rows[-1]),
-                             history_write.data.eq(Mux(self.record_spikes[lane],
-                                                       probed_row | slot_select,
-                                                       probed_row & ~slot_select))]
-            age_slot = Signal(slot_bits, name=f"age_slot_{lane}")   # both registered
-            m.d.sync += [probed_row.eq(history_read.data),
-                         age_slot.eq(self.slot - self.probe_age[lane])]
-            m.d.comb += [
-                history_read.en.eq(1),   # no enable on the path: probes are not held
-                history_read.addr.eq(Mux(self.record_en, self.record_row, self.probe_row)),
-                self.probe_spikes[lane].eq(probed_row.bit_select(age_slot, 1)),
-            ]
+                m.d.comb += [spikes_write.en.eq(1), spikes_write.addr.eq(clear_addr), spikes_write.data.eq(0)]
+            with m.Elif(recording[-1]):
+                m.d.comb += [spikes_write.en.eq(1), spikes_write.addr.eq(word(self.slot, record_rows[-1])),
+                             spikes_write.data.eq(self.record_spikes[lane])]
+            # the probed row and the slot of its age, both registered, then the bit read
+            address = Signal.like(spikes_read.addr, name=f"probe_address_{lane}")
+            m.d.sync += address.eq(word((self.slot - self.probe_age[lane])[:slot_bits], probe_row_1))
+            m.d.comb += [spikes_read.en.eq(1), spikes_read.addr.eq(address),
+                         self.probe_spikes[lane].eq(spikes_read.data)]
 
             currents = Memory(shape=signed(spec.acc_bits), depth=rows, init=[])
             m.submodules[f"currents_{lane}"] = currents
@@ -112,7 +101,7 @@ class SpikeHistory(DelayQueue):
                              write.data.eq((current_1 + weight_1)[:spec.acc_bits])]
             with m.Elif(taking_1):
                 m.d.comb += [write.en.eq(1), write.addr.eq(addr_1), write.data.eq(0)]
-            with m.Elif(clearing):
-                m.d.comb += [write.en.eq(1), write.addr.eq(clear_row), write.data.eq(0)]
+            with m.Elif(clearing & (clear_addr < rows)):
+                m.d.comb += [write.en.eq(1), write.addr.eq(clear_addr), write.data.eq(0)]
             m.d.comb += self.take_current[lane].eq(current_1)
         return m

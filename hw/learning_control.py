@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, Mux, Signal
 
+from .fixed import delay_line
+from .ports import PROBE_LATENCY
+
 __all__ = ["learning_states", "answer_trace_requests", "trace_answers"]
 
 
@@ -47,7 +50,9 @@ def learning_states(core, m: Module, p, r, delay_pass, slot_free, spike_valid, s
             with m.If(r.learn[3]):
                 m.d.comb += p.readout.learn_bias.eq(1)
             m.next = "LEARN_COLUMN"
-    # one weight column per learning delay: S_p, then d_p
+    # one weight column per learning delay: S_p, then d_p. A column's finish (its delay's
+    # update, serial in the delay unit) runs while the next column streams; the delay is
+    # written whenever its result comes.
     channel = Signal(range(b.channels + 1))
     first = Signal(range(b.channels + 1))
     first_enabled = Mux(r.learn[1] & (b.input_delays is not None), 0, C)
@@ -55,28 +60,40 @@ def learning_states(core, m: Module, p, r, delay_pass, slot_free, spike_valid, s
     recurrent = channel >= C
     index = Mux(recurrent, channel - C, channel)
     m.d.comb += first.eq(first_enabled)
+    pending, pending_input = Signal(), Signal()       # a column's finish is running
+    pending_index = Signal.like(index)
+
+    def write_result():   # in every column state: the finished column's delay, whenever it comes
+        m.d.comb += delay_pass.eq(1)
+        with m.If(p.update.result_valid & pending):
+            m.d.comb += [p.delays.write_en.eq(1), p.delays.write_input.eq(pending_input),
+                         p.delays.write_addr.eq(pending_index), p.delays.write_data.eq(p.update.result_delay)]
+            m.d.sync += pending.eq(0)
     with m.State("LEARN_COLUMN"):
         with m.If(p.readout.ready & ~p.readout.busy):
             m.d.sync += channel.eq(first)
             m.next = "LEARN_COLUMN_START"
     with m.State("LEARN_COLUMN_START"):
+        write_result()
         with m.If(channel >= last_enabled):
-            m.next = "LEARN_DONE"
+            m.next = "LEARN_COLUMN_DRAIN"
         with m.Else():
-            m.d.comb += [delay_pass.eq(1), p.update.clear.eq(1), p.fan.start.eq(1),
-                         p.fan.start_base.eq(index * B), p.fan.start_recurrent.eq(recurrent)]
+            m.d.comb += [p.update.clear.eq(1), p.fan.start.eq(1), p.fan.start_base.eq(index * B),
+                         p.fan.start_recurrent.eq(recurrent)]
             m.next = "LEARN_COLUMN_ROWS"
     wait = Signal(range(p.update.ROW_LATENCY + 2))
-    with m.State("LEARN_COLUMN_ROWS"):          # the column streams into the back-projection
+    with m.State("LEARN_COLUMN_ROWS"):
+        write_result()          # the column streams into the back-projection
         m.d.comb += delay_pass.eq(1)
         with m.If(p.fan.done):
             m.d.sync += wait.eq(p.update.ROW_LATENCY)
             m.next = "LEARN_COLUMN_READ"
-    with m.State("LEARN_COLUMN_READ"):          # S_p complete: read eps_p and d_p
+    with m.State("LEARN_COLUMN_READ"):
+        write_result()          # S_p complete: read eps_p and d_p
         m.d.comb += delay_pass.eq(1)
         with m.If(wait != 0):
             m.d.sync += wait.eq(wait - 1)
-        with m.Else():
+        with m.Elif(~pending | p.update.result_valid):   # the last column's finish is done
             m.d.comb += [p.traces.read_en.eq(1), p.traces.read_addr.eq(channel),
                          p.delays.read_en.eq(1), p.delays.read_input.eq(~recurrent),
                          p.delays.read_addr.eq(index)]
@@ -84,14 +101,13 @@ def learning_states(core, m: Module, p, r, delay_pass, slot_free, spike_valid, s
     with m.State("LEARN_COLUMN_FINISH"):
         m.d.comb += [delay_pass.eq(1), p.update.finish_en.eq(1), p.update.trace.eq(p.traces.read_data),
                      p.update.delay.eq(p.delays.read_data)]
-        m.next = "LEARN_COLUMN_WRITE"
-    with m.State("LEARN_COLUMN_WRITE"):
-        m.d.comb += delay_pass.eq(1)
-        with m.If(p.update.result_valid):
-            m.d.comb += [p.delays.write_en.eq(1), p.delays.write_input.eq(~recurrent),
-                         p.delays.write_addr.eq(index), p.delays.write_data.eq(p.update.result_delay)]
-            m.d.sync += channel.eq(channel + 1)
-            m.next = "LEARN_COLUMN_START"
+        m.d.sync += [pending.eq(1), pending_index.eq(index), pending_input.eq(~recurrent),
+                     channel.eq(channel + 1)]
+        m.next = "LEARN_COLUMN_START"
+    with m.State("LEARN_COLUMN_DRAIN"):
+        write_result()
+        with m.If(~pending | p.update.result_valid):
+            m.next = "LEARN_DONE"
     with m.State("LEARN_DONE"):
         with m.If(slot_free):
             m.d.sync += [spike_valid.eq(1), spike_last.eq(1)]
@@ -123,23 +139,28 @@ def answer_trace_requests(core, m: Module, p) -> None:
 def trace_answers(core, m: Module, p):
     """Registers that bring the trace unit's answers to its latencies (always running).
 
-    Returns the age of the sample asked on the previous cycle: the spike
-    history's probe takes it one cycle after the row.
+    A delay comes from the delay memories and is registered once more (2
+    cycles); a sample takes the spike history's probe latency ``L``
+    (:data:`~delrec.hw.ports.PROBE_LATENCY`): a neuron's bit from the probe,
+    an input count from the input history delayed to match. Returns the age
+    of the sample asked on the previous cycle: the probe takes it one cycle
+    after the row.
     """
     b = core.build
     C, lane_bits = b.inputs, core.geometry.lane_bits
+    latency = PROBE_LATENCY["history"]
     t = p.traces
     delay_1 = Signal.like(t.delay_data)
     m.d.sync += delay_1.eq(p.delays.read_data)
     m.d.comb += t.delay_data.eq(delay_1)
     sample_age = Signal.like(t.sample_age)
-    lane_1, lane_2 = (Signal(max(1, lane_bits), name=f"sample_lane_{n}") for n in (1, 2))
-    input_1, input_2 = Signal(), Signal()
-    count_2 = Signal.like(t.sample_data)
-    m.d.sync += [sample_age.eq(t.sample_age), input_1.eq(t.sample_channel < C), input_2.eq(input_1),
-                 lane_1.eq((t.sample_channel - C)[:lane_bits] if lane_bits else 0), lane_2.eq(lane_1)]
-    if p.inputs is not None:
-        m.d.sync += count_2.eq(p.inputs.read_data)
-    spike = p.queue.probe_spikes.bit_select(lane_2, 1) if lane_bits else p.queue.probe_spikes[0]
-    m.d.comb += t.sample_data.eq(Mux(input_2, count_2, spike))
+    m.d.sync += sample_age.eq(t.sample_age)
+    is_input = delay_line(m, t.sample_channel < C, latency, "sample_input")[-1]
+    lane = delay_line(m, (t.sample_channel - C)[:lane_bits] if lane_bits else 0, latency, "sample_lane")[-1]
+    count = 0
+    if p.inputs is not None:   # the input history answers in its own latency: delay it to the probe's
+        extra = latency - p.inputs.latency
+        count = delay_line(m, p.inputs.read_data, extra, "sample_count")[-1] if extra else p.inputs.read_data
+    spike = p.queue.probe_spikes.bit_select(lane, 1) if lane_bits else p.queue.probe_spikes[0]
+    m.d.comb += t.sample_data.eq(Mux(is_input, count, spike))
     return sample_age

@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from delrec.build import CoreBuild
 
-from .fixed import clamp, delay_line, forward_value
+from .fixed import clamp, delay_line, sweep, forward_value
 from .neuron import NeuronDatapath
 from .ports import RECORD_LATENCY, CoreGeometry
 
@@ -120,14 +120,7 @@ class NeuronArray(wiring.Component):
             m.d.sync += issue_row.eq(issue_row + 1)
 
         # -- clear
-        clearing = Signal()
-        clear_row = Signal(range(B + 1))
-        with m.If(self.clear):
-            m.d.sync += [clearing.eq(1), clear_row.eq(0)]
-        with m.Elif(clearing):
-            m.d.sync += clear_row.eq(clear_row + 1)
-            with m.If(clear_row == B - 1):
-                m.d.sync += clearing.eq(0)
+        clearing, clear_row = sweep(m, self.clear, B, "clear")
         m.d.comb += self.busy.eq(clearing)
 
         def lane_memory(name, shape):

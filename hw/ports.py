@@ -279,10 +279,11 @@ def read_data_layout(geometry: CoreGeometry) -> data.StructLayout:
 #: Cycles from a delay queue's ``record_en`` to the cycle its ``record_spikes`` are taken.
 RECORD_LATENCY = 2
 
-#: Cycles from a delay queue's ``probe_en`` to its ``probe_spikes``: the row read
-#: from memory is registered before any logic looks at it (a block RAM's output is
-#: slow, on the ECP5 most of a 100 MHz cycle).
-PROBE_LATENCY = 2
+#: Cycles from a delay queue's ``probe_en`` to its ``probe_spikes``, per queue kind. The
+#: ring registers the row read from memory before any logic looks at it (a block RAM's
+#: output is slow, on the ECP5 most of a 100 MHz cycle); the spike history registers the
+#: slot of the probed age (given the cycle after the probe) before it reads that slot.
+PROBE_LATENCY = {"ring": 2, "history": 3}
 
 
 def delay_queue_signature(rows: int, lanes: int, spec: CoreSpec, depth: int | None = None) -> wiring.Signature:
@@ -309,18 +310,13 @@ def delay_queue_signature(rows: int, lanes: int, spec: CoreSpec, depth: int | No
         ``row*P + l``; the queue zeroes it behind the read.
     ``record_*``
         the step's spikes of row ``record_row``: ``record_en`` with the row,
-        ``record_spikes`` :data:`RECORD_LATENCY` cycles later (the history
-        reads the row and registers it before writing it back).
+        ``record_spikes`` :data:`RECORD_LATENCY` cycles later.
     ``probe_*``
         ``probe_spikes[l]``, :data:`PROBE_LATENCY` cycles after ``probe_en``
-        (a probe may be issued every cycle; nothing is held: the queue may read
-        ``probe_row`` on any cycle without ``record_en``, and the result is
-        that of the row on ``probe_row`` ``PROBE_LATENCY`` cycles before),
-        tells whether neuron ``row*P + l`` spiked ``probe_age[l]`` steps ago,
-        ``probe_age`` given on the cycle after the probe (the cycle the row's
-        delays come out of their memory)
-        (applied combinationally to the held row); the ring keeps only the
-        current step (age 0).
+        (a probe may be issued every cycle; nothing is held), tells whether
+        neuron ``row*P + l`` spiked ``probe_age[l]`` steps ago, ``probe_age``
+        given on the cycle after the probe (the cycle the row's delays come
+        out of their memory); the ring keeps only the current step (age 0).
     ``clear``, ``busy``
         zero the whole queue; ``busy`` until done.
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from amaranth.hdl import Cat, Module, Signal, signed, unsigned
 from amaranth.lib.memory import Memory
 
-from .fixed import delay_line
+from .fixed import delay_line, sweep
 from .ports import RECORD_LATENCY, DelayQueue
 
 __all__ = ["FutureInputRing"]
@@ -35,14 +35,7 @@ class FutureInputRing(DelayQueue):
         depth = spec.depth
         m = Module()
 
-        clearing = Signal()
-        clear_addr = Signal(range(rows * depth + 1))
-        with m.If(self.clear):
-            m.d.sync += [clearing.eq(1), clear_addr.eq(0)]
-        with m.Elif(clearing):
-            m.d.sync += clear_addr.eq(clear_addr + 1)
-            with m.If(clear_addr == rows * depth - 1):
-                m.d.sync += clearing.eq(0)
+        clearing, clear_addr = sweep(m, self.clear, rows * depth, "clear")
         m.d.comb += self.busy.eq(clearing)
 
         delivering_1 = Signal()

@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from delrec.build import CoreBuild
 
+from .fixed import delay_line
 from .ports import PROBE_LATENCY
 
 __all__ = ["SpikeScanner"]
@@ -19,9 +20,9 @@ class SpikeScanner(wiring.Component):
     ``start`` reads row 0 at once and rows ``1..B-1`` on the following
     cycles (``probe_en``, ``probe_row``, to the delay queue's probe port);
     each row's ``P`` bits come back :data:`~delrec.hw.ports.PROBE_LATENCY`
-    cycles later on ``probe_spikes``, with the row's per-lane ``row_delay``
+    cycles later (per queue kind, ``L``) on ``probe_spikes``, with the row's per-lane ``row_delay``
     (the core's delay memories read at ``probe_row``, registered here). Rows
-    with spikes wait in a queue of ``PROBE_LATENCY + 1`` rows whose head is
+    with spikes wait in a queue of ``L + 1`` rows whose head is
     the row being handled; a read is issued only when the queue will have
     room for it, so empty rows stream at one per cycle and no path runs
     from a memory's output into the control. ``pending`` says the head row
@@ -29,7 +30,7 @@ class SpikeScanner(wiring.Component):
     ``pick_delay``; ``pick`` takes it (the next one is offered on the next
     cycle). ``done``: every row read and every spike taken.
 
-    A scan costs ``B + PROBE_LATENCY`` cycles without spikes, and at least
+    A scan costs ``B + L`` cycles without spikes, and at least
     one more per spike.
 
     Parameters
@@ -72,12 +73,12 @@ class SpikeScanner(wiring.Component):
         build = self._build
         spec, P, B = build.spec, build.lanes, build.rows
         lane_bits = (P - 1).bit_length()
-        depth = PROBE_LATENCY + 1                   # rows that may wait, the handled one first
+        latency = PROBE_LATENCY[build.queue]
+        depth = latency + 1                         # rows that may wait, the handled one first
         m = Module()
         issuing = Signal()                          # rows left to read
-        flight = [Signal(name=f"probe_valid_{n}") for n in range(PROBE_LATENCY)]
-        flight_rows = [Signal(range(B), name=f"probe_row_{n}") for n in range(PROBE_LATENCY)]
-        probed_delays = [Signal(spec.delay_bits, name=f"probe_delay_{lane}") for lane in range(P)]
+        flight = [Signal(name=f"probe_valid_{n}") for n in range(latency)]
+        flight_rows = [Signal(range(B), name=f"probe_row_{n}") for n in range(latency)]
         wait_bits = [Signal(P, name=f"wait_bits_{n}") for n in range(depth)]
         wait_rows = [Signal(range(B), name=f"wait_row_{n}") for n in range(depth)]
         wait_delays = [[Signal(spec.delay_bits, name=f"wait_delay_{n}_{lane}") for lane in range(P)]
@@ -97,9 +98,11 @@ class SpikeScanner(wiring.Component):
             self.done.eq(~issuing & ~Cat(*flight).any() & (waiting == 0)),
         ]
         m.d.sync += [flight[0].eq(self.probe_en), flight_rows[0].eq(self.probe_row)]
-        m.d.sync += [flight[n].eq(flight[n - 1]) for n in range(1, PROBE_LATENCY)]
-        m.d.sync += [flight_rows[n].eq(flight_rows[n - 1]) for n in range(1, PROBE_LATENCY)]
-        m.d.sync += [probed.eq(self.row_delay[lane]) for lane, probed in enumerate(probed_delays)]
+        m.d.sync += [flight[n].eq(flight[n - 1]) for n in range(1, latency)]
+        m.d.sync += [flight_rows[n].eq(flight_rows[n - 1]) for n in range(1, latency)]
+        # the delays of a probed row come a cycle after the probe: aligned with its bits
+        probed_delays = [delay_line(m, self.row_delay[lane], latency - 1, f"probe_delay_{lane}")[-1]
+                         for lane in range(P)]
         with m.If(self.start):                      # row 0 at once (probe_row is 0 between scans)
             m.d.comb += self.probe_en.eq(1)
             if B > 1:

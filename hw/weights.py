@@ -8,6 +8,7 @@ from amaranth.lib.wiring import In, Out
 
 from .banked import BankedMemory
 from .fixed import check_bank_bits, delay_line
+from .shared_memory import SHARED_WORD_BITS, SharedPort
 
 __all__ = ["WeightMemory", "WEIGHT_READ_LATENCY", "WEIGHT_WORD_BITS", "weights_per_word"]
 
@@ -56,6 +57,11 @@ class WeightMemory(wiring.Component):
     name : str
         Prefix of the lane memories (``<name>_<lane>``): the names
         :func:`delrec.hw.synth.mark_spram` recognises as single-port weights.
+    shared : (int, int), optional
+        ``(base, depth)``: one lane whose words live in a
+        :class:`~delrec.hw.shared_memory.SharedMemory` of ``depth`` words
+        from word ``base`` on (port ``shared``), instead of a memory of its own;
+        the same latency (both read through two registers).
 
     Attributes
     ----------
@@ -67,17 +73,23 @@ class WeightMemory(wiring.Component):
     """
 
     def __init__(self, count: int, lanes: int, weight_bits: int, *, bank_bits: int | None = None,
-                 name: str = "weights"):
+                 name: str = "weights", shared: tuple | None = None):
         check_bank_bits(bank_bits)
+        if shared is not None and (lanes != 1 or weights_per_word(weight_bits) * weight_bits != SHARED_WORD_BITS):
+            raise ValueError(f"A weight memory in a shared memory has one lane of weights that pack a "
+                             f"{SHARED_WORD_BITS}-bit word, not {lanes} lanes of {weight_bits}-bit weights")
         self._count, self._lanes, self._bits, self._bank_bits = count, lanes, weight_bits, bank_bits
-        self._name = name
-        super().__init__({
+        self._name, self._shared = name, shared
+        members = {
             "write_en": In(lanes),
             "write_index": In(range(count)),
             "write_data": In(signed(weight_bits)),
             "read_index": In(range(count)),
             "weight": Out(data.ArrayLayout(signed(weight_bits), lanes)),
-        })
+        }
+        if shared is not None:
+            members["shared"] = Out(SharedPort(shared[1]))
+        super().__init__(members)
 
     def elaborate(self, platform):
         bits, count = self._bits, self._count
@@ -93,10 +105,13 @@ class WeightMemory(wiring.Component):
         slot = delay_line(m, self.read_index[:pack_bits], WEIGHT_READ_LATENCY, "slot")[-1] \
             if pack > 1 else None
         for lane in range(self._lanes):
-            memory = BankedMemory(shape=unsigned(pack * bits), depth=words, bank_bits=self._bank_bits,
-                                  granularity=bits)
+            if self._shared is not None:
+                memory = _SharedLane(self.shared, self._shared[0], words, bits)
+            else:
+                memory = BankedMemory(shape=unsigned(pack * bits), depth=words, bank_bits=self._bank_bits,
+                                      granularity=bits)
             m.submodules[f"{self._name}_{lane}"] = memory
-            word = Signal(range(words), name=f"word_{lane}")   # the shared address
+            word = Signal(range(words), name=f"word_{lane}")   # the one address of reads and writes
             mine = writing[lane]
             m.d.comb += [
                 word.eq(Mux(mine, writing_index >> pack_bits, self.read_index >> pack_bits)),
@@ -110,4 +125,32 @@ class WeightMemory(wiring.Component):
                 m.d.comb += self.weight[lane].eq(memory.read_data.word_select(slot, bits))
             else:
                 m.d.comb += self.weight[lane].eq(memory.read_data)
+        return m
+
+
+class _SharedLane(wiring.Component):
+    """A :class:`~delrec.hw.banked.BankedMemory`-like face on a shared memory's port (one lane)."""
+
+    def __init__(self, port, base: int, words: int, granularity: int):
+        self._port, self._base, self._granularity = port, base, granularity
+        super().__init__({
+            "write_addr": In(range(words)),
+            "write_data": In(SHARED_WORD_BITS),
+            "write_en": In(SHARED_WORD_BITS // granularity),
+            "read_addr": In(range(words)),
+            "read_en": In(1),
+            "read_data": Out(SHARED_WORD_BITS),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        nibbles = self._granularity // 4
+        writing = self.write_en.any()
+        m.d.comb += [
+            self._port.addr.eq(self._base + Mux(writing, self.write_addr, self.read_addr)),
+            self._port.read_en.eq(self.read_en),
+            self._port.write_en.eq(Cat(*[bit.replicate(nibbles) for bit in self.write_en])),
+            self._port.write_data.eq(self.write_data),
+            self.read_data.eq(self._port.read_data),
+        ]
         return m

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from delrec.arith import RESET_MODES
 from delrec.build import CoreBuild
 from delrec.firmware.compiler import compile_network
 from delrec.golden.fixed import run_fixed
@@ -161,7 +162,8 @@ def random_cases(build: CoreBuild, count: int, rng: np.random.Generator, steps=(
     weights from a tenth of the range to full range; input rates from 2 %
     to 60 % with up to 3 events per channel and step; every fourth network
     gets a large bias so that membranes and readouts reach their saturation
-    limits; delays include ``0`` and ``D - 1``; resets alternate.
+    limits; delays include ``0`` and ``D - 1``; resets alternate; a build
+    with input delays gets networks with random input delays.
     """
     networks, inputs = [], []
     for n in range(count):
@@ -171,8 +173,8 @@ def random_cases(build: CoreBuild, count: int, rng: np.random.Generator, steps=(
         max_input = int(rng.integers(1, 4))
         net = FixedNetwork.random(build.spec, C, N, K, rng, delay_kind=build.delay_kind,
                                   weight_scale=float(rng.uniform(0.1, 1.0)),
-                                  reset=("hard", "soft")[n % 2], recurrent=bool(n % 7),
-                                  max_input=max_input)
+                                  reset=RESET_MODES[n % 2], recurrent=bool(n % 7),
+                                  max_input=max_input, input_delay_kind=build.input_delays)
         if n % 4 == 3:  # saturation corner
             from delrec.arith import signed_range
             net.bias[:] = signed_range(build.spec.v_bits)[1] * rng.choice([-1, 1], size=N)

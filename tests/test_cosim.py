@@ -3,9 +3,9 @@
 Every spike, membrane, readout value and score at every step must be equal.
 The default suite runs a representative subset (a few random networks per
 architecture, a trained network); ``-m slow`` runs the full set: 40 random
-networks on each of four builds (both queue architectures, both delay kinds,
-P in {1, 2, 4}, a narrow build for the saturation corners) and a trained
-spoken-digit network on 50 real recordings.
+networks on each of five builds (both queue architectures, both delay kinds,
+input delays, P in {1, 2, 4}, a narrow build for the saturation corners) and
+a trained spoken-digit network on 50 real recordings.
 """
 
 import zlib
@@ -24,6 +24,8 @@ BUILDS = {
                                   delay_kind="synaptic"),
     "history-axonal-p2": CoreBuild(inputs=5, neurons=8, classes=3, spec=CoreSpec(delay_bits=3),
                                    lanes=2, queue="history"),
+    "history-input-delays-p2": CoreBuild(inputs=5, neurons=8, classes=3, spec=CoreSpec(delay_bits=3),
+                                         lanes=2, queue="history", input_delays="axonal"),
     "narrow-ring-p4": CoreBuild(inputs=4, neurons=8, classes=2, lanes=4,
                                 spec=CoreSpec(v_bits=10, acc_bits=12, readout_bits=12, score_bits=16,
                                               delay_bits=4, leak="shift")),

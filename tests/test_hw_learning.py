@@ -6,12 +6,16 @@
   memories (random delays with fractions, event counts and spikes per step);
   after every pass each trace is read back and compared with a model written
   only with ``tap_range``, ``delay_derivative`` and ``trace_update``; the
-  requests themselves, ``clear`` and the documented cycle counts are checked.
+  requests themselves, ``clear`` and the documented cycle counts are checked,
+  with the default sample latency (2) and with 1, 3 and 4.
 * :class:`~delrec.hw.delay_update.DelayUpdate`: columns of random and
   extreme rows, compared cycle by cycle with the exact sum and with
-  ``delay_update(delay, parameter_step(S * trace, shift), spec)``.
-* Injected mutations (broken rounding, saturation, leak, tap window, ...)
-  must make the same checks fail.
+  ``delay_update(delay, parameter_step(S * trace, shift), spec)`` at the
+  documented, shift-dependent finish latency (the clear and the next
+  column's rows overlapping the serial finish, stray ``finish_en`` ignored).
+* Injected mutations (broken rounding, saturation, leak, tap window, the
+  serial multiply's sign, the step's saturation, ...) must make the same
+  checks fail.
 * Both units convert to Verilog at the SHD size.
 
 Each failure names the case and both values.
@@ -24,14 +28,13 @@ import time
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Mux
+from amaranth.hdl import Const, Mux
 from amaranth.sim import Simulator
 
 from delrec.arith import (CoreSpec, decay, delay_derivative, delay_update, gaussian_derivative_lut,
                           parameter_step, signed_range, tap_range, trace_update)
 from delrec.build import CoreBuild
 from delrec.hw import delay_update as delay_update_module
-from delrec.hw import traces as traces_module
 from delrec.hw.delay_update import DelayUpdate
 from delrec.hw.traces import TraceUnit
 
@@ -188,10 +191,22 @@ def trace_plan(build: CoreBuild, rng: np.random.Generator, short: bool = False) 
     return plan
 
 
-def check_trace_unit(unit_class, build: CoreBuild, seed: int, short: bool = False) -> dict:
+def expected_pass_cycles(taps: list[int], sample_latency: int) -> int:
+    """The documented busy cycles of a pass, from the taps of its channels in pass order.
+
+    ``5 + L`` (the first delay's request and header, the last write), each
+    channel but the last ``max(4, 2 + taps)`` (its decay, taps and closing
+    slots; 4 at least: the next channel's delay request and header), the
+    last ``2 + taps``.
+    """
+    return 5 + sample_latency + sum(max(4, 2 + n) for n in taps[:-1]) + 2 + taps[-1]
+
+
+def check_trace_unit(unit_class, build: CoreBuild, seed: int, short: bool = False,
+                     sample_latency: int = 2) -> dict:
     """Run :func:`trace_plan` on ``unit_class(build)``; assert every trace, request and cycle count."""
     rng = np.random.default_rng(seed)
-    dut = unit_class(build)
+    dut = unit_class(build, sample_latency=sample_latency)
     core = CoreSide(build, rng)
     plan = trace_plan(build, rng, short)
     C, channels = build.inputs, build.channels
@@ -199,17 +214,20 @@ def check_trace_unit(unit_class, build: CoreBuild, seed: int, short: bool = Fals
     found = {"passes": 0, "cycles": []}
     width = build.spec.stored_delay_bits
 
+    assert dut.SAMPLE_LATENCY == sample_latency and dut.DELAY_LATENCY == 2
+
     async def core_side(ctx):
-        """Answers each request exactly two cycles after it (junk on other cycles)."""
-        delay_asked = sample_asked = None
+        """Answers each request exactly its latency after it (junk on other cycles)."""
+        delays_asked, samples_asked = [None, None], [None] * 4
         async for _, _, d_en, d_ch, s_en, s_ch, s_age in ctx.tick().sample(
                 dut.delay_en, dut.delay_channel, dut.sample_en, dut.sample_channel, dut.sample_age):
+            delays_asked.append(d_ch if d_en else None)
+            samples_asked.append((s_ch, s_age) if s_en else None)
+            delay_asked, sample_asked = delays_asked[-2], samples_asked[-sample_latency]
             ctx.set(dut.delay_data, core.delay(delay_asked) if delay_asked is not None
                     else int(rng.integers(0, 1 << width)))
             ctx.set(dut.sample_data, core.sample(*sample_asked) if sample_asked is not None
                     else int(rng.integers(0, 1 << build.spec.count_bits)))
-            delay_asked = d_ch if d_en else None
-            sample_asked = (s_ch, s_age) if s_en else None
 
     async def busy_cycles(ctx, strobe) -> int:
         ctx.set(strobe, 1)
@@ -272,7 +290,7 @@ def check_trace_unit(unit_class, build: CoreBuild, seed: int, short: bool = Fals
             taps, samples = core.expect_pass(lut, reach, leak, groups)
             case = (f"step {t}, reach {reach}, leak {leak}, groups {groups}, delays {core.delays}, "
                     f"traces before {before}")
-            want_cycles = TraceUnit.PASS_OVERHEAD + sum(max(1, n) for n in taps)
+            want_cycles = expected_pass_cycles(taps, sample_latency)
             found["cycles"].append(cycles)
             if cycles != want_cycles or cycles != dut.pass_cycles(taps):
                 mismatches.append(f"{case}: busy {cycles} cycles, documented {want_cycles} (taps {taps})")
@@ -367,46 +385,79 @@ def test_trace_unit_sizes():
     assert unit.max_taps == 2 * 768 // 64 + 1
     assert len(unit.step) == (2 * SHD_BUILD.history_depth).bit_length()
     assert len(unit.sample_age) == (SHD_BUILD.history_depth - 1).bit_length()
-    assert unit.pass_cycles([0, 3, 25]) == TraceUnit.PASS_OVERHEAD + 1 + 3 + 25
+    assert unit.SAMPLE_LATENCY == 2 and unit.PASS_OVERHEAD == 7 and unit.CHANNEL_CYCLES == 4
+    assert unit.pass_cycles([0, 3, 25]) == 7 + 4 + 5 + 27 == expected_pass_cycles([0, 3, 25], 2)
+    assert unit.pass_cycles([25, 1, 0]) == 7 + 27 + 4 + 2
     assert unit.pass_cycles([]) == 0
+    slow = TraceUnit(SHD_BUILD, sample_latency=3)
+    assert slow.SAMPLE_LATENCY == 3 and slow.pass_cycles([0, 3, 25]) == 8 + 4 + 5 + 27
+    assert TraceUnit.SAMPLE_LATENCY == 2    # the default
+
+
+@pytest.mark.parametrize("latency", [0, 5, 2.0, True])
+def test_trace_unit_refuses_sample_latencies(latency):
+    with pytest.raises(ValueError, match="Sample latency must be an integer in 1..4"):
+        TraceUnit(SHD_BUILD, sample_latency=latency)
+
+
+@pytest.mark.parametrize("latency", [1, 3, 4])
+def test_trace_unit_sample_latency(latency):
+    """The core may answer samples later (a slower memory): the same traces, requests and documented cycles."""
+    spec = CoreSpec(leak="multiply", delay_frac_bits=6, delay_bits=4)
+    found = check_trace_unit(TraceUnit, learning_build(spec), seed=11 + latency, sample_latency=latency)
+    assert found["saturated"] == {"high", "low"} and found["passes"] >= 30
+
+
+def test_trace_unit_sample_latency_3_shift_leak():
+    spec = CoreSpec(leak="shift", delay_frac_bits=6, delay_bits=4)
+    found = check_trace_unit(TraceUnit, learning_build(spec, 2), seed=17, sample_latency=3)
+    assert found["saturated"] == {"high", "low"} and found["passes"] >= 30
 
 
 # -- mutations: the same check must fail ------------------------------------------------
 
+class TracesSkipLeak(TraceUnit):
+    """The decay term without the leak: ``eps 2^K``."""
+
+    def _decay_operands(self, leak):
+        return Const(1 << self.scale_bits), Const(0, 1)
+
+
+class TracesTruncate(TraceUnit):
+    """The new trace truncated to ``trace_bits`` instead of saturated."""
+
+    def _saturate(self, value, bits):
+        return value[:bits].as_signed()
+
+
 class TracesDropLastTap(TraceUnit):
     """Off by one in the tap window: the last tap is lost."""
 
-    def _window(self, near, far, limit):
-        lo, hi = super()._window(near, far, limit)
-        return lo, hi - 1
+    def _tap_fits(self, index, age):
+        f = self._build.spec.delay_frac_bits
+        return (index + (1 << f) <= (self.reach << 1)) & (age < self.step)
 
 
 class TracesPastCurrentStep(TraceUnit):
     """The window ignores ``m + offset <= t`` by one: asks for a step that has not happened."""
 
-    def _window(self, near, far, limit):
-        return super()._window(near, far, limit + 1)
+    def _tap_fits(self, index, age):
+        return (index <= (self.reach << 1)) & (age <= self.step + 1)
 
 
 TRACE_MUTATIONS = {
-    "decay skips the leak": ("decay", lambda value, param, mode, frac_bits: value),
-    "saturate truncates": ("saturate", lambda value, bits: value[:bits].as_signed()),
+    "decay skips the leak": TracesSkipLeak,
+    "saturate truncates": TracesTruncate,
     "window drops the last tap": TracesDropLastTap,
     "window reaches past the step": TracesPastCurrentStep,
 }
 
 
 @pytest.mark.parametrize("mutation", list(TRACE_MUTATIONS))
-def test_trace_check_catches_mutation(mutation, monkeypatch):
-    broken = TRACE_MUTATIONS[mutation]
-    unit_class = TraceUnit
-    if isinstance(broken, tuple):
-        monkeypatch.setattr(traces_module, *broken)
-    else:
-        unit_class = broken
+def test_trace_check_catches_mutation(mutation):
     build = learning_build(CoreSpec(leak="multiply", delay_frac_bits=6, delay_bits=4), 1)
     with pytest.raises(AssertionError, match="problems"):
-        check_trace_unit(unit_class, build, seed=3, short=True)
+        check_trace_unit(TRACE_MUTATIONS[mutation], build, seed=3, short=True)
 
 
 def test_trace_check_passes_on_the_short_plan():
@@ -458,7 +509,7 @@ def delay_schedule(build: CoreBuild, dut: DelayUpdate, rng: np.random.Generator,
         return cycles[c]
 
     at(0)["clear"] = 1
-    pos = 1
+    pos, free = 1, 0                     # free: the cycle the previous finish's result comes out
     for column in range(columns):
         kind = ("top", "bottom")[column] if column < 2 else "random"
         rows = B if kind != "random" else int(rng.integers(1, B + 1))
@@ -470,7 +521,8 @@ def delay_schedule(build: CoreBuild, dut: DelayUpdate, rng: np.random.Generator,
             total += sum(a * b * c for a, b, c in zip(w, sig, psi))
             at(pos).update(row_en=1, row_weight=w, row_signal=sig, row_psi=psi)
             last, pos = pos, pos + 1
-        finish = last + dut.ROW_LATENCY + (int(rng.integers(1, 3)) if rng.random() < 0.2 else 0)
+        finish = max(last + dut.ROW_LATENCY + (int(rng.integers(1, 3)) if rng.random() < 0.2 else 0),
+                     free + (int(rng.integers(1, 3)) if rng.random() < 0.2 else 0))
         trace = int(rng.choice([tlo, thi, int(rng.integers(tlo, thi + 1)), int(rng.integers(-50, 51))]))
         delay = int(rng.choice([0, s.delay_max, int(rng.integers(0, s.delay_max + 1))]))
         product = total * trace
@@ -479,13 +531,18 @@ def delay_schedule(build: CoreBuild, dut: DelayUpdate, rng: np.random.Generator,
                                 min(63, near), min(63, near), min(63, near)]))
         at(finish).update(finish_en=1, trace=trace, delay=delay, shift=shift)
         sums[finish] = total
-        done = finish + DelayUpdate.FINISH_LATENCY
+        done = finish + dut.finish_latency(shift)
+        assert done == finish + dut.acc_bits + shift + 2
         results[done] = delay_update(delay, parameter_step(product, shift), s)
         cases[done] = dict(column=column, S=total, trace=trace, delay=delay, shift=shift,
                            unclamped=delay - parameter_step(product, shift))
+        for c in range(finish + 1, done):  # finish_en while a finish runs is ignored
+            if rng.random() < 0.05:
+                at(c)["finish_en"] = 1
+        # the clear and the next column's rows may come while the finish runs
         clear_at = finish + int(rng.integers(0, 2))
         at(clear_at)["clear"] = 1
-        pos = clear_at + int(rng.integers(0, 2))   # the next column's rows may start with the clear
+        pos, free = clear_at + int(rng.integers(0, 2)), done   # rows may start with the clear
     at(max(results) + 2)
     return cycles, sums, results, cases
 
@@ -551,8 +608,13 @@ def test_delay_update_matches_arith(spec, lanes):
 def test_delay_update_shd_sizes():
     dut = DelayUpdate(SHD_BUILD)
     s = SHD_BUILD.spec
-    assert len(dut.sum) == s.signal_bits + s.psi_bits + 1 + s.weight_bits + 8 + 1
-    assert dut.ROW_LATENCY == 3 and DelayUpdate.FINISH_LATENCY == 5
+    assert len(dut.sum) == s.signal_bits + s.psi_bits + 1 + s.weight_bits + 8 + 1 == 33
+    assert dut.acc_bits == dut.MULTIPLY_CYCLES == 31
+    assert dut.ROW_LATENCY == 3
+    assert [dut.finish_latency(k) for k in (0, 1, 26, 63)] == [33, 34, 59, 96]
+    with pytest.raises(ValueError, match="0..63"):
+        dut.finish_latency(64)
+    assert DelayUpdate(learning_build(CoreSpec(delay_frac_bits=6), lanes=4)).ROW_LATENCY == 5
 
 
 # -- mutations --------------------------------------------------------------------------
@@ -560,8 +622,23 @@ def test_delay_update_shd_sizes():
 class FloorShift(DelayUpdate):
     """``parameter_step`` as a floor shift instead of rounding half up."""
 
-    def _round(self, coarse):
-        return coarse >> 1
+    def _round(self, last_out):
+        return Const(0, 1)
+
+
+class UnsignedSum(DelayUpdate):
+    """The serial multiply takes ``S``'s sign bit as a positive weight (``S`` read unsigned)."""
+
+    def _subtracts(self, final):
+        return Const(0, 1)
+
+
+class NarrowStep(DelayUpdate):
+    """The step saturated to ``stored_delay_bits`` (one bit too few: a step of ``2^(D-1)`` or more is cut)."""
+
+    @property
+    def step_bits(self) -> int:
+        return super().step_bits - 1
 
 
 class SignedPsi(DelayUpdate):
@@ -581,6 +658,8 @@ class NarrowSum(DelayUpdate):
 
 DELAY_MUTATIONS = {
     "floor shift": FloorShift,
+    "S read unsigned": UnsignedSum,
+    "step saturated too narrow": NarrowStep,
     "signed psi": SignedPsi,
     "narrow sum": NarrowSum,
     "clamp without the floor": ("clamp", lambda value, lo, hi: Mux(value > hi, hi, value)),

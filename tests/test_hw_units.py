@@ -12,7 +12,10 @@ Every component is simulated on its own, outside :class:`~delrec.hw.core.Inferen
   ``broadcast`` / ``learn`` / ``learn_bias``) against a model composed of
   ``step_error``, ``broadcast_signal``, ``parameter_step`` and
   ``weight_update`` (and that check against deliberately broken arithmetic,
-  which it must catch), and the cycle counts its docstring gives;
+  which it must catch), and the cycle counts its docstring gives, each with
+  the weights inside the readout and behind its ``weight_port`` (a memory
+  model with the documented latency, which also checks that no cycle reads
+  and writes it);
 * :class:`~delrec.hw.ring.FutureInputRing` and
   :class:`~delrec.hw.history.SpikeHistory`: the delay-queue contract of
   :func:`~delrec.hw.ports.delay_queue_signature`, driven step by step like the
@@ -28,7 +31,7 @@ import itertools
 
 import numpy as np
 import pytest
-from amaranth.hdl import Module, Signal, Value, signed, unsigned
+from amaranth.hdl import Const, Module, Signal, Value, signed, unsigned
 from amaranth.sim import Simulator
 
 from delrec.arith import (CoreSpec, broadcast_signal, clamp, decay, feedback_weight, forward_value, neuron_update,
@@ -39,11 +42,10 @@ from delrec.build import CoreBuild
 from delrec.hw import fixed
 from delrec.hw import readout as readout_module
 from delrec.hw import readout_learning
-from delrec.hw.banked import BankedMemory
 from delrec.hw.history import SpikeHistory
 from delrec.hw.neuron import NeuronDatapath
 from delrec.hw.ports import PROBE_LATENCY, RECORD_LATENCY, CoreGeometry
-from delrec.hw.readout import UPDATE_STAGES, Readout, ReadWhat
+from delrec.hw.readout import UPDATE_STAGES, WEIGHT_LATENCY, Readout, ReadWhat
 from delrec.hw.ring import FutureInputRing
 
 
@@ -288,6 +290,66 @@ def test_neuron_datapath_matches_neuron_update(spec):
 # readout.py: Readout
 # ---------------------------------------------------------------------------
 
+#: The weight memory of a :class:`Readout`: inside (whole, or in banks of 16 bits) or behind ``weight_port``.
+MEMORIES = {"whole": dict(weight_bank_bits=None), "banks-of-16b": dict(weight_bank_bits=16),
+            "port": dict(weight_port=True)}
+
+
+class WeightPortModel:
+    """The memory behind ``Readout.weight_port``: a read's word on ``read_data`` exactly ``WEIGHT_LATENCY``
+    cycles later (other cycles: a changing junk word), writes at the end of their cycle.
+
+    Records every access as ``(cycle, "R" or "W", addr)`` (cycle 1 is the first of the simulation) and
+    a violation for a read and a write in one cycle or an address out of range.
+    """
+
+    def __init__(self, dut: Readout, spec: CoreSpec, words: int):
+        self.dut, self.bits, self.words = dut, spec.weight_store_bits, [0] * words
+        self.accesses, self.violations = [], []
+
+    async def process(self, ctx):
+        port = self.dut.weight_port
+        pending = [None] * (WEIGHT_LATENCY - 1)     # words due on read_data, oldest first
+        cycle = 0
+        async for _, _, addr, read_en, write_en, data in ctx.tick().sample(
+                port.addr, port.read_en, port.write_en, port.write_data):
+            cycle += 1
+            word = None
+            if read_en and write_en:
+                self.violations.append(f"cycle {cycle}: read and write at once (address {addr})")
+            if (read_en or write_en) and addr >= len(self.words):
+                self.violations.append(f"cycle {cycle}: address {addr} out of range")
+            elif read_en:
+                word = self.words[addr]
+                self.accesses.append((cycle, "R", addr))
+            elif write_en:
+                self.words[addr] = to_signed(data, self.bits)
+                self.accesses.append((cycle, "W", addr))
+            pending.append(word)
+            due = pending.pop(0)
+            junk = to_signed((cycle * 0x9E37 + 0x5A5) & ((1 << self.bits) - 1), self.bits)
+            ctx.set(port.read_data, junk if due is None else due)
+
+
+def run_readout(dut: Readout, testbench, *background, model: WeightPortModel | None = None) -> None:
+    """Simulate ``dut`` with ``testbench``, background testbenches and, with ``weight_port``, its memory."""
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(testbench)
+    for bench in background:
+        sim.add_testbench(bench, background=True)
+    if model is not None:
+        sim.add_process(model.process)
+    sim.run()
+    assert model is None or not model.violations, "\n".join(model.violations[:10])
+
+
+def make_readout(neurons: int, classes: int, spec: CoreSpec, memory: str, learning: bool):
+    """A :class:`Readout` with the weight memory ``memory`` (:data:`MEMORIES`) and its port model if any."""
+    dut = Readout(neurons, classes, spec, leak_bits(spec), learning=learning, **MEMORIES[memory])
+    return dut, (WeightPortModel(dut, spec, neurons * classes) if memory == "port" else None)
+
+
 class ReadoutBench:
     """Drives a :class:`Readout` like the core does: commands when ``ready``, reads when idle."""
 
@@ -326,7 +388,7 @@ class ReadoutBench:
         ctx.set(self.dut.read_what, what)
         await ctx.tick()
         ctx.set(self.dut.read_en, 0)
-        cycles, want = 1, BankedMemory.LATENCY if what == ReadWhat.WEIGHT else 1
+        cycles, want = 1, WEIGHT_LATENCY if what == ReadWhat.WEIGHT else 1
         while not ctx.get(self.dut.read_valid) and cycles < want:
             await ctx.tick()
             cycles += 1
@@ -360,20 +422,21 @@ READOUT_CASES = [
 
 
 @pytest.mark.parametrize("spec, neurons, classes", READOUT_CASES, ids=spec_id)
-@pytest.mark.parametrize("bank_bits", [None, 16], ids=["whole", "banks-of-16b"])
+@pytest.mark.parametrize("memory", sorted(MEMORIES))
 @pytest.mark.parametrize("learning", [False, True], ids=["inference", "learning"])
-def test_readout_matches_readout_update(spec, neurons, classes, bank_bits, learning):
+def test_readout_matches_readout_update(spec, neurons, classes, memory, learning):
     """Random spikes per step; biases moderate, then extreme (clamps), then a clear, then moderate.
 
     Weights and biases are stored learning copies (``weight_frac_bits`` more
     bits) whose forward values the readout uses; ``count`` is low for some
-    steps (the score stays). ``bank_bits=16``: the weights in banks of one or
-    two words (a bank choice on every read). Every stored weight and bias is
-    read back at the end.
+    steps (the score stays). ``banks-of-16b``: the weights in banks of one or
+    two words (a bank choice on every read); ``port``: behind ``weight_port``,
+    in :class:`WeightPortModel`. Every stored weight and bias is read back at
+    the end.
     """
     N, K, T, wf = neurons, classes, 18, spec.weight_frac_bits
     rng = np.random.default_rng(N * 10 + K + spec.readout_bits + wf)
-    dut = Readout(N, K, spec, leak_bits(spec), weight_bank_bits=bank_bits, learning=learning)
+    dut, model = make_readout(N, K, spec, memory, learning)
     bench = ReadoutBench(dut, rng)
     rlo, rhi = signed_range(spec.readout_bits)
     blo, bhi = signed_range(spec.readout_bias_store_bits)
@@ -449,7 +512,7 @@ def test_readout_matches_readout_update(spec, neurons, classes, bank_bits, learn
             if got != bias[k]:
                 mismatches.append(f"read back: b_out[{k}] hw {got}, written {bias[k]}")
 
-    run_sim(dut, testbench)
+    run_readout(dut, testbench, model=model)
     assert not mismatches, "\n".join(mismatches[:10])
     # the value and the score were clamped on both sides (readout_update's sat_r and sat_s)
     if spec.readout_bits <= 10 and K > 1:
@@ -460,33 +523,39 @@ def test_readout_matches_readout_update(spec, neurons, classes, bank_bits, learn
 
 @pytest.mark.parametrize("classes", [1, 3])
 @pytest.mark.parametrize("learning", [False, True], ids=["inference", "learning"])
-def test_readout_command_cycles(classes, learning):
+@pytest.mark.parametrize("memory", ["whole", "port"])
+def test_readout_command_cycles(classes, learning, memory):
     """``accumulate`` keeps ``busy`` K + 3 cycles (``ready`` low K), ``update`` K + 5 (``ready`` low as long), ``clear`` K.
 
-    The same with the learning commands built. Host reads: ``read_valid`` one
-    cycle after ``read_en`` (value, score, bias) or ``BankedMemory.LATENCY``
-    (a weight), ``read_data`` held until the next read.
+    The same with the learning commands built, and with the weights behind
+    ``weight_port`` (the accumulation's reads of ``w_out[k, 1]`` in its
+    cycles ``k + 1``, nothing else). Host reads: ``read_valid`` one cycle
+    after ``read_en`` (value, score, bias) or ``WEIGHT_LATENCY`` (a weight),
+    ``read_data`` held until the next read.
     """
     K = classes
     spec = CoreSpec(weight_frac_bits=4)
-    dut = Readout(2, K, spec, leak_bits(spec), learning=learning)
-    counts = {}
-    reads = []
+    dut, model = make_readout(2, K, spec, memory, learning)
+    counts, reads, strobes = {}, [], {}
 
     async def testbench(ctx):
         await ReadoutBench(dut, np.random.default_rng(0)).write(ctx, "weight", K + K - 1, -1234)
+        cycle = 2
         for name, fields in (("accumulate", {"neuron": 1}), ("update", {"count": 1}), ("clear", {})):
             for field, value in fields.items():
                 ctx.set(getattr(dut, field), value)
             assert ctx.get(dut.ready), f"ready low before {name}"
+            strobes[name] = cycle
             ctx.set(getattr(dut, name), 1)
             await ctx.tick()
+            cycle += 1
             ctx.set(getattr(dut, name), 0)
             busy = not_ready = 0
             while ctx.get(dut.busy):
                 busy += 1
                 not_ready += not ctx.get(dut.ready)
                 await ctx.tick()
+                cycle += 1
             counts[name] = (busy, not_ready)
         for what, addr in ((ReadWhat.WEIGHT, K + K - 1), (ReadWhat.VALUE, 0)):
             ctx.set(dut.read_en, 1)
@@ -495,22 +564,28 @@ def test_readout_command_cycles(classes, learning):
             await ctx.tick()
             ctx.set(dut.read_en, 0)
             pulses = []
-            for cycle in range(1, 7):
-                pulses.append((cycle, ctx.get(dut.read_valid), ctx.get(dut.read_data)))
+            for c in range(1, 7):
+                pulses.append((c, ctx.get(dut.read_valid), ctx.get(dut.read_data)))
                 await ctx.tick()
             reads.append((what, pulses))
 
-    run_sim(dut, testbench)
+    run_readout(dut, testbench, model=model)
     stages = UPDATE_STAGES
     want = {"accumulate": (K + 3, K), "update": (K + stages, K + stages), "clear": (K, K)}
     for name in want:
         assert counts[name] == want[name], \
             f"{name} (K={K}): (busy, not ready) cycles hw {counts[name]}, docstring {want[name]}"
     for what, pulses in reads:
-        at = BankedMemory.LATENCY if what == ReadWhat.WEIGHT else 1
+        at = WEIGHT_LATENCY if what == ReadWhat.WEIGHT else 1
         value = -1234 & ((1 << spec.weight_store_bits) - 1) if what == ReadWhat.WEIGHT else 0  # zero-extended
         assert [c for c, valid, _ in pulses if valid] == [at], f"{what.name} read_valid cycles: {pulses}"
         assert all(data == value for c, _, data in pulses if c >= at), f"{what.name} read_data not held: {pulses}"
+    if model is not None:
+        s = strobes["accumulate"]
+        port = [(c - s, kind, addr) for c, kind, addr in model.accesses if kind == "R" and s < c < s + K + 4]
+        assert port == [(k + 1, "R", K + k) for k in range(K)], f"accumulate's weight reads: {port}"
+        assert model.accesses[0] == (1, "W", K + K - 1) and model.accesses[-1][1:] == ("R", K + K - 1), \
+            f"host write and read through the port: {model.accesses}"
 
 
 # -- the learning commands -------------------------------------------------------------
@@ -522,7 +597,7 @@ LEARNING_SPECS = [
 ]
 
 
-def learning_mismatches(spec: CoreSpec, K: int, bank_bits, seed: int, N: int = 6, T: int = 6):
+def learning_mismatches(spec: CoreSpec, K: int, memory: str, seed: int, N: int = 6, T: int = 6):
     """Run ``T`` learning steps on a :class:`Readout` and on a model written with arith functions only.
 
     Each step: random spikes accumulated, update (``count`` random), errors
@@ -533,11 +608,12 @@ def learning_mismatches(spec: CoreSpec, K: int, bank_bits, seed: int, N: int = 6
     the biases at one limit (``V`` away from the target), and before their
     learns the copies of the first neuron learned and the biases at the
     limit their step pushes them past, so that the updates saturate. Then every stored weight and bias, ``V`` and the
-    scores are read back. Returns the mismatches and what the model saw
-    saturate.
+    scores are read back. ``memory``: a key of :data:`MEMORIES` (``port``:
+    :class:`WeightPortModel`, which also checks that no cycle reads and
+    writes it). Returns the mismatches and what the model saw saturate.
     """
     rng = np.random.default_rng(seed)
-    dut = Readout(N, K, spec, leak_bits(spec), weight_bank_bits=bank_bits, learning=True)
+    dut, model = make_readout(N, K, spec, memory, True)
     bench = ReadoutBench(dut, rng)
     wf, wsb, bsb, sb = spec.weight_frac_bits, spec.weight_store_bits, spec.readout_bias_store_bits, spec.signal_bits
     W = stored_values(wsb, rng, (K, N)).tolist()
@@ -582,7 +658,7 @@ def learning_mismatches(spec: CoreSpec, K: int, bank_bits, seed: int, N: int = 6
             for k in range(K):
                 V[k], score[k] = readout_update(V[k], R[k], forward_value(B[k], wf), leak, score[k], spec,
                                                 counts=bool(count))
-            # errors: err_k and e_k
+            # errors: err_k, e_k and the steps
             label = labels[t]
             target = targets.get(t, int(rng.choice([rlo, rhi, 0, int(rng.integers(rlo, rhi + 1))])))
             e_shift = [0, arith_error_shift(target, sb), 1, 40, 3, 63][t % 6]
@@ -639,25 +715,22 @@ def learning_mismatches(spec: CoreSpec, K: int, bank_bits, seed: int, N: int = 6
                 if got != want:
                     mismatches.append(f"{name}[{k}] hw {got}, arith {want}")
 
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(testbench)
-    sim.add_testbench(monitor, background=True)
-    sim.run()
+    run_readout(dut, testbench, monitor, model=model)
     return mismatches, seen
 
 
 @pytest.mark.parametrize("spec", LEARNING_SPECS, ids=spec_id)
 @pytest.mark.parametrize("classes", [1, 3])
-@pytest.mark.parametrize("bank_bits", [None, 16], ids=["whole", "banks-of-16b"])
-def test_readout_learning_matches_arith(spec, classes, bank_bits):
+@pytest.mark.parametrize("memory", sorted(MEMORIES))
+def test_readout_learning_matches_arith(spec, classes, memory):
     """errors, broadcast, learn, learn_bias against step_error, broadcast_signal, parameter_step, weight_update.
 
     Stored weights and biases span their saturation limits; the updates
     saturate both ways (``shift = 0``), the steps vanish (``shift`` beyond
-    the error's width), labels include none (``>= K``).
+    the error's width), labels include none (``>= K``). With ``port`` the
+    weights live in :class:`WeightPortModel` (no cycle reads and writes it).
     """
-    mismatches, seen = learning_mismatches(spec, classes, bank_bits, seed=classes * 100 + spec.readout_bits)
+    mismatches, seen = learning_mismatches(spec, classes, memory, seed=classes * 100 + spec.readout_bits)
     assert not mismatches, "\n".join(mismatches[:10])
     assert seen["w"] == set(signed_range(spec.weight_store_bits)), f"weight saturations reached: {seen['w']}"
     assert seen["b"], "no bias update saturated"
@@ -665,10 +738,19 @@ def test_readout_learning_matches_arith(spec, classes, bank_bits):
     assert classes == 1 or seen["L"], "no learning signal saturated"   # K = 1: |L| <= 127 always
 
 
+def _truncating_register(m, value, bits, en, name):
+    """A broken :func:`~delrec.hw.readout_learning.saturated_register`: the low bits, registered."""
+    out = Signal(signed(bits), name=name)
+    with m.If(en):
+        m.d.sync += out.eq(Value.cast(value)[:bits])
+    return out
+
+
 MUTATIONS = {
-    "rshift_round-floors": ("readout_learning", "rshift_round", lambda value, shift: Value.cast(value) >> shift),
+    "rounding-floors": ("readout_learning", "round_bit_complement", lambda value: Const(1, 1)),
     "saturate-truncates": ("readout_learning", "saturate",
                            lambda value, bits: Value.cast(value)[:bits].as_signed()),
+    "saturated_register-truncates": ("readout_learning", "saturated_register", _truncating_register),
     "feedback_weight-shift-off-by-one": ("readout_learning", "feedback_weight", lambda value, spec: fixed.forward_value(
         value, spec.weight_frac_bits - spec.feedback_frac_bits + 1)),
     "step_error-unclamped": ("readout_learning", "clamp", lambda value, lo, hi: value),
@@ -681,26 +763,41 @@ def test_readout_learning_check_catches_mutations(mutation, monkeypatch):
     """The learning check fails on deliberately broken arithmetic: it cannot miss such a bug."""
     module, name, broken = MUTATIONS[mutation]
     monkeypatch.setattr({"readout": readout_module, "readout_learning": readout_learning}[module], name, broken)
-    mismatches, _ = learning_mismatches(LEARNING_SPECS[1], 3, None, seed=7)
+    mismatches, _ = learning_mismatches(LEARNING_SPECS[1], 3, "whole", seed=7)
     assert mismatches, f"the learning check passed with {mutation}"
 
 
 @pytest.mark.parametrize("classes", [1, 3])
 @pytest.mark.parametrize("neurons", [1, 3])
-def test_readout_learning_command_cycles(neurons, classes):
-    """errors K + 4 (ready low throughout), broadcast N K + 7 (ready low N K; L_i at (i+1) K + 7),
-    learn and learn_bias K + 4 (ready low K; back-to-back learns K + 1 apart)."""
+@pytest.mark.parametrize("memory", ["whole", "port"])
+def test_readout_learning_command_cycles(neurons, classes, memory):
+    """errors K (W + 1) + 2 (ready low throughout, W = readout_bits + 1), broadcast N (K + 1) + 3 (ready low
+    N (K + 1); L_i at (i + 1) (K + 1) + 3), learn and learn_bias 2 K + 4 (ready low throughout; back-to-back
+    learns 2 K + 5 apart).
+
+    With ``weight_port``: the broadcast reads ``w_out[k, i]`` in its cycle
+    ``i (K + 1) + k + 1``, a learn of ``j`` reads ``w_out[k, j]`` in its cycle
+    ``2 k + 1`` and writes it in its cycle ``2 k + 6``, ``errors`` and
+    ``learn_bias`` do not use the port, no cycle reads and writes.
+    """
     N, K = neurons, classes
     spec = CoreSpec(weight_frac_bits=8)
-    dut = Readout(N, K, spec, leak_bits(spec), learning=True)
-    counts, pulse_cycles, accepted = {}, [], []
+    W = spec.readout_bits + 1
+    dut, model = make_readout(N, K, spec, memory, True)
+    counts, pulse_cycles, accepted, strobes = {}, [], [], {}
+    cycle = [0]
+
+    async def tick(ctx):
+        await ctx.tick()
+        cycle[0] += 1
 
     async def strobe(ctx, name, **fields):
         for field, value in fields.items():
             ctx.set(getattr(dut, field), value)
         assert ctx.get(dut.ready), f"ready low before {name}"
+        strobes.setdefault(name, cycle[0] + 1)
         ctx.set(getattr(dut, name), 1)
-        await ctx.tick()
+        await tick(ctx)
         ctx.set(getattr(dut, name), 0)
 
     async def testbench(ctx):
@@ -713,25 +810,77 @@ def test_readout_learning_command_cycles(neurons, classes):
                 not_ready += not ctx.get(dut.ready)
                 if ctx.get(dut.signal_valid):
                     pulse_cycles.append(busy)
-                await ctx.tick()
+                await tick(ctx)
             counts[name] = (busy, not_ready)
         if N > 1:   # two learns back to back: the second strobe as soon as ready rises
             await strobe(ctx, "learn", neuron=0)
-            cycle = 1
+            c = 1
             while not ctx.get(dut.ready):
-                await ctx.tick()
-                cycle += 1
-            accepted.append(cycle)
+                await tick(ctx)
+                c += 1
+            accepted.append(c)
             await strobe(ctx, "learn", neuron=1)
+            while ctx.get(dut.busy):
+                await tick(ctx)
 
-    run_sim(dut, testbench)
-    want = {"errors": (K + 4, K + 4), "broadcast": (N * K + 7, N * K), "learn": (K + 4, K),
-            "learn_bias": (K + 4, K)}
+    run_readout(dut, testbench, model=model)
+    want = {"errors": (K * (W + 1) + 2,) * 2, "broadcast": (N * (K + 1) + 3, N * (K + 1)),
+            "learn": (2 * K + 4,) * 2, "learn_bias": (2 * K + 4,) * 2}
     for name in want:
         assert counts[name] == want[name], \
             f"{name} (N={N}, K={K}): (busy, not ready) cycles hw {counts[name]}, docstring {want[name]}"
-    assert pulse_cycles == [(i + 1) * K + 7 for i in range(N)], f"signal_valid cycles: {pulse_cycles}"
-    assert accepted == ([K + 1] if N > 1 else []), f"second learn accepted after {accepted} cycles"
+    assert pulse_cycles == [(i + 1) * (K + 1) + 3 for i in range(N)], f"signal_valid cycles: {pulse_cycles}"
+    assert accepted == ([2 * K + 5] if N > 1 else []), f"second learn accepted after {accepted} cycles"
+    if model is None:
+        return
+
+    def port_use(name, length):   # the accesses in the command's cycles, numbered from 1
+        s = strobes[name]
+        return [(c - s, kind, addr) for c, kind, addr in model.accesses if s < c <= s + length]
+
+    assert port_use("errors", want["errors"][0]) == [], "errors used the weight port"
+    assert port_use("broadcast", want["broadcast"][0]) == \
+        [(i * (K + 1) + k + 1, "R", i * K + k) for i in range(N) for k in range(K)], "broadcast's weight reads"
+    learn = sorted([(2 * k + 1, "R", (N - 1) * K + k) for k in range(K)]
+                   + [(2 * k + 6, "W", (N - 1) * K + k) for k in range(K)])
+    assert port_use("learn", want["learn"][0]) == learn, f"learn's weight reads and writes: {port_use('learn', 99)}"
+    assert port_use("learn_bias", want["learn_bias"][0]) == [], "learn_bias used the weight port"
+
+
+@pytest.mark.parametrize("shape, bits", [(signed(26), 16), (signed(33), 32), (signed(9), 8), (unsigned(10), 8),
+                                         (signed(6), 8)])
+def test_readout_saturations_match_arith(shape, bits):
+    """The learning datapath's :func:`~delrec.hw.readout_learning.saturate` (by the dropped bits),
+    :func:`~delrec.hw.readout_learning.saturated_register` (one cycle later) and ``clamp`` to
+    ``+-(2^(b-1) - 1)`` and to narrower bounds, against ``sat`` and ``clamp``."""
+    value = Signal(shape)
+    values = corners(shape.width, shape.signed) + values_of(shape.width, shape.signed, np.random.default_rng(3), 200)
+    top = (1 << (bits - 1)) - 1
+    exprs = [readout_learning.saturate(value, bits), readout_learning.clamp(value, -top, top),
+             readout_learning.clamp(value, -5, 100)]
+    got = evaluate([value], exprs, [(v,) for v in values])
+    want = [(sat(v, bits), clamp(v, -top, top), clamp(v, -5, 100)) for v in values]
+    check_all("saturate / clamp", ("saturate", "clamp to +-top", "clamp to -5..100"), values, got, want)
+    if not shape.signed or shape.width <= bits:
+        return
+    m = Module()
+    en = Signal()
+    out = Signal(signed(bits))
+    m.d.comb += out.eq(readout_learning.saturated_register(m, value, bits, en, "r"))
+    registered = []
+
+    async def testbench(ctx):
+        for n, v in enumerate(values):
+            ctx.set(value, v)
+            ctx.set(en, n % 3 != 2)        # en low: the register holds the previous result
+            await ctx.tick()
+            registered.append(ctx.get(out))
+
+    run_sim(m, testbench)
+    held = None
+    for n, (v, g) in enumerate(zip(values, registered)):
+        held = sat(v, bits) if n % 3 != 2 else held
+        assert g == held, f"saturated_register({v}, {bits}) after en={n % 3 != 2}: hw {g}, sat {held}"
 
 
 # ---------------------------------------------------------------------------
@@ -743,6 +892,7 @@ class QueueBench:
 
     def __init__(self, dut, rows: int, lanes: int, rng: np.random.Generator, gap: float = 0.4):
         self.dut, self.rows, self.lanes, self.rng, self.gap = dut, rows, lanes, rng, gap
+        self.latency = PROBE_LATENCY["history" if isinstance(dut, SpikeHistory) else "ring"]
 
     async def idle(self, ctx):
         while self.rng.random() < self.gap:
@@ -776,18 +926,14 @@ class QueueBench:
         await ctx.tick()
         ctx.set(self.dut.record_spikes, 0)
 
-    async def probe(self, ctx, row: int):
-        """Probe one row and wait for it (``PROBE_LATENCY``); the row stays on ``probe_row``."""
+    async def probe(self, ctx, row: int, ages: list[int]) -> list[int]:
+        """Probe one row: ``ages`` on the next cycle, the bits ``PROBE_LATENCY`` cycles after the probe."""
         ctx.set(self.dut.probe_en, 1)
         ctx.set(self.dut.probe_row, row)
         await ctx.tick()
         ctx.set(self.dut.probe_en, 0)
-        await ctx.tick().repeat(PROBE_LATENCY - 1)
-
-    async def probed(self, ctx, ages: list[int]) -> list[int]:
-        """The held row's spikes at ``ages`` (given a cycle ahead: the queue registers them)."""
         ctx.set(self.dut.probe_age, ages)
-        await ctx.tick()
+        await ctx.tick().repeat(self.latency - 1)
         bits = ctx.get(self.dut.probe_spikes)
         return [(bits >> lane) & 1 for lane in range(self.lanes)]
 
@@ -931,17 +1077,15 @@ def test_ring_probe_returns_recorded_spikes(neurons, lanes, delay_bits):
                 await bench.record(ctx, row, recorded[row])
             for row in rng.permutation(B):
                 row = int(row)
-                await bench.probe(ctx, row)
                 held = recorded[row]
-                got = await bench.probed(ctx, [int(a) for a in rng.integers(0, D, P)])
+                got = await bench.probe(ctx, row, [int(a) for a in rng.integers(0, D, P)])
                 if got != held:
                     mismatches.append(f"step {t}: row {row} probed {got}, recorded {held}")
                 # a new record of that row shows at the next probe
                 recorded[row] = [1 - b for b in held]
                 await bench.record(ctx, row, recorded[row])
                 await bench.idle(ctx)
-                await bench.probe(ctx, row)
-                got = await bench.probed(ctx, [0] * P)
+                got = await bench.probe(ctx, row, [0] * P)
                 if got != recorded[row]:
                     mismatches.append(f"step {t}: row {row} probed {got} after a new record, "
                                       f"recorded {recorded[row]}")
@@ -974,10 +1118,9 @@ def test_history_spike_arrives_one_plus_delay_steps_later(neurons, lanes, delay_
             ctx.set(dut.slot, t % D)
             for row in range(B):
                 await bench.idle(ctx)
-                await bench.probe(ctx, row)
-                for shift in range(D):            # the held row, every delay on every lane
+                for shift in range(D):            # every delay on every lane
                     delays = [(shift + lane) % D for lane in range(P)]
-                    got = await bench.probed(ctx, [(1 + d) % D for d in delays])
+                    got = await bench.probe(ctx, row, [(1 + d) % D for d in delays])
                     want = [written(t - 1 - d, row * P + lane) for lane, d in enumerate(delays)]
                     if got != want:
                         mismatches.append(f"step {t}: row {row} delays {delays} probed {got}, "
@@ -988,8 +1131,7 @@ def test_history_spike_arrives_one_plus_delay_steps_later(neurons, lanes, delay_
                 await bench.take(ctx, row)
                 await bench.record(ctx, row, [int(b) for b in spikes[t, row * P:(row + 1) * P]])
             row = int(rng.integers(0, B))
-            await bench.probe(ctx, row)
-            got = await bench.probed(ctx, [0] * P)
+            got = await bench.probe(ctx, row, [0] * P)
             want = [written(t, row * P + lane) for lane in range(P)]
             if got != want:
                 mismatches.append(f"step {t}: row {row} age 0 after the record probed {got}, "
@@ -1053,9 +1195,8 @@ def test_history_clear_forgets_spikes_and_currents(neurons, lanes, delay_bits):
         await ctx.tick()
         found["busy"] = await bench.clear(ctx)
         for row in range(B):
-            await bench.probe(ctx, row)
             for age in range(D):
-                got = await bench.probed(ctx, [age] * P)
+                got = await bench.probe(ctx, row, [age] * P)
                 if got != [0] * P:
                     found["left"].append(f"row {row} age {age}: spikes {got}")
             got = await bench.take(ctx, row)
@@ -1063,7 +1204,8 @@ def test_history_clear_forgets_spikes_and_currents(neurons, lanes, delay_bits):
                 found["left"].append(f"row {row}: current {got}")
 
     run_sim(dut, testbench)
-    assert found["busy"] == B, f"clear busy cycles: hw {found['busy']}, docstring B = {B}"
+    words = D << max(1, (B - 1).bit_length())   # every word of the spike memory
+    assert found["busy"] == words, f"clear busy cycles: hw {found['busy']}, docstring H 2^r = {words}"
     assert not found["left"], f"not cleared: {found['left']}"
 
 
