@@ -310,6 +310,7 @@ class InferenceCore(wiring.Component):
         b = self.build
         m.d.comb += [
             p.w_in.read_index.eq(p.fan.read_index), p.w_rec.read_index.eq(p.fan.read_index),
+            p.w_in.read_en.eq(p.fan.active), p.w_rec.read_en.eq(p.fan.active),
             p.fan.w_in.eq(p.w_in.weight), p.fan.w_rec.eq(p.w_rec.weight),
             p.fan.delay.eq(p.delays.row_delay),
             p.scan.row_delay.eq(p.delays.row_delay),

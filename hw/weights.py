@@ -40,9 +40,9 @@ class WeightMemory(wiring.Component):
     write share one address, which comes straight from registers. Writes
     happen between steps, reads during them. A write of weight
     ``write_index[l]`` (``write_en[l]``) is registered and stored on the next
-    cycle with a one-weight write enable (no read-modify-write); otherwise
-    weight ``read_index`` (the same for every lane) is read and appears on
-    ``weight[l]`` :data:`WEIGHT_READ_LATENCY` cycles later, through a
+    cycle with a one-weight write enable (no read-modify-write); otherwise,
+    with ``read_en``, weight ``read_index`` (the same for every lane) is read
+    and appears on ``weight[l]`` :data:`WEIGHT_READ_LATENCY` cycles later, through a
     :class:`~delrec.hw.banked.BankedMemory` (in banks of ``bank_bits``).
 
     Parameters
@@ -69,6 +69,9 @@ class WeightMemory(wiring.Component):
     write_index : In(range(count))
     write_data : In(signed(weight_bits))
     read_index : In(range(count))
+    read_en : In(1)
+        Read ``read_index`` this cycle (low: nothing is read; a shared
+        memory is then free for another array).
     weight : Out(ArrayLayout(signed(weight_bits), lanes))
     """
 
@@ -85,6 +88,7 @@ class WeightMemory(wiring.Component):
             "write_index": In(range(count)),
             "write_data": In(signed(weight_bits)),
             "read_index": In(range(count)),
+            "read_en": In(1),
             "weight": Out(data.ArrayLayout(signed(weight_bits), lanes)),
         }
         if shared is not None:
@@ -117,7 +121,7 @@ class WeightMemory(wiring.Component):
                 word.eq(Mux(mine, writing_index >> pack_bits, self.read_index >> pack_bits)),
                 memory.write_addr.eq(word),
                 memory.read_addr.eq(word),
-                memory.read_en.eq(~mine),
+                memory.read_en.eq(self.read_en & ~mine),
                 memory.write_data.eq(Cat(*[writing_data] * pack)),
                 memory.write_en.eq(Mux(mine, 1 << writing_index[:pack_bits], 0) if pack > 1 else mine),
             ]
