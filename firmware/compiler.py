@@ -114,8 +114,8 @@ def compile_network(net: FixedNetwork, build: CoreBuild, max_input: int = 1,
         data = _mask(values[keep], width)  # two's complement in the element's width
         rows.append(np.stack([np.full(int(keep.sum()), target.value, np.int64), addr[keep], data], 1))
 
-    # the input and recurrent weights do not learn: the core keeps their forward values; a core
-    # that does not learn keeps its delays as integers
+    # the input and recurrent weights and the hidden biases do not learn: the core keeps their
+    # forward values; a core that does not learn keeps its delays as integers
     stored = "delays" if build.learns else None
     add(WriteTarget.W_IN, forward["w_in"].T, spec.weight_bits)        # c * N + i
     add(WriteTarget.W_REC, forward["w_rec"].T, spec.weight_bits)      # j * N + i
@@ -124,7 +124,7 @@ def compile_network(net: FixedNetwork, build: CoreBuild, max_input: int = 1,
     if input_delays is not None:
         add(WriteTarget.INPUT_DELAY, padded.input_delays if stored else forward["input_delays"],
             geometry.delay_store_bits)
-    add(WriteTarget.BIAS, padded.bias, spec.bias_store_bits)
+    add(WriteTarget.BIAS, forward["bias"], spec.v_bits)                # the hidden biases do not learn
     add(WriteTarget.W_OUT, padded.w_out.T, spec.weight_store_bits)      # j * K + k
     add(WriteTarget.BIAS_OUT, padded.bias_out, spec.readout_bias_store_bits)
     config = [(ConfigRegister.THETA, padded.theta), (ConfigRegister.LEAK, padded.leak),

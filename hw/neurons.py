@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
@@ -9,7 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from delrec.build import CoreBuild
 
-from .fixed import clamp, delay_line, sweep, forward_value
+from .fixed import clamp, delay_line, sweep
 from .neuron import NeuronDatapath
 from .ports import RECORD_LATENCY, CoreGeometry
 
@@ -20,12 +22,12 @@ class NeuronArray(wiring.Component):
     """``N`` LIF neurons on ``P`` lanes: neuron ``b P + l`` is row ``b`` of lane ``l``.
 
     Per lane, memories of ``B = N / P`` words: the membranes ``v``
-    (``v_bits``), the biases (``bias_store_bits``: a learning copy whose
-    forward part :func:`~delrec.arith.forward_value` the neuron adds) and,
-    in a learning core, each neuron's surrogate ``psi`` of the last step
-    (:func:`~delrec.arith.surrogate`, ``psi_bits + 1``) and learning signal
-    ``L`` (``signal_bits``). Every memory has one synchronous read port and
-    one write port.
+    (``v_bits``), the biases (their forward values, ``v_bits``: the hidden
+    biases do not learn on chip) and, in a learning core, each neuron's
+    surrogate ``psi`` of the last step (:func:`~delrec.arith.surrogate`,
+    ``psi_bits + 1``) and learning signal ``L`` (``signal_bits``) side by
+    side in one word (written apart, with write enables). Every memory has
+    one synchronous read port and one write port.
 
     ``start`` updates rows ``0..B-1``, one per cycle on which ``advance`` is
     high: the row's reads are issued (stage 0, with ``take_en``/``take_row``
@@ -70,7 +72,7 @@ class NeuronArray(wiring.Component):
             "done": Out(1),
             "bias_write_en": In(1),
             "bias_write_addr": In(range(build.neurons)),
-            "bias_write_data": In(signed(spec.bias_store_bits)),
+            "bias_write_data": In(signed(spec.v_bits)),
             "read_en": In(1),
             "read_addr": In(range(build.neurons)),
             "read_signal": In(1),
@@ -138,13 +140,13 @@ class NeuronArray(wiring.Component):
             datapath = NeuronDatapath(spec, g.leak_bits)
             m.submodules[f"neuron_{lane}"] = datapath
             membrane_write, membrane_read = lane_memory(f"membrane_{lane}", signed(spec.v_bits))
-            bias_write, bias_read = lane_memory(f"bias_{lane}", signed(spec.bias_store_bits))
+            bias_write, bias_read = lane_memory(f"bias_{lane}", signed(spec.v_bits))
             m.d.comb += [
                 membrane_read.addr.eq(Mux(issuing, issue_row, read_row)),
                 bias_read.addr.eq(issue_row),
                 datapath.membrane.eq(membrane_read.data),
                 datapath.current.eq(self.take_current[lane]),
-                datapath.bias.eq(forward_value(bias_read.data, spec.weight_frac_bits)),
+                datapath.bias.eq(bias_read.data),
                 datapath.theta.eq(self.theta),
                 datapath.leak.eq(self.leak),
                 datapath.soft_reset.eq(self.soft_reset),
@@ -162,21 +164,27 @@ class NeuronArray(wiring.Component):
             spikes.append(datapath.spike)
             read_value = membrane_read.data.as_unsigned()
             if learns:
-                read_value = self._learning_lane(m, lane, datapath, lane_memory, clearing, clear_row,
-                                                 writing, rows[-1], read_row, read_signal_1, read_value)
+                read_value = self._learning_lane(m, lane, datapath, clearing, clear_row, writing, rows[-1],
+                                                 read_row, read_signal_1, read_value)
             with m.If(read_lane_1 == lane):
                 m.d.comb += self.read_data.eq(read_value)
         m.d.comb += self.record_spikes.eq(Cat(*spikes))
         return m
 
-    def _learning_lane(self, m, lane, datapath, lane_memory, clearing, clear_row, writing, written_row,
-                       read_row, read_signal, membrane_value):
-        """One lane's ``psi`` (written with the membrane) and ``L`` memories; the lane's read value."""
+    def _learning_lane(self, m, lane, datapath, clearing, clear_row, writing, written_row, read_row,
+                       read_signal, membrane_value):
+        """One lane's ``psi`` (written with the membrane) and ``L``, one word; the lane's read value."""
         build = self._build
         spec = build.spec
         lane_bits = (build.lanes - 1).bit_length()
-        psi_write, psi_read = lane_memory(f"psi_{lane}", unsigned(spec.psi_bits + 1))
-        signal_write, signal_read = lane_memory(f"signal_{lane}", signed(spec.signal_bits))
+        psi_bits, signal_bits = spec.psi_bits + 1, spec.signal_bits
+        granule = math.gcd(psi_bits, signal_bits)       # the write enables' width
+        state = Memory(shape=unsigned(psi_bits + signal_bits), depth=build.rows, init=[])
+        m.submodules[f"state_{lane}"] = state
+        write = state.write_port(granularity=granule)
+        read = state.read_port()
+        psi_enable = Const((1 << (psi_bits // granule)) - 1, len(write.en))
+        signal_enable = Const(((1 << (signal_bits // granule)) - 1) << (psi_bits // granule), len(write.en))
         top = 1 << spec.psi_bits
         distance = Signal(signed(spec.v_bits + 2), name=f"distance_{lane}")   # |h - theta|
         m.d.comb += distance.eq(Mux(datapath.charge >= self.theta, datapath.charge - self.theta,
@@ -184,14 +192,13 @@ class NeuronArray(wiring.Component):
         psi = clamp(top - distance, 0, top)
         signal_lane = self.signal_write_addr[:lane_bits] if lane_bits else Const(0, 1)
         with m.If(clearing):
-            m.d.comb += [psi_write.en.eq(1), psi_write.addr.eq(clear_row), psi_write.data.eq(0),
-                         signal_write.en.eq(1), signal_write.addr.eq(clear_row), signal_write.data.eq(0)]
-        with m.Else():
-            m.d.comb += [psi_write.en.eq(writing), psi_write.addr.eq(written_row), psi_write.data.eq(psi),
-                         signal_write.en.eq(self.signal_write_en & (signal_lane == lane)),
-                         signal_write.addr.eq(self.signal_write_addr[lane_bits:]),
-                         signal_write.data.eq(self.signal_write_data)]
-        m.d.comb += [psi_read.addr.eq(self.state_row), signal_read.addr.eq(Mux(self.read_en, read_row,
-                                                                               self.state_row)),
-                     self.state_psi[lane].eq(psi_read.data), self.state_signal[lane].eq(signal_read.data)]
-        return Mux(read_signal, signal_read.data.as_unsigned(), membrane_value)
+            m.d.comb += [write.en.eq(psi_enable | signal_enable), write.addr.eq(clear_row), write.data.eq(0)]
+        with m.Elif(writing):
+            m.d.comb += [write.en.eq(psi_enable), write.addr.eq(written_row), write.data.eq(psi)]
+        with m.Elif(self.signal_write_en & (signal_lane == lane)):
+            m.d.comb += [write.en.eq(signal_enable), write.addr.eq(self.signal_write_addr[lane_bits:]),
+                         write.data.eq(Cat(Const(0, psi_bits), self.signal_write_data))]
+        m.d.comb += [read.addr.eq(Mux(self.read_en, read_row, self.state_row)),
+                     self.state_psi[lane].eq(read.data[:psi_bits]),
+                     self.state_signal[lane].eq(read.data[psi_bits:])]
+        return Mux(read_signal, read.data[psi_bits:], membrane_value)

@@ -49,7 +49,7 @@ class WriteTarget(enum.Enum, shape=4):
         ``j`` (axonal) or ``j * N + i`` (synaptic): recurrent delay (a
         learning core: in ``2^-delay_frac_bits`` steps).
     ``BIAS``
-        ``i``: hidden bias (a learning core: its learning copy).
+        ``i``: hidden bias (its forward value: it does not learn on chip).
     ``W_OUT``
         ``j * K + k``: readout weight from neuron ``j`` to class ``k``
         (its learning copy).
@@ -219,7 +219,7 @@ class CoreGeometry:
         widths = [spec.weight_bits, spec.v_bits, spec.readout_bits, self.delay_store_bits,
                   self.leak_bits, STEP_REGISTER_BITS, spec.weight_store_bits, spec.readout_bias_store_bits]
         if self.build.learns:
-            widths += [spec.bias_store_bits, spec.lut_bits, SHIFT_BITS, self.label_bits,
+            widths += [spec.lut_bits, SHIFT_BITS, self.label_bits,
                        len(LearnFlag)]
         return max(widths)
 

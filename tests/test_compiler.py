@@ -56,7 +56,8 @@ def test_writes_decode_to_the_padded_network(delay_kind):
         np.testing.assert_array_equal(mem[name], getattr(padded, name), err_msg=name)
     np.testing.assert_array_equal(padded.w_in[:5, :3], net.w_in)
     assert mem["config"] == {ConfigRegister.THETA: net.theta, ConfigRegister.LEAK: net.leak,
-                             ConfigRegister.READOUT_LEAK: net.readout_leak, ConfigRegister.RESET: 1}
+                             ConfigRegister.READOUT_LEAK: net.readout_leak, ConfigRegister.RESET: 1,
+                             ConfigRegister.SCORE_START: net.score_start}
     assert padded.bias_out[2] == signed_range(spec.readout_bits)[0]
     # the padded network behaves as the original on the original neurons and classes
     x = rng.integers(0, 2, size=(30, 1, 3))

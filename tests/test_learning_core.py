@@ -25,18 +25,19 @@ from delrec.hw.core import InferenceCore
 from delrec.sim.learning import LearningSample, cosimulate_learning, learning_build, random_learning_case
 
 
-@pytest.mark.parametrize("recurrent, reset, leak, lanes, stall", [
-    (False, "soft", "shift", 1, 0.3),
-    (True, "soft", "shift", 2, 0.0),
-    (True, "hard", "multiply", 1, 0.3),   # DelRec's neurons: Q0.8 leak at tau = 1.05, hard reset
-    (True, "hard", "multiply", 2, 0.2),
+@pytest.mark.parametrize("recurrent, reset, leak, lanes, stall, shared", [
+    (False, "soft", "shift", 1, 0.3, False),
+    (True, "soft", "shift", 2, 0.0, False),
+    (True, "hard", "multiply", 1, 0.3, False),   # DelRec's neurons: Q0.8 leak at tau = 1.05, hard reset
+    (True, "hard", "multiply", 2, 0.2, False),
+    (True, "hard", "multiply", 1, 0.3, True),    # the UP5K's layout: weights and history in one memory
 ], ids=["feedforward-soft-shift", "recurrent-soft-shift-p2", "recurrent-hard-multiply",
-        "recurrent-hard-multiply-p2"])
-def test_random_networks_learn_every_step_bit_exact(recurrent, reset, leak, lanes, stall, tmp_path):
-    rng = np.random.default_rng(zlib.crc32(f"{recurrent}-{reset}-{leak}-{lanes}".encode()))
+        "recurrent-hard-multiply-p2", "recurrent-hard-multiply-shared-memory"])
+def test_random_networks_learn_every_step_bit_exact(recurrent, reset, leak, lanes, stall, shared, tmp_path):
+    rng = np.random.default_rng(zlib.crc32(f"{recurrent}-{reset}-{leak}-{lanes}-{shared}".encode()))
     net, samples = random_learning_case(rng, recurrent=recurrent, reset=reset, leak=leak)
     before = {n: p.clone() for n, p in net.parameters().items()}
-    build = learning_build(net, lanes=lanes, max_reach=4 * net.reach)
+    build = dataclasses.replace(learning_build(net, lanes=lanes, max_reach=4 * net.reach), shared_memory=shared)
     result = cosimulate_learning(net, samples, build=build, stall=stall, seed=int(rng.integers(1 << 16)),
                                  work_dir=tmp_path)
     after = result.golden.parameters()
