@@ -43,6 +43,11 @@ SIZES = {"demo": (32, 64, 4), "shd": (140, 256, 20)}
 DESIGNS = ("inference", "learning", "online")
 DEVICES = ("up5k", "ecp5-25f")
 MAX_REACH = 768
+#: Input spike probability per channel and step of the SHD-size co-simulation; with its weights
+#: (``input_gain`` 4.5) and input delays (0-8 steps), about 10 % of the neurons fire per step
+#: once the delayed inputs arrive (from the fourth step).
+INPUT_RATE = 0.1
+SETTLED = 3
 
 
 def build_of(size: str, design: str):
@@ -86,18 +91,18 @@ def cosimulate_learning_steps(steps: int, seed: int, work: Path) -> dict:
     config = OnlineConfig(inputs=C, hidden=N, classes=K, input_delays="axonal", recurrent=True,
                           recurrent_delays="axonal", reset="hard", gate_traces=False, tau=1.05,
                           signal="step", update_every=1, learn_weights=False, sigma=1.0, radius=3.0,
-                          delay_init=(0.0, 30.0), input_gain=4.0, recurrent_gain=1.5, readout_gain=1.0)
+                          delay_init=(0.0, 8.0), input_gain=4.5, recurrent_gain=1.5, readout_gain=1.0)
     net = FixedOnlineNetwork(config, LEARNING_SPEC, LearningRates(lr_delay_shift=24, lr_readout_shift=4),
                              seed=seed)
     rng = np.random.default_rng(seed)
-    x = (rng.random((steps, C)) < 0.05).astype(np.int64)
+    x = (rng.random((steps, C)) < INPUT_RATE).astype(np.int64)
     began = time.perf_counter()
     result = cosimulate_learning(net, [LearningSample(x=x, label=int(rng.integers(K)))], build=build,
                                  stall=0.0, check_state=False, build_root=work / "sim", work_dir=work / "cosim")
     spikes = np.zeros(steps)
     for t, _ in result.spikes[0]:
         spikes[t] += 1
-    return dict(steps=steps, input_rate=0.05, cycles=result.cycles[0], firing=(spikes / N).tolist(),
+    return dict(steps=steps, input_rate=INPUT_RATE, cycles=result.cycles[0], firing=(spikes / N).tolist(),
                 firing_mean=float(spikes.mean() / N), wall_seconds=time.perf_counter() - began,
                 bit_exact=True)
 
@@ -114,12 +119,13 @@ def summary(synth: dict, cosim: dict | None) -> dict:
                 out[f"lut_ratio_{size}_{device}"] = one["lut"] / old["lut"]
     learning = synth.get("shd:learning:up5k", {})
     if cosim and learning.get("fmax_mhz"):
-        cycles = np.asarray(cosim["cycles"][2:], dtype=float)   # past the first steps' short taps
+        cycles = np.asarray(cosim["cycles"][SETTLED:], dtype=float)   # once the delayed inputs arrive
         out["shd_learning_step"] = dict(cycles_mean=float(cycles.mean()), cycles_max=float(cycles.max()),
                                         fmax_mhz=learning["fmax_mhz"],
                                         ms_mean=float(cycles.mean() / learning["fmax_mhz"] / 1e3),
                                         ms_max=float(cycles.max() / learning["fmax_mhz"] / 1e3),
-                                        firing_mean=cosim["firing_mean"])
+                                        firing_mean=float(np.mean(cosim["firing"][SETTLED:])),
+                                        steps_measured=len(cycles))
     return out
 
 
@@ -130,7 +136,7 @@ def main(argv=None) -> int:
                         help="size:design:device (sizes %s, designs %s, devices %s)" % (
                             list(SIZES), list(DESIGNS), list(DEVICES)))
     parser.add_argument("--no-cosim", action="store_true", help="skip the SHD-size learning co-simulation")
-    parser.add_argument("--steps", type=int, default=12, help="co-simulated learning steps")
+    parser.add_argument("--steps", type=int, default=16, help="co-simulated learning steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=REPO / "build" / "one_core")
     parser.add_argument("--out", type=Path, default=None)

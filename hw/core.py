@@ -125,7 +125,7 @@ class InferenceCore(wiring.Component):
     Cycles (simple FSM control; the read-modify-writes are pipelined, one
     row of ``P`` neurons per cycle; the spike scans read rows ahead of the
     row being handled, ``L =`` :data:`~delrec.hw.ports.PROBE_LATENCY` cycles:
-    2 for the ring, 3 for the spike history):
+    2 for the ring, 4 for the spike history):
 
     * input, before the step: ``B + 1`` per event (one row per cycle); with
       input delays 2 per event (4 with a shared input history: the event is
@@ -137,7 +137,7 @@ class InferenceCore(wiring.Component):
       - input delays only, the input scan: ``4`` per channel (``5`` with
         a shared input history), plus ``B`` per event that arrives (its
         fan-out);
-      - history queue only, recurrent scan: ``B + 3`` (one row of ``P``
+      - history queue only, recurrent scan: ``B + 4`` (one row of ``P``
         spike bits per cycle, ``B + L``);
       - neuron update: ``B + 5`` (``B + 2 +``
         :attr:`~delrec.hw.neuron.NeuronDatapath.LATENCY`);
@@ -145,7 +145,7 @@ class InferenceCore(wiring.Component):
       - readout update and end-of-step beat: ``K + 6`` (``K + 1 +``
         :data:`~delrec.hw.readout.UPDATE_STAGES`);
 
-      that is ``2B + K + 14`` with the ring, ``3B + K + 18`` with the
+      that is ``2B + K + 14`` with the ring, ``3B + K + 20`` with the
       history (``+ 4C`` with input delays). Each spike adds at least one
       cycle and at most ``B + 3`` (``B +`` :data:`WEIGHT_READ_LATENCY`) per
       arriving presynaptic spike (history: its recurrent fan-out) and
@@ -232,10 +232,11 @@ class InferenceCore(wiring.Component):
 
         The trace pass: :meth:`TraceUnit.pass_cycles <delrec.hw.traces.TraceUnit.pass_cycles>`
         ``+ 2``. From ``LOSS_START`` on also: the errors, broadcast and
-        readout weights ``K (W + 1) + N (K + 1) + B + 8`` (``W =
-        readout_bits + 1``), ``+ 2K + 4`` with the readout biases, and the
-        columns ``(B + 6 + R) + (L - 1) max(B + 7 + R, F + 1) + F + 1`` for
-        ``L`` channels, ``R`` the delay update's ``ROW_LATENCY`` and ``F``
+        readout weights ``K (W + 1) + N (K + 1) + B + L + 5`` (``W =
+        readout_bits + 1``, ``L`` the history's
+        :data:`~delrec.hw.ports.PROBE_LATENCY`: the scan of the neurons that fired), ``+ 2K + 4`` with the readout biases, and the
+        columns ``(B + 6 + R) + (M - 1) max(B + 7 + R, F + 1) + F + 1`` for
+        ``M`` channels, ``R`` the delay update's ``ROW_LATENCY`` and ``F``
         its ``finish_latency(k_d)`` (a column's finish runs while the next
         column streams).
         """
@@ -244,7 +245,7 @@ class InferenceCore(wiring.Component):
             K, N, B = build.classes, build.neurons, build.rows
             sum_bits, rows = DelayUpdate.widths(build)
             finish = (sum_bits - 2) + lr_delay_shift + DelayUpdate.FINISH_OVERHEAD   # finish_latency(k_d)
-            cycles += K * (build.spec.readout_bits + 2) + N * (K + 1) + B + 8 + spikes
+            cycles += K * (build.spec.readout_bits + 2) + N * (K + 1) + B + PROBE_LATENCY["history"] + 5 + spikes
             cycles += 2 * K + 4 if readout_bias else 0
             if channels:
                 cycles += (B + 6 + rows) + (channels - 1) * max(B + 7 + rows, finish + 1) + finish + 1

@@ -25,7 +25,8 @@ class SpikeHistory(DelayQueue):
     slot ``slot`` of the row. A probe registers its row; on the next cycle,
     when ``probe_age`` arrives (the row's delays out of their memory), the
     slot ``slot - probe_age (mod H)`` is registered; the bit is read on the
-    cycle after and is ``probe_spikes``:
+    cycle after and registered (a block RAM's output is slow: no logic sees
+    it before a register) as ``probe_spikes``:
     :data:`~delrec.hw.ports.PROBE_LATENCY` ``["history"]`` cycles.
 
     The core turns delays into deliveries itself: before the update of step
@@ -73,11 +74,11 @@ class SpikeHistory(DelayQueue):
             with m.Elif(recording[-1]):
                 m.d.comb += [spikes_write.en.eq(1), spikes_write.addr.eq(word(self.slot, record_rows[-1])),
                              spikes_write.data.eq(self.record_spikes[lane])]
-            # the probed row and the slot of its age, both registered, then the bit read
+            # the probed row and the slot of its age, both registered, then the bit read and registered
             address = Signal.like(spikes_read.addr, name=f"probe_address_{lane}")
             m.d.sync += address.eq(word((self.slot - self.probe_age[lane])[:slot_bits], probe_row_1))
-            m.d.comb += [spikes_read.en.eq(1), spikes_read.addr.eq(address),
-                         self.probe_spikes[lane].eq(spikes_read.data)]
+            m.d.comb += [spikes_read.en.eq(1), spikes_read.addr.eq(address)]
+            m.d.sync += self.probe_spikes[lane].eq(spikes_read.data)
 
             currents = Memory(shape=signed(spec.acc_bits), depth=rows, init=[])
             m.submodules[f"currents_{lane}"] = currents

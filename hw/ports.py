@@ -282,8 +282,9 @@ RECORD_LATENCY = 2
 #: Cycles from a delay queue's ``probe_en`` to its ``probe_spikes``, per queue kind. The
 #: ring registers the row read from memory before any logic looks at it (a block RAM's
 #: output is slow, on the ECP5 most of a 100 MHz cycle); the spike history registers the
-#: slot of the probed age (given the cycle after the probe) before it reads that slot.
-PROBE_LATENCY = {"ring": 2, "history": 3}
+#: slot of the probed age (given the cycle after the probe) before it reads that slot, and
+#: the bit read before the scanner's control sees it.
+PROBE_LATENCY = {"ring": 2, "history": 4}
 
 
 def delay_queue_signature(rows: int, lanes: int, spec: CoreSpec, depth: int | None = None) -> wiring.Signature:

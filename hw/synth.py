@@ -24,8 +24,10 @@ one shared address and two weights per 16-bit word, see
 :class:`~delrec.hw.core.InferenceCore`; the per-step online core its input
 and readout weights, one per word), everything else to block RAM. On
 the ECP5 the weights fill 50 of the 25F's 56 ``DP16KD``, so every memory of
-at most 4 Kbit is marked ``ram_style = "distributed"`` (LUT RAM;
-``Device.lutram_max_bits``). Any memory of 256 bits or more that yosys turns
+at most 4 Kbit and 256 words is marked ``ram_style = "distributed"`` (LUT
+RAM; ``Device.lutram_max_bits``, ``Device.lutram_max_depth``: a deeper one,
+such as a spike history of 4096 one-bit words, reads through a mux tree of
+hundreds of 16-word LUT RAMs, slower than a block RAM). Any memory of 256 bits or more that yosys turns
 into flip-flops is listed in ``memories_as_registers``.
 
 Timing: nextpnr-ice40 times the ``SB_MAC16`` blocks as if clocked by their
@@ -85,6 +87,9 @@ class Device:
         Memories of at most this many bits are marked ``ram_style =
         "distributed"`` (LUT RAM), to leave the block RAM to the weights
         (``None``: the device has no LUT RAM, or let yosys choose).
+    lutram_max_depth : int
+        ... and of at most this many words (a deeper memory leaves block
+        RAM for a mux tree of LUT RAMs).
     weight_bank_bits : int or None
         The inference core's ``weight_bank_bits``: weight memories in banks
         of one block RAM each, registered before the bank is chosen, where
@@ -103,6 +108,7 @@ class Device:
     nextpnr_args: tuple
     default_freq_mhz: float
     lutram_max_bits: int | None = None
+    lutram_max_depth: int = 256
     weight_bank_bits: int | None = None
     spram_count: int = 0
 
@@ -260,14 +266,14 @@ def place_memories(rtlil_text: str, device: Device) -> tuple[str, list, list]:
     text, _ = strip_zero_memory_init(rtlil_text)
     lutram, spram = [], []
     if device.lutram_max_bits:
-        text, lutram = mark_lut_ram(text, device.lutram_max_bits)
+        text, lutram = mark_lut_ram(text, device.lutram_max_bits, device.lutram_max_depth)
     if device.spram_count:
         text, spram = mark_spram(text, device.spram_count)
     return text, lutram, spram
 
 
-def mark_lut_ram(rtlil_text: str, max_bits: int) -> tuple[str, list]:
-    """Mark every memory of at most ``max_bits`` bits ``ram_style = "distributed"``.
+def mark_lut_ram(rtlil_text: str, max_bits: int, max_depth: int | None = None) -> tuple[str, list]:
+    """Mark every memory of at most ``max_bits`` bits (and ``max_depth`` words) ``ram_style = "distributed"``.
 
     Returns
     -------
@@ -275,8 +281,8 @@ def mark_lut_ram(rtlil_text: str, max_bits: int) -> tuple[str, list]:
     marked : list of str
         The memories' hierarchical names.
     """
-    return _mark_memories(rtlil_text, lambda name, width, depth: width * depth <= max_bits,
-                          "distributed")
+    return _mark_memories(rtlil_text, lambda name, width, depth: width * depth <= max_bits
+                          and (max_depth is None or depth <= max_depth), "distributed")
 
 
 #: Weight memories with one shared address for reads and writes, which a single-port SPRAM

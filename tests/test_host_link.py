@@ -408,7 +408,7 @@ def reply_bound(build: CoreBuild, command: Command, elements: int) -> int:
                        Command.STEP: -(-N // 8)}.get(command, 0)
     work = 12 * elements
     if command == Command.STEP:
-        work += elements * (B + 2) + 3 * B + K + 8 + N * (B + K + 4)
+        work += elements * (B + 2) + 3 * B + K + 10 + N * (B + K + 4)
     return 50 + 3 * reply_bytes + work
 
 

@@ -405,7 +405,7 @@ def test_banked_weights_match_golden(queue, delay_kind):
 def test_cycles_per_step(queue):
     """With a host that never stalls, a step costs what the core's docstring says.
 
-    A silent step costs exactly ``2B + K + 14`` (ring) or ``3B + K + 18``
+    A silent step costs exactly ``2B + K + 14`` (ring) or ``3B + K + 20``
     (history); each spike adds between one cycle and its stated cost (the
     scan of later rows overlaps a spike's fan-out), plus the weight read
     latency once for the drain.
@@ -422,7 +422,7 @@ def test_cycles_per_step(queue):
         else:
             source = t - 1 - net.delays
             arrived = int(spikes[source[source >= 0], np.nonzero(source >= 0)[0]].sum())
-            silent, per_spike = 3 * B + K + 18, K + 2
+            silent, per_spike = 3 * B + K + 20, K + 2
         if fired + arrived == 0:
             silent_steps += 1
             assert cycles == silent, f"step {t} (silent): {cycles} cycles, expected {silent}"

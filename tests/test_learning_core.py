@@ -92,7 +92,7 @@ def test_learning_step_cycles_match_the_documented_count(tmp_path):
                                  stall=0.0, check_state=False, work_dir=tmp_path)
     f, R, B = spec.delay_frac_bits, net.reach, N // P
     delays = [(int(d), 0) for d in net.d_in] + [(int(d), 1) for d in net.d_rec]
-    inference = 3 * B + K + 18 + 4 * C
+    inference = 3 * B + K + 20 + 4 * C
     for t, cycles in enumerate(result.cycles[0]):
         taps = [max(0, tap_range(d, R, f, t, offset)[1] - tap_range(d, R, f, t, offset)[0] + 1)
                 for d, offset in delays]

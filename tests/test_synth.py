@@ -213,6 +213,11 @@ def test_memory_marking_for_lut_ram_and_spram():
     assert lutram == ["top.core.membrane_0"]
     assert text.count('attribute \\ram_style "distributed"') == 1
     assert text.index("distributed") < text.index("membrane_0")
+    # a deep narrow memory (a spike history of 4096 one-bit words) stays out of LUT RAM
+    history = "module \\top.core.queue\n  memory width 1 size 4096 \\spikes_0\nend\n"
+    assert mark_lut_ram(history, 4096)[1] == ["top.core.queue.spikes_0"]
+    assert mark_lut_ram(history, 4096, 256)[1] == []
+    assert mark_lut_ram(WEIGHTS, 1024, 64)[1] == ["top.core.membrane_0"]
     # largest first: w_in needs 2 SPRAMs (20000 > 16384 words), each w_rec one; never the
     # readout weights (separate read and write addresses) nor anything else
     text, spram = mark_spram(WEIGHTS, 3)
