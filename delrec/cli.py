@@ -569,16 +569,19 @@ def _add_learn_on_core(sub):
                    help="without --from: any field of OnlineConfig / OnlineTrainConfig (e.g. epochs=2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-split", default="val", choices=("train", "val", "test"))
+    from delrec.sim.online_learning import CHECKPOINT_RULE as rule
     g = p.add_argument_group("with --from (the rule on a trained network)")
     g.add_argument("--epochs", type=int, default=1, help="epochs over the training samples")
     g.add_argument("--samples", type=int, default=None, help="training samples per epoch (default: all)")
     g.add_argument("--eval-samples", type=int, default=None,
                    help="samples of the evaluation and test splits (default: all)")
-    g.add_argument("--sigma", type=float, default=1.0, help="width of the Gaussian surrogate (steps)")
-    g.add_argument("--lr-delay-shift", type=int, default=22, help="the delays' learning-rate shift k_d")
-    g.add_argument("--lr-readout-shift", type=int, default=4, help="the readout's learning-rate shift k_out")
-    g.add_argument("--loss-start", type=int, default=0, help="first step that learns")
-    g.add_argument("--target", type=float, default=1.0,
+    g.add_argument("--sigma", type=float, default=rule["sigma"], help="width of the Gaussian surrogate (steps)")
+    g.add_argument("--lr-delay-shift", type=int, default=rule["lr_delay_shift"],
+                   help="the delays' learning-rate shift k_d (default %(default)s)")
+    g.add_argument("--lr-readout-shift", type=int, default=rule["lr_readout_shift"],
+                   help="the readout's learning-rate shift k_out (default %(default)s)")
+    g.add_argument("--loss-start", type=int, default=rule["loss_start"], help="first step that learns")
+    g.add_argument("--target", type=float, default=rule["target"],
                    help="the per-step target of the label's readout unit, in the readout's float units")
     g.add_argument("--readout-bias", action="store_true", help="the readout biases learn too")
     g.add_argument("--lanes", type=int, default=1, help="lanes of the learning core")

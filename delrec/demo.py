@@ -169,11 +169,13 @@ def _learn_on_chip(config: DemoConfig, out: Path, task, net, build) -> dict:
     from delrec.build import CoreBuild
     from delrec.golden.online_fixed import LEARNING_SPEC, FixedOnlineNetwork, image_learning_config
     from delrec.sim.learning import LearningSample, cosimulate_learning
+    from delrec.sim.online_learning import CHECKPOINT_RULE as rule
 
     image = net.with_fractions(LEARNING_SPEC)
-    rule_net = FixedOnlineNetwork.from_image(image, image_learning_config(image, sigma=1.0),
-                                             LearningRates(lr_delay_shift=22, lr_readout_shift=4),
-                                             target=int(round(image.meta.get("readout_scale", image.theta))))
+    rule_net = FixedOnlineNetwork.from_image(
+        image, image_learning_config(image, sigma=rule["sigma"], loss_start=rule["loss_start"]),
+        LearningRates(lr_delay_shift=rule["lr_delay_shift"], lr_readout_shift=rule["lr_readout_shift"]),
+        target=int(round(rule["target"] * image.meta.get("readout_scale", image.theta))))
     learning = CoreBuild(inputs=build.inputs, neurons=image.neurons, classes=build.classes, spec=image.spec,
                          lanes=build.lanes if image.neurons % build.lanes == 0 else 1, queue="history",
                          input_delays="axonal", learning="step", max_reach=rule_net.reach)

@@ -90,3 +90,14 @@ def test_quantize_a_trained_checkpoint(tmp_path, capsys):
     assert net.neurons == 16 and net.meta["task"] == "delayed-xor"
     assert main(["quantize", str(tmp_path / "missing.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+    # the trained network keeps learning on the RTL core, from the command line, figures written
+    onchip = tmp_path / "onchip"
+    assert main(["learn-on-core", "--from", str(out / "checkpoint.pt"), "--samples", "2", "--eval-samples", "2",
+                 "--out", str(onchip), "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bit_exact"] and report["task"] == "delayed-xor"
+    assert report["cycles_per_step_learning"] > report["cycles_per_step_inference"]
+    assert {"metrics.json", "learning.png", "learned.npz"} <= {p.name for p in onchip.iterdir()}
+    learned = FixedNetwork.load(onchip / "learned.npz")
+    assert learned.neurons == 16 and learned.input_delays is not None
