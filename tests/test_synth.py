@@ -333,6 +333,30 @@ def test_shd_network_places_and_routes(device):
 
 @pytest.mark.slow
 @needs_yowasp
+def test_shd_learning_one_core_fits_up5k():
+    """The one core with its learning unit at the SHD size fits the UP5K (issue 21).
+
+    C = 140, N = 256 recurrent, K = 20, axonal input and recurrent delays and
+    the readout learning every step (``LEARNING_SPEC``, R up to 768), the input
+    weights, readout weights and input history in one shared memory that the
+    SPRAMs hold, the recurrent weights in the others.
+    """
+    from delrec.golden.online_fixed import LEARNING_SPEC
+
+    build = CoreBuild(140, 256, 20, LEARNING_SPEC, queue="history", input_delays="axonal", learning="step",
+                      max_reach=768, shared_memory=True)
+    result = synthesize(build, "up5k", BUILD / "shd-one-core-learning-up5k")
+    _check_sane(result, "up5k")
+    mapped = {name: memory["mapped_to"] for name, memory in result["memories"].items()
+              if name.endswith("weights_shared") or ".w_rec" in name}
+    assert mapped and set(mapped.values()) == {"ICE40_SPRAM"}, mapped
+    # measured (seed 1): 4849/5280 logic cells, 30/30 EBR, 4/4 SPRAM, 8/8 DSP, 21.4 MHz
+    assert result["spram"] == 4 and result["bram"] <= 30 and result["logic_cells"]["used"] <= 5280
+    assert result["fmax_mhz"] >= 12   # the iCEBreaker's clock
+
+
+@pytest.mark.slow
+@needs_yowasp
 def test_shd_recurrent_learning_core_fits_up5k():
     """The SHD DelRec layer learning its input and recurrent delays on chip fits the UP5K.
 
