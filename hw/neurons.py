@@ -116,10 +116,16 @@ class NeuronArray(wiring.Component):
             self.record_en.eq(valids[-1 - RECORD_LATENCY]),
             self.record_row.eq(rows[-1 - RECORD_LATENCY]),
         ]
+        # rows left to issue (issue_row != B) as a register: the membrane memory's address takes
+        # the issued row from it, not from ``advance`` (the core's control), a LUT RAM's address
+        # being on the ECP5's critical path; host reads never come during an update
+        updating = Signal()
         with m.If(self.start):
-            m.d.sync += issue_row.eq(0)
+            m.d.sync += [issue_row.eq(0), updating.eq(1)]
         with m.Elif(issuing):
             m.d.sync += issue_row.eq(issue_row + 1)
+            with m.If(issue_row == B - 1):
+                m.d.sync += updating.eq(0)
 
         # -- clear
         clearing, clear_row = sweep(m, self.clear, B, "clear")
@@ -142,7 +148,7 @@ class NeuronArray(wiring.Component):
             membrane_write, membrane_read = lane_memory(f"membrane_{lane}", signed(spec.v_bits))
             bias_write, bias_read = lane_memory(f"bias_{lane}", signed(spec.v_bits))
             m.d.comb += [
-                membrane_read.addr.eq(Mux(issuing, issue_row, read_row)),
+                membrane_read.addr.eq(Mux(updating, issue_row, read_row)),
                 bias_read.addr.eq(issue_row),
                 datapath.membrane.eq(membrane_read.data),
                 datapath.current.eq(self.take_current[lane]),
