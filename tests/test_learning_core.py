@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +191,40 @@ def test_learn_on_core_learns_every_step_as_the_golden_rule_does(tmp_path):
     assert onchip["test_accuracy"] == golden["test_accuracy"]
     assert onchip["delays"]["d_in"]["changed"] > 0
     assert onchip["cycles_per_step_learning"] > onchip["cycles_per_step_inference"]
+
+
+FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd" / "recordings"
+
+
+def test_spoken_digits_learn_every_step_bit_exact(tmp_path):
+    """Real recordings: two spoken digits through the cochlea encoder (SHD's 700 channels pooled
+    to 140, 10 ms bins), the first 40 steps of each, learn every step on a recurrent learning
+    core under host stalls, then the first again with learning off; every spike, score,
+    trace, learning signal, delay and readout weight equal the golden rule's. Counts above the
+    core's 4-bit count are saturated here, by the host, and the test says how many."""
+    from delrec.golden.online import OnlineConfig
+    from delrec.golden.online_fixed import LEARNING_SPEC
+    from delrec.golden.tasks.spoken import encoder_parameters, encode_recording
+
+    params = encoder_parameters("cochlea", dict(bin_ms=10.0, pool=5))
+    paths = [sorted(FSDD.glob(f"{digit}_*_0.wav"))[0] for digit in (3, 8)]
+    limit = (1 << LEARNING_SPEC.count_bits) - 1
+    raw = [encode_recording(path, params).astype(np.int64)[:40] for path in paths]
+    assert all(x.shape[1] == 140 and x.sum() > 100 for x in raw)
+    saturated = sum(int((x > limit).sum()) for x in raw)
+    assert saturated < sum(x.size for x in raw) // 100, f"{saturated} counts above {limit}"
+    config = OnlineConfig(inputs=140, hidden=24, classes=10, input_delays="axonal", recurrent=True,
+                          recurrent_delays="axonal", reset="hard", gate_traces=False, tau=1.05, signal="step",
+                          update_every=1, learn_weights=False, sigma=1.0, radius=3.0, delay_init=(0.0, 8.0),
+                          input_gain=1.0, recurrent_gain=1.5, readout_gain=1.0)
+    net = FixedOnlineNetwork(config, LEARNING_SPEC, LearningRates(lr_delay_shift=20, lr_readout_shift=4), seed=5)
+    before = {n: p.clone() for n, p in net.parameters().items()}
+    samples = [LearningSample(x=np.minimum(x, limit), label=int(path.name[0])) for x, path in zip(raw, paths)]
+    samples.append(LearningSample(x=samples[0].x, label=samples[0].label, learn=False))
+    result = cosimulate_learning(net, samples, build=learning_build(net), stall=0.2, seed=3, work_dir=tmp_path)
+    fired = sum(len(spikes) for spikes in result.spikes)
+    assert fired > 0.02 * 24 * 120, f"{fired} spikes: the comparison means little"
+    after = result.golden.parameters()
+    for name in ("d_in", "d_rec", "w_out"):
+        assert not torch.equal(after[name], before[name]), f"{name} did not learn"
+    assert result.learned == [True, True, False]
